@@ -1,0 +1,143 @@
+"""The one way to shape a model: `RetroConfig` and its named presets.
+
+A config is saved inside every checkpoint (as JSON) so that a checkpoint loads without guessing.
+The same class describes the no-retrieval baseline: `cca_layers=()` gives a plain decoder.
+This module owns only shapes and switches; it builds no tensors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+
+def default_cca_layers(n_layers: int) -> tuple[int, ...]:
+    """Every 3rd layer from the middle (0-based), as in RETRO's P = {6, 9, 12, ...} for 12+ layers."""
+    return tuple(range(n_layers // 2, n_layers, 3))
+
+
+@dataclass(frozen=True)
+class RetroConfig:
+    vocab_size: int = 8192  # set from the tokenizer; embeddings are tied with the output layer
+    d_model: int = 256  # decoder width
+    n_layers: int = 6  # decoder blocks
+    n_heads: int = 4  # attention heads (decoder self-attention and chunked cross-attention)
+    d_ff: int = 1024  # MLP hidden width
+    max_seq_len: int = 512  # learned positional embeddings cover this many positions
+    chunk_size: int = 64  # m: tokens per retrieval chunk (paper section 2.3)
+    n_neighbours: int = 2  # k used in training; inference may use any k >= 1
+    retrieved_len: int = 128  # r: neighbour chunk + its continuation
+    cca_layers: tuple[int, ...] = field(default=(3,))  # 0-based decoder blocks with CCA; () = baseline
+    enc_layers: int = 2  # bidirectional neighbour-encoder blocks
+    enc_d_model: int = 256  # neighbour-encoder width
+    enc_n_heads: int = 4  # neighbour-encoder heads
+    dropout: float = 0.0
+    pad_id: int = 0  # padding token: masked out of neighbours, used for left padding of prompts
+    # Previous-token features: neighbour token j also embeds tokens j-1 .. j-n, so that a decoder
+    # position holding token x can find "the token after x" in a neighbour by content (DESIGN.md).
+    neighbour_prev_tokens: int = 2
+    # Copy head: a gated pointer distribution over the neighbour tokens a position may see, mixed
+    # into the vocabulary distribution; forward then returns log-probabilities of the mixture.
+    copy_head: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cca_layers", tuple(int(i) for i in self.cca_layers))
+        problems = []
+        if self.d_model % self.n_heads:
+            problems.append(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        if self.enc_d_model % self.enc_n_heads:
+            problems.append(
+                f"enc_d_model={self.enc_d_model} is not divisible by enc_n_heads={self.enc_n_heads}"
+            )
+        bad = [i for i in self.cca_layers if not 0 <= i < self.n_layers]
+        if bad:
+            problems.append(f"cca_layers {bad} lie outside 0..{self.n_layers - 1}")
+        if len(set(self.cca_layers)) != len(self.cca_layers):
+            problems.append(f"cca_layers {self.cca_layers} repeat a layer")
+        if self.retrieved_len < 1 or self.chunk_size < 1 or self.n_neighbours < 1:
+            problems.append("chunk_size, n_neighbours and retrieved_len must be >= 1")
+        if self.max_seq_len < self.chunk_size:
+            problems.append(f"max_seq_len={self.max_seq_len} is shorter than one chunk ({self.chunk_size})")
+        if not 0 <= self.pad_id < self.vocab_size:
+            problems.append(f"pad_id={self.pad_id} is outside the vocabulary of {self.vocab_size}")
+        if self.neighbour_prev_tokens < 0:
+            problems.append("neighbour_prev_tokens must be >= 0")
+        if problems:
+            raise ValueError("invalid RetroConfig: " + "; ".join(problems))
+
+    @property
+    def uses_retrieval(self) -> bool:
+        return len(self.cca_layers) > 0
+
+    def replace(self, **changes) -> RetroConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["cca_layers"] = list(self.cca_layers)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RetroConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown RetroConfig fields {unknown}; known fields: {sorted(known)}")
+        return cls(**d)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> RetroConfig:
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
+        return PRESETS[name].replace(**overrides)
+
+
+def _retro(n_layers: int, d_model: int, n_heads: int, **kw) -> RetroConfig:
+    kw.setdefault("d_ff", 4 * d_model)
+    kw.setdefault("enc_d_model", d_model)
+    kw.setdefault("enc_n_heads", n_heads)
+    kw.setdefault("cca_layers", default_cca_layers(n_layers))
+    return RetroConfig(n_layers=n_layers, d_model=d_model, n_heads=n_heads, **kw)
+
+
+def _baseline(n_layers: int, d_model: int, n_heads: int, **kw) -> RetroConfig:
+    """A plain decoder: no CCA, no neighbour encoder, no copy head."""
+    return _retro(n_layers, d_model, n_heads, cca_layers=(), copy_head=False, neighbour_prev_tokens=0, **kw)
+
+
+# Non-embedding parameter counts are printed by `retro info --preset NAME`; a `*-baseline` is the
+# no-retrieval model of at least 10x the non-embedding parameters of its RETRO preset.
+PRESETS: dict[str, RetroConfig] = {
+    # Unit tests: milliseconds on a CPU.
+    "tiny": _retro(
+        2,
+        32,
+        2,
+        d_ff=64,
+        max_seq_len=128,
+        chunk_size=16,
+        retrieved_len=32,
+        enc_layers=1,
+        cca_layers=(1,),
+        vocab_size=512,
+    ),
+    "tiny-baseline": _baseline(4, 96, 4, max_seq_len=128, chunk_size=16, retrieved_len=32, vocab_size=512),
+    # The demo model: trains on a 2-core CPU (DESIGN.md: d=128, 4 layers copies facts).
+    "demo": _retro(
+        4, 128, 4, max_seq_len=256, enc_layers=1, enc_d_model=128, vocab_size=8192, cca_layers=(2,)
+    ),
+    "demo-baseline": _baseline(8, 320, 5, max_seq_len=256, vocab_size=8192),
+    # The measured prototype's size class, and the issue's `small` (~25M non-embedding parameters).
+    "small": _retro(
+        8, 512, 8, max_seq_len=512, enc_layers=2, enc_d_model=384, enc_n_heads=6, vocab_size=8192
+    ),
+    "small-baseline": _baseline(20, 1024, 16, max_seq_len=512, vocab_size=8192),
+    "medium": _retro(
+        12, 768, 12, max_seq_len=1024, enc_layers=2, enc_d_model=512, enc_n_heads=8, vocab_size=32768
+    ),
+    "medium-baseline": _baseline(32, 1792, 14, max_seq_len=1024, vocab_size=32768),
+}

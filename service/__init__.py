@@ -1,0 +1,1 @@
+"""service: the HTTP service (FastAPI) and the `retro` console entry point. Nothing imports it."""
