@@ -10,7 +10,9 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="RETRO: retrieval-enhanced language models.")
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help="RETRO: retrieval-enhanced language models."
+)
 console = Console(stderr=True)
 
 

@@ -133,9 +133,9 @@ PRESETS: dict[str, RetroConfig] = {
     "demo-baseline": _baseline(8, 320, 5, max_seq_len=256, vocab_size=8192),
     # The measured prototype's size class, and the issue's `small` (~25M non-embedding parameters).
     "small": _retro(
-        8, 512, 8, max_seq_len=512, enc_layers=2, enc_d_model=384, enc_n_heads=6, vocab_size=8192
+        8, 512, 8, max_seq_len=512, enc_layers=2, enc_d_model=256, enc_n_heads=4, vocab_size=8192
     ),
-    "small-baseline": _baseline(20, 1024, 16, max_seq_len=512, vocab_size=8192),
+    "small-baseline": _baseline(24, 1024, 16, max_seq_len=512, vocab_size=8192),
     "medium": _retro(
         12, 768, 12, max_seq_len=1024, enc_layers=2, enc_d_model=512, enc_n_heads=8, vocab_size=32768
     ),

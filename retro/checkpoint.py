@@ -1,0 +1,165 @@
+"""Checkpoints: one folder holding safetensors weights, the config as JSON and the tokenizer.
+
+Layout (Hugging Face's sharding convention, so large models come back from the GPU machine in
+pieces of at most `max_shard_bytes`):
+
+    config.json         {"format": "retro-checkpoint", "version": 1, "config": {...}, "meta": {...}}
+    model.safetensors   when everything fits in one shard, else
+    model-00001-of-00003.safetensors ... and model.safetensors.index.json (tensor -> shard file)
+    tokenizer.json
+
+Loading never unpickles. A save is atomic: it is written to a temporary sibling folder and renamed
+into place, so a crash mid-save leaves the previous checkpoint whole. Training state (optimizer,
+step, data position) is the trainer's business and lives beside, not inside, these files.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from retro.config import RetroConfig
+from retro.model import Retro
+from retro.tokenizer import Tokenizer
+
+FORMAT, VERSION = "retro-checkpoint", 1
+CONFIG_FILE, SINGLE_FILE, INDEX_FILE = "config.json", "model.safetensors", "model.safetensors.index.json"
+DEFAULT_MAX_SHARD_BYTES = 16 * 1024 * 1024
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder is missing, corrupted, or does not match its own config."""
+
+
+def _shards(state: dict[str, torch.Tensor], max_bytes: int) -> list[dict[str, torch.Tensor]]:
+    shards, current, size = [], {}, 0
+    for name, tensor in state.items():
+        n = tensor.numel() * tensor.element_size()
+        if current and size + n > max_bytes:
+            shards.append(current)
+            current, size = {}, 0
+        current[name] = tensor
+        size += n
+    return [*shards, current]
+
+
+def save_checkpoint(
+    folder: str | Path,
+    model: Retro,
+    tokenizer: Tokenizer,
+    meta: dict | None = None,
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+) -> Path:
+    """Writes the checkpoint atomically; `meta` is free-form JSON (training command, data, figures)."""
+    folder = Path(folder)
+    if tokenizer.vocab_size > model.config.vocab_size:
+        raise ValueError(
+            f"tokenizer has {tokenizer.vocab_size} tokens but the model's vocab_size is "
+            f"{model.config.vocab_size}"
+        )
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        shards = _shards(state, max_shard_bytes)
+        if len(shards) == 1:
+            save_file(shards[0], str(tmp / SINGLE_FILE), metadata={"format": "pt"})
+        else:
+            weight_map = {}
+            for i, shard in enumerate(shards, start=1):
+                name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+                save_file(shard, str(tmp / name), metadata={"format": "pt"})
+                weight_map.update(dict.fromkeys(shard, name))
+            total = sum(t.numel() * t.element_size() for t in state.values())
+            index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+            (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2))
+        body = {"format": FORMAT, "version": VERSION, "config": model.config.to_dict(), "meta": meta or {}}
+        (tmp / CONFIG_FILE).write_text(json.dumps(body, indent=2, sort_keys=True))
+        tokenizer.save(tmp)
+        old = folder.with_name(f".{folder.name}.old")
+        if folder.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            folder.rename(old)
+        tmp.rename(folder)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def read_config(folder: str | Path) -> tuple[RetroConfig, dict]:
+    """The model config and meta of a checkpoint, without loading any weights."""
+    path = Path(folder) / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{folder} is not a retro checkpoint: {CONFIG_FILE} is missing")
+    try:
+        body = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON: {e}") from e
+    if not isinstance(body, dict) or body.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a retro checkpoint config (format {FORMAT!r} expected)")
+    if body.get("version") != VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint version {body.get('version')}; this code reads {VERSION}"
+        )
+    try:
+        return RetroConfig.from_dict(body["config"]), body.get("meta", {})
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path} holds an invalid model config: {e}") from e
+
+
+def _load_state(folder: Path) -> dict[str, torch.Tensor]:
+    index_path = folder / INDEX_FILE
+    if index_path.is_file():
+        try:
+            files = sorted(set(json.loads(index_path.read_text())["weight_map"].values()))
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{index_path} is not a valid shard index: {e}") from e
+    elif (folder / SINGLE_FILE).is_file():
+        files = [SINGLE_FILE]
+    else:
+        raise CheckpointError(f"{folder} holds no weights ({SINGLE_FILE} or {INDEX_FILE})")
+    state: dict[str, torch.Tensor] = {}
+    for name in files:
+        path = folder / name
+        if not path.is_file():
+            raise CheckpointError(f"weight shard {path} is missing")
+        try:
+            state.update(load_file(str(path)))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"weight shard {path} is corrupted: {e}") from e
+    return state
+
+
+def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu") -> tuple[Retro, Tokenizer, dict]:
+    """Returns (model in eval mode on `device`, tokenizer, meta). Raises CheckpointError on any defect."""
+    folder = Path(folder)
+    config, meta = read_config(folder)
+    try:
+        tokenizer = Tokenizer.load(folder)
+    except (FileNotFoundError, ValueError) as e:
+        raise CheckpointError(f"{folder}: {e}") from e
+    if tokenizer.vocab_size > config.vocab_size:
+        raise CheckpointError(
+            f"{folder}: tokenizer has {tokenizer.vocab_size} tokens but the model's vocab_size is "
+            f"{config.vocab_size}"
+        )
+    model = Retro(config)
+    state = _load_state(folder)
+    expected = model.state_dict()
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    wrong = [k for k in expected.keys() & state.keys() if expected[k].shape != state[k].shape]
+    if missing or unexpected or wrong:
+        raise CheckpointError(
+            f"{folder}: weights do not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}, "
+            f"wrong shapes {wrong[:5]}"
+        )
+    model.load_state_dict(state)
+    return model.to(device).eval(), tokenizer, meta

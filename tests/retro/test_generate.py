@@ -1,0 +1,160 @@
+"""Generation: determinism, retrieval for short prompts and at chunk boundaries, stop strings,
+max tokens, streaming, and clear errors."""
+
+import numpy as np
+import pytest
+import torch
+
+from retro.generate import PromptTooLongError, SamplingParams, generate, sample_token, stream
+
+from .conftest import make_model, tiny_config
+
+M = 4
+
+
+class SpyRetriever:
+    """Records every call and returns distinct random neighbours [n, k, r] for each text."""
+
+    def __init__(self, vocab_size: int, k: int = 2, r: int = 8, seed: int = 0):
+        self.calls: list[list[str]] = []
+        self.returned: list[np.ndarray] = []
+        self.rng = np.random.default_rng(seed)
+        self.vocab_size, self.k, self.r = vocab_size, k, r
+
+    def __call__(self, texts):
+        self.calls.append(list(texts))
+        out = self.rng.integers(2, self.vocab_size, size=(len(texts), self.k, self.r))
+        self.returned.append(out)
+        return out
+
+
+@pytest.fixture()
+def model(tokenizer):
+    return make_model(tiny_config(vocab_size=tokenizer.vocab_size, max_seq_len=48))
+
+
+def test_same_seed_same_output(model, tokenizer):
+    params = SamplingParams(max_new_tokens=12, temperature=1.0, seed=123)
+    a = generate(model, tokenizer, "The capital", params, retrieve=SpyRetriever(tokenizer.vocab_size))
+    b = generate(model, tokenizer, "The capital", params, retrieve=SpyRetriever(tokenizer.vocab_size))
+    assert a == b
+    outs = {
+        generate(model, tokenizer, "The capital", SamplingParams(max_new_tokens=12, seed=s)).text
+        for s in range(6)
+    }
+    assert len(outs) > 1  # the seed matters
+
+
+def test_short_prompt_is_retrieved_and_its_neighbours_reach_the_model(model, tokenizer, monkeypatch):
+    prompt = "Gold"  # shorter than one chunk (4 tokens)
+    assert len(tokenizer.encode(prompt)) < M
+    seen = {}
+    real_prefill = model.prefill
+
+    def spy_prefill(tokens, neighbours=None, cache=None):
+        seen["tokens"], seen["neighbours"] = tokens, neighbours
+        return real_prefill(tokens, neighbours, cache)
+
+    monkeypatch.setattr(model, "prefill", spy_prefill)
+    spy = SpyRetriever(tokenizer.vocab_size)
+    generate(model, tokenizer, prompt, SamplingParams(max_new_tokens=1, temperature=0), retrieve=spy)
+    assert spy.calls[0] == [prompt]  # retrieved with the prompt's own text
+    assert seen["tokens"].shape[1] == M and seen["tokens"][0, 0] == tokenizer.pad_id  # left-padded to a chunk
+    torch.testing.assert_close(seen["neighbours"][0], torch.as_tensor(spy.returned[0]))
+    # and the answer depends on them: other neighbours, other first-token distribution
+    with torch.inference_mode():
+        logits_a, _ = real_prefill(seen["tokens"], seen["neighbours"])
+        logits_b, _ = real_prefill(seen["tokens"], torch.full_like(seen["neighbours"], 7))
+    assert not torch.allclose(logits_a[0, -1], logits_b[0, -1])
+
+
+def test_retrieval_at_every_chunk_boundary(model, tokenizer):
+    spy = SpyRetriever(tokenizer.vocab_size)
+    prompt = "The capital of France is"
+    n_prompt = len(tokenizer.encode(prompt))
+    padded = n_prompt + (-n_prompt) % M
+    result = generate(
+        model, tokenizer, prompt, SamplingParams(max_new_tokens=10, temperature=0), retrieve=spy
+    )
+    assert len(spy.calls[0]) == padded // M  # one text per complete prompt chunk
+    n_new = result.completion_tokens
+    # a token at position p closes a chunk when (p + 1) % M == 0; the last sampled token is never fed
+    fed = range(padded, padded + n_new - 1)
+    assert len(spy.calls) - 1 == sum((p + 1) % M == 0 for p in fed)
+    assert all(len(c) == 1 for c in spy.calls[1:])
+
+
+def test_baseline_needs_no_retrieval_and_no_padding(tokenizer):
+    base = make_model(tiny_config(vocab_size=tokenizer.vocab_size, cca_layers=(), copy_head=False))
+    spy = SpyRetriever(tokenizer.vocab_size)
+    out = generate(base, tokenizer, "Gold", SamplingParams(max_new_tokens=5, temperature=0), retrieve=spy)
+    assert spy.calls == [] and out.completion_tokens >= 1
+
+
+def test_max_tokens_gives_length(model, tokenizer):
+    out = generate(model, tokenizer, "Water", SamplingParams(max_new_tokens=7, temperature=0))
+    if out.finish_reason == "length":
+        assert out.completion_tokens == 7
+    else:  # the random model chose <eos> first
+        assert out.completion_tokens <= 7
+
+
+def test_stop_string_ends_generation_before_it(model, tokenizer):
+    greedy = SamplingParams(max_new_tokens=30, temperature=0)
+    full = generate(model, tokenizer, "Mount", greedy).text
+    assert len(full) > 6
+    stop = full[3:6]
+    out = generate(model, tokenizer, "Mount", SamplingParams(max_new_tokens=30, temperature=0, stop=(stop,)))
+    assert out.finish_reason == "stop"
+    assert out.text == full[: full.index(stop)]
+    assert stop not in out.text
+
+
+def test_stream_pieces_join_to_generate_text_and_hold_back_stop_prefixes(model, tokenizer):
+    greedy = SamplingParams(max_new_tokens=30, temperature=0)
+    full = generate(model, tokenizer, "Mount", greedy).text
+    pieces = list(stream(model, tokenizer, "Mount", greedy))
+    assert "".join(p.text for p in pieces) == full
+    assert all(p.finish_reason is None for p in pieces[:-1]) and pieces[-1].finish_reason
+    stop = full[10:14]
+    stopped = list(
+        stream(model, tokenizer, "Mount", SamplingParams(max_new_tokens=30, temperature=0, stop=(stop,)))
+    )
+    assert "".join(p.text for p in stopped) == full[: full.index(stop)]
+    assert sum(p.n_tokens for p in stopped) <= 30
+
+
+def test_context_end_gives_length(tokenizer):
+    short = make_model(tiny_config(vocab_size=tokenizer.vocab_size, max_seq_len=12))
+    out = generate(short, tokenizer, "The capital of", SamplingParams(max_new_tokens=50, temperature=0))
+    assert out.completion_tokens <= 12 - len(tokenizer.encode("The capital of")) + 1
+
+
+def test_prompt_too_long_names_the_limit(model, tokenizer):
+    with pytest.raises(PromptTooLongError, match="limit is 44 prompt tokens") as err:
+        generate(model, tokenizer, "The capital of France is Paris. " * 20, retrieve=SpyRetriever(300))
+    assert err.value.limit == 44 and err.value.prompt_tokens > 44
+
+
+def test_bad_retriever_output_is_a_clear_error(model, tokenizer):
+    with pytest.raises(ValueError, match=r"retrieve must return token ids of shape \[1, k, r\]"):
+        generate(model, tokenizer, "Gold", retrieve=lambda texts: np.zeros((2, 8), dtype=np.int64))
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [({"max_new_tokens": 0}, "max_new_tokens"), ({"temperature": -1}, "temperature"), ({"top_p": 0}, "top_p"),
+     ({"top_k": -2}, "top_k"), ({"stop": ("",)}, "stop")],
+)  # fmt: skip
+def test_sampling_params_validation(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SamplingParams(**kwargs)
+
+
+def test_sampling_filters():
+    logits = torch.tensor([0.0, 3.0, 2.9, -1.0])
+    g = torch.Generator().manual_seed(0)
+    assert sample_token(logits, SamplingParams(temperature=0), g) == 1
+    assert {sample_token(logits, SamplingParams(top_k=1), g) for _ in range(20)} == {1}
+    assert {sample_token(logits, SamplingParams(top_p=0.3), g) for _ in range(20)} == {1}
+    assert {sample_token(logits, SamplingParams(top_k=2), g) for _ in range(50)} == {1, 2}

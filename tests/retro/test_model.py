@@ -1,0 +1,194 @@
+"""The network's contract: shapes, RETRO causality, valid log-probabilities, clear input errors."""
+
+import pytest
+import torch
+
+from retro.config import PRESETS, RetroConfig
+from retro.model import Retro
+
+from .conftest import CONFIGS, make_model, tiny_config
+
+M = 4  # chunk size of the tiny configs
+
+
+def random_inputs(cfg: RetroConfig, B=2, T=18, k=2, r=8, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(2, cfg.vocab_size, (B, T), generator=g)
+    neighbours = torch.randint(2, cfg.vocab_size, (B, T // cfg.chunk_size, k, r), generator=g)
+    return tokens, neighbours
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_output_shape_and_normalisation(name):
+    cfg = CONFIGS[name]
+    model = make_model(cfg)
+    tokens, neighbours = random_inputs(cfg)
+    out = model(tokens, neighbours)
+    assert out.shape == (2, 18, cfg.vocab_size)
+    assert torch.isfinite(out).all()
+    if cfg.copy_head:  # log-probabilities of the mixture: they sum to one
+        torch.testing.assert_close(out.exp().sum(-1), torch.ones(2, 18), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+@pytest.mark.parametrize("p", [0, 3, 4, 9, 17])
+def test_changing_token_p_moves_no_earlier_logit(name, p):
+    cfg = CONFIGS[name]
+    model = make_model(cfg)
+    tokens, neighbours = random_inputs(cfg)
+    changed = tokens.clone()
+    changed[:, p] = (changed[:, p] + 1) % cfg.vocab_size
+    a, b = model(tokens, neighbours), model(changed, neighbours)
+    torch.testing.assert_close(a[:, :p], b[:, :p], atol=0, rtol=0)
+    assert not torch.allclose(a[:, p:], b[:, p:])
+
+
+@pytest.mark.parametrize("name", ["copy+prev2", "copy, no prev", "no copy head"])
+@pytest.mark.parametrize("u", [0, 1, 3])
+def test_neighbours_of_chunk_u_reach_only_positions_from_its_last_token(name, u):
+    cfg = CONFIGS[name]
+    model = make_model(cfg)
+    tokens, neighbours = random_inputs(cfg)
+    changed = neighbours.clone()
+    changed[:, u] = torch.randint(
+        2, cfg.vocab_size, changed[:, u].shape, generator=torch.Generator().manual_seed(9)
+    )
+    a, b = model(tokens, neighbours), model(tokens, changed)
+    first = (u + 1) * M - 1  # paper section 2.4: i >= (u+1)m - 1
+    torch.testing.assert_close(a[:, :first], b[:, :first], atol=0, rtol=0)
+    assert (a[:, first] - b[:, first]).abs().max() > 1e-6
+
+
+def test_baseline_ignores_neighbours_and_none_gives_plain_decoder():
+    base = make_model(CONFIGS["baseline"])
+    tokens, neighbours = random_inputs(CONFIGS["baseline"])
+    torch.testing.assert_close(base(tokens, neighbours), base(tokens, None), atol=0, rtol=0)
+    retro = make_model(CONFIGS["copy+prev2"])
+    with_nb, without = retro(tokens, neighbours), retro(tokens, None)
+    # before the first chunk closes, retrieval cannot matter; afterwards it does
+    torch.testing.assert_close(with_nb[:, : M - 1], without[:, : M - 1], atol=1e-6, rtol=0)
+    assert not torch.allclose(with_nb[:, M - 1 :], without[:, M - 1 :])
+
+
+@pytest.mark.parametrize("k,r", [(1, 8), (3, 8), (2, 5), (5, 1)])
+def test_any_k_and_shorter_neighbours(k, r):
+    cfg = CONFIGS["copy+prev2"]
+    model = make_model(cfg)
+    tokens, neighbours = random_inputs(cfg, k=k, r=r)
+    assert model(tokens, neighbours).shape == (2, 18, cfg.vocab_size)
+
+
+@pytest.mark.parametrize("T", [1, 3, 4, 5, 16])
+def test_short_and_ragged_sequences(T):
+    cfg = CONFIGS["copy+prev2"]
+    model = make_model(cfg)
+    tokens, neighbours = random_inputs(cfg, T=T)
+    assert neighbours.shape[1] == T // M
+    assert model(tokens, neighbours).shape == (2, T, cfg.vocab_size)
+
+
+def test_all_padding_neighbours_stay_finite():
+    cfg = CONFIGS["copy+prev2"]
+    model = make_model(cfg)
+    tokens, neighbours = random_inputs(cfg)
+    neighbours[:, 1] = cfg.pad_id  # chunk 1 retrieved nothing
+    out = model(tokens, neighbours)
+    assert torch.isfinite(out).all()
+
+
+def test_copy_head_can_copy_a_neighbour_token():
+    """A neighbour token's probability rises when the copy head points at it (mass leaves the vocabulary)."""
+    cfg = CONFIGS["copy+prev2"]
+    model = make_model(cfg)
+    tokens, neighbours = random_inputs(cfg)
+    target = int(neighbours[0, 0, 0, 3])
+    plain = model(tokens, None)[0, M - 1, target].exp()
+    mixed = model(tokens, neighbours)[0, M - 1, target].exp()
+    assert mixed > plain
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_loss_with_targets_equals_nll_of_forward(name):
+    cfg = CONFIGS[name]
+    model = make_model(cfg)
+    tokens, neighbours = random_inputs(cfg, T=17)
+    inputs, targets = tokens[:, :-1], tokens[:, 1:].clone()
+    targets[0, :3] = -100  # ignored positions (e.g. left padding)
+    nb = neighbours[:, : inputs.shape[1] // M]
+    logp = model(inputs, nb).float().log_softmax(-1)
+    keep = targets != -100
+    ref = -logp.gather(-1, targets.clamp_min(0)[..., None])[..., 0][keep].mean()
+    torch.testing.assert_close(model(inputs, nb, targets=targets), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_gradients_reach_encoder_cca_and_copy_head():
+    cfg = CONFIGS["copy+prev2"]
+    model = make_model(cfg).train()
+    tokens, neighbours = random_inputs(cfg, T=17)
+    model(tokens[:, :-1], neighbours, targets=tokens[:, 1:]).backward()
+    for prefix in ("encoder.", "blocks.1.cca.", "copy_head.", "encoder.prev_in."):
+        grads = [p.grad for n, p in model.named_parameters() if n.startswith(prefix)]
+        assert grads and all(g is not None for g in grads), prefix
+        assert any(g.abs().sum() > 0 for g in grads), prefix
+
+
+@pytest.mark.parametrize(
+    "tokens,neighbours,message",
+    [
+        (torch.zeros(2, 8), None, r"LongTensor of shape \[B, T\]"),
+        (torch.zeros(8, dtype=torch.long), None, r"LongTensor of shape \[B, T\]"),
+        (torch.zeros(1, 65, dtype=torch.long), None, "exceeds max_seq_len=64"),
+        (torch.full((1, 8), 300, dtype=torch.long), None, r"token ids must lie in \[0, 300\)"),
+        (
+            torch.zeros(2, 8, dtype=torch.long),
+            torch.zeros(2, 3, 2, 8, dtype=torch.long),
+            r"shape \[B=2, 2, k, r<=8\]",
+        ),
+        (
+            torch.zeros(2, 8, dtype=torch.long),
+            torch.zeros(2, 2, 2, 9, dtype=torch.long),
+            r"shape \[B=2, 2, k, r<=8\]",
+        ),
+        (
+            torch.zeros(2, 8, dtype=torch.long),
+            torch.zeros(1, 2, 2, 8, dtype=torch.long),
+            r"shape \[B=2, 2, k, r<=8\]",
+        ),
+        (
+            torch.zeros(2, 8, dtype=torch.long),
+            torch.zeros(2, 2, 8, dtype=torch.long),
+            r"LongTensor of shape \[B=2, 2",
+        ),
+        (torch.zeros(2, 8, dtype=torch.long), torch.zeros(2, 2, 2, 8), r"LongTensor of shape \[B=2, 2"),
+    ],
+)
+def test_bad_inputs_name_the_expected_shape(tokens, neighbours, message):
+    model = make_model(CONFIGS["copy+prev2"])
+    with pytest.raises(ValueError, match=message):
+        model(tokens, neighbours)
+
+
+def test_config_validation_and_round_trip():
+    with pytest.raises(ValueError, match="not divisible"):
+        tiny_config(d_model=30, n_heads=4)
+    with pytest.raises(ValueError, match="outside"):
+        tiny_config(cca_layers=(5,))
+    cfg = tiny_config()
+    assert RetroConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="unknown RetroConfig fields"):
+        RetroConfig.from_dict({**cfg.to_dict(), "bogus": 1})
+    with pytest.raises(ValueError, match="unknown preset"):
+        RetroConfig.from_preset("huge")
+
+
+def test_presets_build_and_baselines_are_10x():
+    counts = {}
+    for name in ("tiny", "tiny-baseline", "demo", "demo-baseline", "small"):
+        counts[name] = Retro(PRESETS[name]).parameter_counts()["non_embedding"]
+    assert PRESETS["tiny-baseline"].cca_layers == () and PRESETS["small"].uses_retrieval
+    assert counts["tiny-baseline"] >= 10 * counts["tiny"]
+    assert counts["demo-baseline"] >= 4 * counts["demo"]
+    assert 20e6 <= counts["small"] <= 35e6
+    # small-baseline is too big to build in a unit test; its size follows from the config
+    sb = PRESETS["small-baseline"]
+    assert 12 * sb.n_layers * sb.d_model**2 >= 10 * counts["small"]
