@@ -1,0 +1,201 @@
+"""Training sequences with neighbours: the recipe that makes a small RETRO copy from retrieval.
+
+Sequences are windows of the chunk store's token stream (chunks in store order, so documents
+follow one another, separated by the padding of their last chunks), starting at a chunk boundary.
+Chunk u of a sequence gets k neighbours of `retrieved_len` tokens, built by the recipe below,
+because plain RETRO training at this scale learns to ignore retrieval (DESIGN.md, measured table):
+
+1. Retrieved neighbours: the store chunk's precomputed nearest chunks from other documents
+   (`index.neighbours`), with their continuations; any from a document that occurs in the same
+   sequence is dropped too (paper section 2.3: no neighbour from the sequence's own documents).
+2. A continuation neighbour, in a random one of the k slots, for a scheduled share of chunks: a
+   window of the stream that holds the tokens chunk u's attending positions must predict, placed
+   at a random offset inside the window (0 .. r - m tokens of the preceding text come first). The
+   random offset is what teaches copying by content rather than by position; an aligned
+   continuation gives a low training loss and no fact accuracy.
+3. Distractors: the share of chunks with a continuation neighbour falls from `continuation_start`
+   to `continuation_end` over the second part of training, and a share of retrieved neighbours is
+   replaced by random chunks, so that the copy head learns when *not* to copy.
+4. Random left padding (`left_pad_prob`): the sequence is shifted right by 0 .. m-1 `<pad>`
+   tokens, so the model has seen the alignment that generation uses for short prompts.
+
+`TrainingData.batch(step, batch_size, rank, world_size)` is a pure function of (seed, step, rank):
+resuming at a saved step reproduces the data exactly. The token draws do not depend on the
+neighbour draws, so a `baseline=True` data set gives the no-retrieval model the same tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from index.neighbours import TrainingChunks
+from retro.config import RetroConfig
+
+IGNORE = -100  # target value that the loss ignores
+
+
+@dataclass(frozen=True)
+class Recipe:
+    continuation_start: float = 1.0  # share of chunks with a continuation neighbour, early on
+    continuation_end: float = 0.8  # ... and at the last step
+    decay_from: float = 0.5  # fraction of training after which the share starts to fall
+    random_neighbour_prob: float = 0.1  # a retrieved neighbour slot is a random chunk instead
+    left_pad_prob: float = 0.5  # a sequence is shifted right by 1 .. m-1 pads
+    max_offset: int | None = None  # largest offset of the continuation in its window; None = r - m
+
+    def continuation_share(self, step: int, total_steps: int) -> float:
+        if total_steps <= 0:
+            return self.continuation_start
+        t = step / total_steps
+        if t <= self.decay_from:
+            return self.continuation_start
+        frac = min(1.0, (t - self.decay_from) / max(1e-9, 1.0 - self.decay_from))
+        return self.continuation_start + frac * (self.continuation_end - self.continuation_start)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Batch:
+    tokens: torch.Tensor  # (B, T) inputs
+    targets: torch.Tensor  # (B, T) next tokens, IGNORE where there is nothing to predict
+    neighbours: torch.Tensor | None  # (B, T // m, k, r), or None for the baseline
+
+    def to(self, device) -> Batch:
+        nb = None if self.neighbours is None else self.neighbours.to(device, non_blocking=True)
+        return Batch(
+            self.tokens.to(device, non_blocking=True), self.targets.to(device, non_blocking=True), nb
+        )
+
+
+def _doc_in_split(doc_id: str, validation_fraction: float) -> bool:
+    """True for documents of the validation split: a hash of the id, stable across builds."""
+    digest = int(hashlib.sha256(doc_id.encode("utf-8")).hexdigest()[:8], 16)
+    return digest / 2**32 < validation_fraction
+
+
+class TrainingData:
+    """Deterministic batches of (tokens, targets, neighbours) from one index version."""
+
+    def __init__(
+        self,
+        chunks: TrainingChunks,
+        config: RetroConfig,
+        recipe: Recipe = Recipe(),
+        seed: int = 0,
+        total_steps: int = 0,
+        baseline: bool = False,
+        split: str = "train",
+        validation_fraction: float = 0.0,
+    ):
+        m = config.chunk_size
+        if chunks.chunk_size != m:
+            raise ValueError(f"the index has chunks of {chunks.chunk_size} tokens; the model expects {m}")
+        if split not in ("train", "validation"):
+            raise ValueError(f"split must be 'train' or 'validation'; got {split!r}")
+        if not baseline and chunks.neighbours is None:
+            raise ValueError(
+                "the index has no precomputed neighbours: run index.neighbours.precompute_neighbours"
+            )
+        self.config, self.recipe, self.seed = config, recipe, seed
+        self.total_steps, self.baseline = total_steps, baseline
+        self.k, self.r, self.m = config.n_neighbours, config.retrieved_len, m
+        self.seq_len = config.max_seq_len - config.max_seq_len % m  # whole chunks
+        self.pad_id = chunks.pad_id
+        in_validation = np.array([_doc_in_split(d, validation_fraction) for d in chunks.doc_ids], dtype=bool)
+        keep_doc = in_validation if split == "validation" else ~in_validation
+        self.chunk_ids = np.nonzero(keep_doc[np.asarray(chunks.doc_index)])[0]  # store ids, in order
+        self.n_seq_chunks = self.seq_len // m
+        if len(self.chunk_ids) < self.n_seq_chunks + 1:
+            raise ValueError(
+                f"the {split} split has {len(self.chunk_ids)} chunks; "
+                f"a sequence needs {self.n_seq_chunks + 1}"
+            )
+        self.stream = np.asarray(chunks.tokens)[self.chunk_ids].reshape(-1).astype(np.int64)  # (n*m,)
+        self.doc_of_chunk = np.asarray(chunks.doc_index)[self.chunk_ids]
+        self.chunks = chunks
+        # store chunk id -> row in self.chunk_ids (-1 if that chunk is not in this split)
+        self.row_of_store = np.full(chunks.n_chunks, -1, dtype=np.int64)
+        self.row_of_store[self.chunk_ids] = np.arange(len(self.chunk_ids))
+
+    @classmethod
+    def from_index(cls, index_dir: str | Path, config: RetroConfig, **kwargs) -> TrainingData:
+        baseline = kwargs.get("baseline", False)
+        return cls(TrainingChunks(index_dir, None if baseline else config.n_neighbours), config, **kwargs)
+
+    @property
+    def n_sequences(self) -> int:
+        return len(self.chunk_ids) - self.n_seq_chunks
+
+    def tokens_per_batch(self, batch_size: int) -> int:
+        return batch_size * self.seq_len
+
+    # --- one batch ----------------------------------------------------------------------------
+    def batch(self, step: int, batch_size: int, rank: int = 0, world_size: int = 1) -> Batch:
+        token_rng = np.random.default_rng([self.seed, step, rank, world_size, 0])
+        starts = token_rng.integers(0, self.n_sequences, size=batch_size)
+        shifts = np.where(
+            token_rng.random(batch_size) < self.recipe.left_pad_prob,
+            token_rng.integers(1, self.m, size=batch_size) if self.m > 1 else 0,
+            0,
+        )
+        return self.sequences(starts, shifts, step=step, rng_key=(step, rank, world_size))
+
+    def sequences(self, starts: np.ndarray, shifts: np.ndarray, step: int = 0, rng_key=(0, 0, 1)) -> Batch:
+        """The batch for given start rows (in this split's chunk order) and left shifts."""
+        T, m = self.seq_len, self.m
+        B = len(starts)
+        tokens = np.full((B, T + 1), self.pad_id, dtype=np.int64)
+        for b, (start, shift) in enumerate(zip(starts, shifts, strict=True)):
+            lo = start * m
+            tokens[b, shift:] = self.stream[lo : lo + T + 1 - shift]
+        inputs, targets = tokens[:, :T], tokens[:, 1:].copy()
+        targets[targets == self.pad_id] = IGNORE
+        neighbours = None
+        if not self.baseline and self.config.uses_retrieval:
+            nb_rng = np.random.default_rng([self.seed, *rng_key, 1])
+            neighbours = self._neighbours(starts, shifts, nb_rng, step)
+        return Batch(
+            torch.from_numpy(inputs.copy()),
+            torch.from_numpy(targets),
+            None if neighbours is None else torch.from_numpy(neighbours),
+        )
+
+    def _neighbours(self, starts, shifts, rng, step) -> np.ndarray:
+        B, L, k, r, m = len(starts), self.n_seq_chunks, self.k, self.r, self.m
+        rows = starts[:, None] + np.arange(L)[None, :]  # (B, L) rows of this split
+        store_ids = self.chunk_ids[rows]
+        retrieved = np.array(self.chunks.neighbours[store_ids.reshape(-1)]).reshape(B, L, -1)[..., :k]
+        # drop neighbours from any document that occurs in the sequence (paper 2.3)
+        seq_docs = self.doc_of_chunk[
+            np.minimum(rows[:, :1] + np.arange(L + 1)[None, :], len(self.chunk_ids) - 1)
+        ]
+        nb_docs = np.asarray(self.chunks.doc_index)[np.maximum(retrieved, 0)]
+        own = (nb_docs[..., None] == seq_docs[:, None, None, :]).any(-1)
+        retrieved = np.where(own, -1, retrieved)
+        # distractors: some retrieved slots become random chunks of the whole store
+        randomise = rng.random((B, L, k)) < self.recipe.random_neighbour_prob
+        random_ids = rng.integers(0, self.chunks.n_chunks, size=(B, L, k))
+        retrieved = np.where(randomise, random_ids, retrieved)
+        out = self.chunks.neighbour_tokens(retrieved)[..., :r]  # (B, L, k, 2m) -> (B, L, k, r)
+        if out.shape[-1] < r:
+            out = np.pad(out, ((0, 0), (0, 0), (0, 0), (0, r - out.shape[-1])), constant_values=self.pad_id)
+        # continuation neighbours at random offsets
+        share = self.recipe.continuation_share(step, self.total_steps)
+        has_cont = rng.random((B, L)) < share
+        slot = rng.integers(0, k, size=(B, L))
+        max_offset = self.recipe.max_offset if self.recipe.max_offset is not None else max(0, r - m)
+        offsets = rng.integers(0, max_offset + 1, size=(B, L))
+        # attending positions of chunk u predict stream tokens from (start + u + 1) * m - shift on
+        first_target = (starts[:, None] + np.arange(1, L + 1)[None, :]) * m - shifts[:, None]  # (B, L)
+        window_start = np.clip(first_target - offsets, 0, max(0, len(self.stream) - r))
+        windows = self.stream[window_start[..., None] + np.arange(r)]  # (B, L, r)
+        b_idx, u_idx = np.nonzero(has_cont)
+        out[b_idx, u_idx, slot[b_idx, u_idx]] = windows[b_idx, u_idx]
+        return out.astype(np.int64)

@@ -1,0 +1,148 @@
+"""The training-data recipe: determinism, exclusion, continuation neighbours at random offsets,
+left padding, and the same tokens for the baseline."""
+
+import numpy as np
+import pytest
+
+from index.build import build_index
+from index.corpus import Document
+from index.neighbours import TrainingChunks, precompute_neighbours
+from retro.data import IGNORE, Recipe, TrainingData
+from retro.tokenizer import Tokenizer
+from tests.index.hashing_encoder import HashingEncoder
+
+from .conftest import tiny_config
+
+M = 4
+TOPICS = [
+    "otters",
+    "mars",
+    "bread",
+    "violin",
+    "chess",
+    "nile",
+    "rust",
+    "caesar",
+    "sleep",
+    "monet",
+    "gold",
+    "paris",
+]
+
+
+@pytest.fixture(scope="module")
+def index_dir(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    letters = list("abcdefghijklmnopqrstuvwxyz")
+
+    def word():  # random pseudo-words: every chunk's tokens are unique to its document
+        return "".join(rng.choice(letters, size=int(rng.integers(3, 8))))
+
+    docs = [
+        Document(
+            f"doc/{i}",
+            f"{t.title()}: " + " ".join(f"{t} {word()}" for _ in range(12)) + ".",
+            "test",
+        )
+        for i, t in enumerate(TOPICS)
+    ]
+    tokenizer = Tokenizer.train([d.text for d in docs] * 3, vocab_size=300)
+    out = tmp_path_factory.mktemp("index")
+    build_index(docs, out, tokenizer, HashingEncoder(), chunk_size=M)
+    precompute_neighbours(out, k=2)
+    return out
+
+
+def make_data(index_dir, **kwargs):
+    recipe = kwargs.pop("recipe", Recipe())
+    cfg = tiny_config(max_seq_len=16)  # 4 chunks of 4, neighbours of 8 tokens
+    return TrainingData.from_index(index_dir, cfg, recipe=recipe, seed=7, total_steps=100, **kwargs)
+
+
+def test_batches_are_a_pure_function_of_seed_and_step(index_dir):
+    a, b = make_data(index_dir), make_data(index_dir)
+    x, y = a.batch(5, 8), b.batch(5, 8)
+    assert (x.tokens == y.tokens).all() and (x.neighbours == y.neighbours).all()
+    assert not (a.batch(6, 8).tokens == x.tokens).all()
+    assert not (
+        a.batch(5, 8, rank=1, world_size=2).tokens == a.batch(5, 8, rank=0, world_size=2).tokens
+    ).all()
+
+
+def test_baseline_sees_the_same_tokens(index_dir):
+    retro, base = make_data(index_dir), make_data(index_dir, baseline=True)
+    x, y = retro.batch(3, 8), base.batch(3, 8)
+    assert y.neighbours is None
+    assert (x.tokens == y.tokens).all() and (x.targets == y.targets).all()
+
+
+def test_targets_are_next_tokens_and_padding_is_ignored(index_dir):
+    data = make_data(index_dir)
+    batch = data.batch(1, 16)
+    assert batch.tokens.shape == (16, 16) and batch.neighbours.shape == (16, 4, 2, 8)
+    t, y = batch.tokens.numpy(), batch.targets.numpy()
+    kept = y[:, :-1] != IGNORE
+    assert (y[:, :-1][kept] == t[:, 1:][kept]).all()
+    assert not (y == data.pad_id).any()
+
+
+def test_left_padding_is_random_and_can_be_off(index_dir):
+    padded = make_data(index_dir, recipe=Recipe(left_pad_prob=1.0)).batch(0, 32).tokens.numpy()
+    n_pads = (np.cumprod(padded == 0, axis=1)).sum(1)
+    assert (n_pads >= 1).all() and len(set(n_pads.tolist())) > 1 and n_pads.max() < M
+    plain = make_data(index_dir, recipe=Recipe(left_pad_prob=0.0)).batch(0, 32)
+    assert (plain.targets[:, 0] != IGNORE).float().mean() > 0.5
+
+
+def _contains_run(row: np.ndarray, run: np.ndarray) -> int:
+    for i in range(len(row) - len(run) + 1):
+        if (row[i : i + len(run)] == run).all():
+            return i
+    return -1
+
+
+def test_continuation_neighbour_holds_the_targets_at_random_offsets(index_dir):
+    data = make_data(index_dir, recipe=Recipe(continuation_start=1.0, random_neighbour_prob=0.0))
+    batch = data.batch(0, 32)
+    offsets = []
+    for b in range(32):
+        for u in range(3):  # chunk u's attending positions (u+1)m-1 .. (u+2)m-2 predict these targets
+            targets = batch.targets[b, (u + 1) * M - 1 : (u + 2) * M - 1].numpy()
+            if (targets == IGNORE).any():
+                continue
+            found = [_contains_run(n, targets) for n in batch.neighbours[b, u].numpy()]
+            assert max(found) >= 0, (b, u)
+            offsets.append(max(found))
+    assert len(set(offsets)) > 2  # not aligned: the offset varies
+
+
+def test_neighbours_never_come_from_the_sequences_documents(index_dir):
+    recipe = Recipe(
+        continuation_start=0.0, continuation_end=0.0, random_neighbour_prob=0.0, left_pad_prob=0.0
+    )
+    data = make_data(index_dir, recipe=recipe)
+    chunks = TrainingChunks(index_dir, 2)
+    store = np.asarray(chunks.tokens)
+    starts = np.arange(0, data.n_sequences, 3)
+    batch = data.sequences(starts, np.zeros_like(starts))
+    for b, start in enumerate(starts):
+        seq_docs = set(np.asarray(chunks.doc_index)[data.chunk_ids[start : start + 5]].tolist())
+        for row in batch.neighbours[b].reshape(-1, 8).numpy():
+            if (row == 0).all():
+                continue
+            match = np.nonzero((store == row[:M]).all(1))[0]
+            assert len(match) and not seq_docs & set(np.asarray(chunks.doc_index)[match].tolist())
+
+
+def test_distractor_share_falls_on_schedule():
+    recipe = Recipe(continuation_start=1.0, continuation_end=0.6, decay_from=0.5)
+    assert recipe.continuation_share(0, 100) == 1.0 and recipe.continuation_share(50, 100) == 1.0
+    assert recipe.continuation_share(75, 100) == pytest.approx(0.8)
+    assert recipe.continuation_share(100, 100) == pytest.approx(0.6)
+
+
+def test_chunk_size_mismatch_and_missing_neighbours_are_clear(index_dir, tmp_path):
+    with pytest.raises(ValueError, match="chunks of 4 tokens; the model expects 8"):
+        TrainingData.from_index(index_dir, tiny_config(chunk_size=8, max_seq_len=32))
+    with pytest.raises(ValueError, match="precompute_neighbours"):
+        TrainingData.from_index(index_dir, tiny_config(n_neighbours=3, max_seq_len=16))
