@@ -1,0 +1,243 @@
+"""The index builder: documents -> a new, complete version folder -> an atomic switch of CURRENT.
+
+This module owns the build's order of work and its crash safety. Everything is written into
+`OUT/work/<key>/` (the key hashes the corpus fingerprint and the settings, so a rerun of the same
+build finds it): the chunk arrays first, then the embeddings in shards of `shard_size` chunks, each
+written to a temp file and renamed. A rerun skips finished shards. Only when every shard exists is
+the version folder assembled (under a hidden name, renamed when complete) and `CURRENT` replaced,
+so a build killed at any moment leaves the previous version serving. It never imports `retro`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from index.chunker import chunk_token_lists, decode_chunks, tokenize_texts
+from index.corpus import Document, SkippedInput
+from index.faiss_index import VectorIndex
+from index.store import (
+    CHUNK_DOC,
+    CHUNK_POS,
+    CHUNKS,
+    CURRENT_FILE,
+    DOCUMENTS,
+    EMBEDDINGS,
+    FORMAT_VERSION,
+    MANIFEST,
+    VERSIONS_DIR,
+    WORK_DIR,
+    write_atomic,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHUNK_SIZE = 64
+DEFAULT_SHARD_SIZE = 4096
+# progress(stage, done, total): stages "tokenize", "embed" (called after each shard), "index", "done".
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class BuildReport:
+    version: str
+    version_dir: str
+    n_documents: int
+    n_chunks: int
+    n_tokens: int
+    faiss_factory: str
+    build_seconds: float
+    shards: int
+    shards_reused: int  # finished shards found from an interrupted earlier run
+    embed_seconds: float  # encoder time in this run (the benchmark compares rates with it)
+    skipped: list[SkippedInput] = field(default_factory=list)
+
+
+def corpus_fingerprint(documents: list[Document]) -> str:
+    digest = hashlib.sha256()
+    for d in documents:
+        digest.update(d.doc_id.encode("utf-8") + b"\x00" + d.text.encode("utf-8") + b"\x00")
+    return digest.hexdigest()
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        np.save(f, array)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _next_version_name(versions: Path) -> str:
+    numbers = [int(p.name[1:]) for p in versions.glob("v[0-9]*") if p.name[1:].isdigit()]
+    return f"v{max(numbers, default=0) + 1:04d}"
+
+
+def build_index(
+    documents: Iterable[Document],
+    out_dir: str | Path,
+    tokenizer,
+    encoder,
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    factory: str | None = None,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    skipped: list[SkippedInput] | None = None,
+    sources: list[str] | None = None,
+    gpu: bool | None = None,
+    progress: Progress | None = None,
+) -> BuildReport:
+    """Builds a new version of the index in `out_dir` and makes it CURRENT.
+
+    `skipped` carries the corpus readers' bad inputs into the report; duplicate doc_ids and
+    documents without tokens are added to it. Raises ValueError when no document is left.
+    """
+    started = time.perf_counter()
+    progress = progress or (lambda stage, done, total: None)
+    skipped = list(skipped or [])
+    out_dir = Path(out_dir)
+    unique: list[Document] = []
+    seen: set[str] = set()
+    for document in documents:
+        if document.doc_id in seen:
+            skipped.append(SkippedInput(document.doc_id, "duplicate doc_id"))
+        else:
+            seen.add(document.doc_id)
+            unique.append(document)
+    if not unique:
+        raise ValueError(
+            "the corpus has no readable documents" + (f" ({len(skipped)} inputs skipped)" if skipped else "")
+        )
+    corpus_fp = corpus_fingerprint(unique)
+    settings = {
+        "corpus": corpus_fp,
+        "tokenizer": tokenizer.fingerprint,
+        "chunk_size": chunk_size,
+        "encoder": encoder.name,
+        "shard_size": shard_size,
+    }
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    work = out_dir / WORK_DIR / key
+    work.mkdir(parents=True, exist_ok=True)
+
+    # 1. Tokenize and chunk (cached in the work folder: a rerun starts at the embeddings).
+    if not (work / "chunks.npz").is_file():
+        progress("tokenize", 0, len(unique))
+        chunks = chunk_token_lists(
+            tokenize_texts(tokenizer, [d.text for d in unique]), chunk_size, tokenizer.pad_id
+        )
+        tmp = work / f".chunks.tmp-{os.getpid()}.npz"
+        np.savez(tmp, tokens=chunks.tokens, doc_index=chunks.doc_index, position=chunks.position)
+        os.replace(tmp, work / "chunks.npz")
+    with np.load(work / "chunks.npz") as cached:
+        tokens, doc_index, position = cached["tokens"], cached["doc_index"], cached["position"]
+    progress("tokenize", len(unique), len(unique))
+    counts = np.bincount(doc_index, minlength=len(unique))
+    for d, c in zip(unique, counts, strict=True):
+        if c == 0:
+            skipped.append(SkippedInput(d.doc_id, "no tokens"))
+    n_chunks = len(tokens)
+
+    # 2. Embed in shards; each finished shard survives a crash.
+    n_shards = -(-n_chunks // shard_size)
+    reused, embed_seconds = 0, 0.0
+    progress("embed", 0, n_chunks)
+    for shard in range(n_shards):
+        path = work / f"embeddings-{shard:05d}.npy"
+        lo, hi = shard * shard_size, min(n_chunks, (shard + 1) * shard_size)
+        if path.is_file():
+            reused += 1
+        else:
+            texts = decode_chunks(tokenizer, tokens[lo:hi], tokenizer.pad_id)
+            t0 = time.perf_counter()
+            embeddings = encoder.encode(texts)
+            embed_seconds += time.perf_counter() - t0
+            _save_npy(path, embeddings.astype(np.float32, copy=False))
+        progress("embed", hi, n_chunks)
+
+    # 3. Assemble the version folder under a hidden name; rename it only when complete.
+    versions = out_dir / VERSIONS_DIR
+    versions.mkdir(exist_ok=True)
+    staging = versions / f".building-{key}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir()
+    tokens.tofile(staging / CHUNKS)
+    doc_index.astype(np.int64).tofile(staging / CHUNK_DOC)
+    position.astype(np.int32).tofile(staging / CHUNK_POS)
+    with open(staging / EMBEDDINGS, "wb") as f:
+        for shard in range(n_shards):
+            f.write(np.load(work / f"embeddings-{shard:05d}.npy").tobytes())
+    embeddings = np.memmap(staging / EMBEDDINGS, dtype=np.float32, mode="r", shape=(n_chunks, encoder.dim))
+    firsts = np.cumsum(counts) - counts
+    with open(staging / DOCUMENTS, "w", encoding="utf-8") as f:
+        for d, first, count in zip(unique, firsts, counts, strict=True):
+            record = {"doc_id": d.doc_id, "source": d.source, "title": d.title}
+            f.write(
+                json.dumps({**record, "first_chunk": int(first), "n_chunks": int(count)}, ensure_ascii=False)
+                + "\n"
+            )
+    progress("index", 0, n_chunks)
+    vectors = VectorIndex.build(embeddings, factory, gpu)
+    faiss_file = f"faiss-{n_chunks}.index"
+    vectors.save(staging / faiss_file)
+    progress("index", n_chunks, n_chunks)
+    tokenizer.save(staging)
+    version = _next_version_name(versions)
+    n_tokens = int(np.count_nonzero(tokens != tokenizer.pad_id))
+    build_seconds = time.perf_counter() - started
+    manifest = {
+        "format": FORMAT_VERSION,
+        "version": version,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "n_documents": len(unique),
+        "n_chunks": n_chunks,
+        "n_tokens": n_tokens,
+        "chunk_size": chunk_size,
+        "pad_id": int(tokenizer.pad_id),
+        "vocab_size": int(tokenizer.vocab_size),
+        "tokenizer_fingerprint": tokenizer.fingerprint,
+        "encoder": encoder.name,
+        "embedding_dim": int(encoder.dim),
+        "faiss_factory": vectors.factory,
+        "faiss_file": faiss_file,
+        "corpus_fingerprint": corpus_fp,
+        "sources": list(sources or []),
+        "build_seconds": round(build_seconds, 3),
+        "shards": n_shards,
+        "shards_reused": reused,
+        "skipped": [asdict(s) for s in skipped],
+        "additions": [],
+    }
+    write_atomic(staging / MANIFEST, json.dumps(manifest, indent=1))
+    os.replace(staging, versions / version)
+    write_atomic(out_dir / CURRENT_FILE, version + "\n")
+    shutil.rmtree(work, ignore_errors=True)
+    with contextlib.suppress(OSError):  # other interrupted builds may still have work folders
+        (out_dir / WORK_DIR).rmdir()
+    log.info("built %s: %d documents, %d chunks in %.1fs", version, len(unique), n_chunks, build_seconds)
+    progress("done", n_chunks, n_chunks)
+    return BuildReport(
+        version=version,
+        version_dir=str(versions / version),
+        n_documents=len(unique),
+        n_chunks=n_chunks,
+        n_tokens=n_tokens,
+        faiss_factory=vectors.factory,
+        build_seconds=build_seconds,
+        shards=n_shards,
+        shards_reused=reused,
+        embed_seconds=embed_seconds,
+        skipped=skipped,
+    )

@@ -1,0 +1,120 @@
+"""The vector index: faiss inner-product search over L2-normalised chunk embeddings.
+
+This module owns choosing, training, searching, growing and saving a faiss index. Small stores get
+an exact `Flat` index; above `EXACT_LIMIT` vectors `choose_factory` picks IVF (with PQ beyond
+`PQ_LIMIT`); any faiss factory string may be given instead (e.g. "HNSW32,Flat"). When
+`faiss.get_num_gpus() > 0` the same code moves the index to the GPUs with
+`index_cpu_to_all_gpus` (faiss contrib style: GPU is optional and automatic, never a separate code
+path); HNSW has no GPU version and stays on the CPU. It knows nothing of documents or tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+EXACT_LIMIT = 200_000  # below this, exact search is fast enough (CPU ~2k queries/s at 100k x 384)
+PQ_LIMIT = 5_000_000  # above this, IVF-Flat's memory (1.5 KB per vector) is compressed with PQ
+DEFAULT_NPROBE = 32
+TRAIN_POINTS_PER_LIST = 64  # faiss warns below 39 points per centroid
+
+
+def choose_factory(n_vectors: int) -> str:
+    """ "Flat" for small stores, "IVF<nlist>,Flat" for medium, "IVF<nlist>,PQ48" for large ones."""
+    if n_vectors < EXACT_LIMIT:
+        return "Flat"
+    nlist = 2 ** round(math.log2(4 * math.sqrt(n_vectors)))  # the usual 4*sqrt(n) rule, a power of 2
+    return f"IVF{nlist},Flat" if n_vectors < PQ_LIMIT else f"IVF{nlist},PQ48"
+
+
+def use_gpu(gpu: bool | None = None) -> bool:
+    """None = automatic: on the GPU when faiss was built with CUDA and sees a device."""
+    available = hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0
+    if gpu and not available:
+        raise ValueError("a GPU faiss index was asked for, but faiss sees no GPU (is faiss-gpu installed?)")
+    return available if gpu is None else gpu
+
+
+class VectorIndex:
+    """A faiss index over unit vectors (inner product = cosine); ids are insertion order 0..n-1."""
+
+    def __init__(self, cpu_index: faiss.Index, factory: str, gpu: bool | None = None, nprobe: int = 0):
+        self.factory = factory
+        self.dim = cpu_index.d
+        self.on_gpu = use_gpu(gpu) and not factory.startswith("HNSW")
+        self.index = faiss.index_cpu_to_all_gpus(cpu_index) if self.on_gpu else cpu_index
+        self.nprobe = nprobe or DEFAULT_NPROBE
+        if "IVF" in factory:
+            space = faiss.GpuParameterSpace() if self.on_gpu else faiss.ParameterSpace()
+            space.set_index_parameter(self.index, "nprobe", self.nprobe)
+
+    @classmethod
+    def build(
+        cls, vectors: np.ndarray, factory: str | None = None, gpu: bool | None = None, seed: int = 0
+    ) -> VectorIndex:
+        """Trains (if the factory needs it) on a seeded sample of `vectors`, then adds them all."""
+        vectors = _as_float32(vectors)
+        factory = factory or choose_factory(len(vectors))
+        try:
+            cpu_index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
+        except RuntimeError as e:
+            raise ValueError(f"invalid faiss factory string {factory!r}: {e}") from e
+        index = cls(cpu_index, factory, gpu)
+        if not index.index.is_trained:
+            nlist = getattr(faiss.try_extract_index_ivf(cpu_index), "nlist", 256) if "IVF" in factory else 256
+            sample_size = min(len(vectors), max(nlist, 256) * TRAIN_POINTS_PER_LIST)
+            if len(vectors) < nlist:
+                raise ValueError(f"factory {factory!r} needs at least {nlist} vectors, got {len(vectors)}")
+            sample = np.random.default_rng(seed).choice(len(vectors), sample_size, replace=False)
+            started = time.perf_counter()
+            index.index.train(vectors[np.sort(sample)])
+            log.info("trained %s on %d vectors in %.1fs", factory, sample_size, time.perf_counter() - started)
+        index.add(vectors)
+        return index
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+    def add(self, vectors: np.ndarray, batch_size: int = 65536) -> None:
+        vectors = _as_float32(vectors)
+        for start in range(0, len(vectors), batch_size):
+            self.index.add(vectors[start : start + batch_size])
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores [n, k] float32, ids [n, k] int64); missing results are score -inf, id -1."""
+        queries = _as_float32(queries)
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        k_searched = min(k, max(self.ntotal, 1))
+        if len(queries) == 0 or self.ntotal == 0:
+            scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+            return scores, np.full((len(queries), k), -1, dtype=np.int64)
+        scores, ids = self.index.search(queries, k_searched)
+        if k_searched < k:
+            scores = np.pad(scores, ((0, 0), (0, k - k_searched)), constant_values=-np.inf)
+            ids = np.pad(ids, ((0, 0), (0, k - k_searched)), constant_values=-1)
+        scores[ids < 0] = -np.inf  # IVF returns -1 ids with a large negative score for empty slots
+        return scores.astype(np.float32, copy=False), ids.astype(np.int64, copy=False)
+
+    def save(self, path: str | Path) -> None:
+        cpu_index = faiss.index_gpu_to_cpu(self.index) if self.on_gpu else self.index
+        faiss.write_index(cpu_index, str(path))
+
+    @classmethod
+    def load(cls, path: str | Path, factory: str, gpu: bool | None = None, nprobe: int = 0) -> VectorIndex:
+        return cls(faiss.read_index(str(path)), factory, gpu, nprobe)
+
+
+def _as_float32(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2:
+        raise ValueError(f"expected a [n, dim] array of vectors, got shape {vectors.shape}")
+    return vectors

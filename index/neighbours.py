@@ -1,0 +1,136 @@
+"""Training support: precomputed neighbours of every chunk, and read-only accessors for a trainer.
+
+This module owns `neighbours-k<k>.npy`, a .npy memmap [N, k] int64 in a version folder: for every chunk
+of the version, its k nearest chunks from OTHER documents (RETRO section 2.3: a training sequence
+must not retrieve its own document), found with the stored embeddings (nothing is re-encoded) and
+the version's faiss index; -1 where fewer than k exist. `TrainingChunks` opens a version without a
+tokenizer or an encoder (cheap enough for data-loader workers) and gives the arrays a trainer needs.
+
+Caveat: documents added live after a precompute have no rows in the table (`n_precomputed` says
+how many chunks it covers); rerun `precompute_neighbours` after additions. It never imports `retro`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from index.chunker import TOKEN_DTYPE, continuation_ids
+from index.faiss_index import VectorIndex
+from index.store import (
+    CHUNK_DOC,
+    CHUNK_POS,
+    CHUNKS,
+    EMBEDDINGS,
+    MANIFEST,
+    chunks_with_continuations,
+    open_rows,
+    read_documents,
+    read_json,
+    resolve_version_dir,
+    write_atomic,
+)
+
+
+def neighbours_file(k: int) -> str:
+    return f"neighbours-k{k}.npy"
+
+
+def precompute_neighbours(
+    index_dir: str | Path,
+    k: int = 2,
+    batch_size: int = 1024,
+    gpu: bool | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
+    """Writes `neighbours-k<k>.npy` ([N, k] int64, best first, -1 = none) into the version folder.
+
+    Each batch asks faiss for k + (chunks of the batch's longest document) results, so the
+    same-document filter still leaves k whenever k chunks of other documents exist (exact for a
+    Flat index; an IVF index may return fewer, which then show as -1).
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    version_dir = resolve_version_dir(index_dir)
+    manifest = read_json(version_dir / MANIFEST)
+    n_chunks, dim = manifest["n_chunks"], manifest["embedding_dim"]
+    embeddings = open_rows(version_dir / EMBEDDINGS, np.float32, n_chunks, dim)
+    doc_index = open_rows(version_dir / CHUNK_DOC, np.int64, n_chunks)
+    chunks_per_doc = np.bincount(doc_index, minlength=manifest["n_documents"]) if n_chunks else np.zeros(0)
+    vectors = VectorIndex.load(version_dir / manifest["faiss_file"], manifest["faiss_factory"], gpu)
+    started = time.perf_counter()
+    tmp = version_dir / f".{neighbours_file(k)}.tmp-{os.getpid()}"
+    table = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int64, shape=(n_chunks, k))
+    for lo in range(0, n_chunks, batch_size):
+        hi = min(n_chunks, lo + batch_size)
+        own = doc_index[lo:hi]
+        k_search = min(vectors.ntotal, k + int(chunks_per_doc[own].max()))
+        _, found = vectors.search(np.asarray(embeddings[lo:hi]), k_search)
+        found_docs = doc_index[np.maximum(found, 0)]
+        keep = (found >= 0) & (found_docs != own[:, None])
+        # Stable sort puts kept columns first in their original (best-first) order.
+        order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
+        picked = np.take_along_axis(found, order, axis=1)
+        picked[~np.take_along_axis(keep, order, axis=1)] = -1
+        if picked.shape[1] < k:
+            picked = np.pad(picked, ((0, 0), (0, k - picked.shape[1])), constant_values=-1)
+        table[lo:hi] = picked
+        if progress:
+            progress(hi, n_chunks)
+    table.flush()
+    del table
+    final = version_dir / neighbours_file(k)
+    os.replace(tmp, final)
+    info = {"k": k, "n_chunks": n_chunks, "faiss_factory": manifest["faiss_factory"]}
+    info["seconds"] = round(time.perf_counter() - started, 3)
+    write_atomic(version_dir / f"neighbours-k{k}.json", json.dumps(info))
+    return final
+
+
+class TrainingChunks:
+    """Read-only views of one version for training: chunks, documents, continuations, neighbours.
+
+    tokens [N, m] int32, doc_index [N] int64, position [N] int32, continuation [N] int64 (-1 =
+    none), neighbours [n_precomputed, k] int64 (-1 = none; None until precomputed), doc_ids [D].
+    """
+
+    def __init__(self, index_dir: str | Path, k: int | None = None):
+        self.version_dir = resolve_version_dir(index_dir)
+        self.manifest = read_json(self.version_dir / MANIFEST)
+        self.chunk_size: int = self.manifest["chunk_size"]
+        self.pad_id: int = self.manifest["pad_id"]
+        self.n_chunks: int = self.manifest["n_chunks"]
+        self.tokens = open_rows(self.version_dir / CHUNKS, TOKEN_DTYPE, self.n_chunks, self.chunk_size)
+        self.doc_index = open_rows(self.version_dir / CHUNK_DOC, np.int64, self.n_chunks)
+        self.position = open_rows(self.version_dir / CHUNK_POS, np.int32, self.n_chunks)
+        self.continuation = continuation_ids(self.doc_index)
+        self.doc_ids = [d["doc_id"] for d in read_documents(self.version_dir, self.manifest["n_documents"])]
+        self.neighbours: np.ndarray | None = None
+        if k is not None:
+            path = self.version_dir / neighbours_file(k)
+            if not path.is_file():
+                raise ValueError(
+                    f"no {path.name} in {self.version_dir}: run precompute_neighbours(…, k={k}) first"
+                )
+            self.neighbours = np.load(path, mmap_mode="r")
+
+    @property
+    def n_precomputed(self) -> int:
+        return 0 if self.neighbours is None else len(self.neighbours)
+
+    def neighbour_tokens(self, chunk_ids: np.ndarray) -> np.ndarray:
+        """[..., 2m] int64: chunk + continuation for chunk ids of any shape (-1 -> all pad_id)."""
+        return chunks_with_continuations(self.tokens, self.doc_index, chunk_ids, self.pad_id)
+
+    def doc_chunks(self, doc_id: str) -> np.ndarray:
+        """The chunk ids of one document, in order."""
+        try:
+            doc = self.doc_ids.index(doc_id)
+        except ValueError:
+            raise ValueError(f"unknown doc_id {doc_id!r}") from None
+        return np.nonzero(np.asarray(self.doc_index) == doc)[0]
