@@ -1,0 +1,179 @@
+"""Running one generation for a request: sampling checks, retrieval wiring, the worker job, timing.
+
+Shared by /v1/completions and /v1/compare. `prepare` turns request fields into `SamplingParams`
+and a `NeighbourRecorder` (or none) and refuses, with the limit named, what the server will not
+do. `run_generation` is the blocking job a `ModelWorker` runs: it iterates the model's stream,
+stops when the request's cancel event is set, and reports text, counts, time and neighbours.
+`submit_stream` runs it with each piece handed to the event loop. This module knows no routes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from retro.generate import PromptTooLongError, SamplingParams, TextPiece
+from service.errors import APIError
+from service.language_models import LanguageModel
+from service.retrieval import NeighbourRecorder
+from service.schemas import SamplingFields
+from service.state import ServiceState
+from service.workers import JobCancelled, QueueFullError
+
+
+@dataclass
+class Prepared:
+    model: LanguageModel
+    prompt: str
+    params: SamplingParams
+    recorder: NeighbourRecorder | None
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class Outcome:
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+    retrieval_seconds: float
+    neighbours: list[dict]
+    cancelled: bool = False
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.completion_tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+def prepare(state: ServiceState, model: LanguageModel, prompt: str, request: SamplingFields) -> Prepared:
+    settings = state.settings
+    if request.max_tokens > settings.max_tokens_cap:
+        raise APIError(
+            400,
+            f"max_tokens={request.max_tokens} exceeds this server's cap of {settings.max_tokens_cap}",
+            "max_tokens",
+        )
+    try:
+        params = SamplingParams(
+            max_new_tokens=request.max_tokens,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            top_k=request.top_k,
+            seed=request.seed,
+            stop=request.stop_strings,
+        )
+    except ValueError as e:
+        raise APIError(400, str(e)) from None
+    recorder = None
+    if model.uses_retrieval and request.retrieval.enabled and state.index is not None:
+        k = request.retrieval.k or model.default_k or 2
+        if k > settings.max_retrieval_k:
+            raise APIError(
+                400,
+                f"retrieval.k={k} exceeds this server's limit of {settings.max_retrieval_k}",
+                "retrieval.k",
+            )
+        recorder = NeighbourRecorder(state.index.current, k, state.metrics.retrieval_latency.observe)
+    return Prepared(model=model, prompt=prompt, params=params, recorder=recorder)
+
+
+def run_generation(job: Prepared, on_piece: Callable[[TextPiece, list[dict]], None] | None = None) -> Outcome:
+    """Blocking: generates, handing each piece (with neighbours found since the last one) to on_piece."""
+    started = time.perf_counter()
+    texts, finish, completion_tokens, sent, cancelled = [], "length", 0, 0, False
+    for piece in job.model.stream(job.prompt, job.params, job.recorder):
+        completion_tokens += piece.n_tokens
+        texts.append(piece.text)
+        if piece.finish_reason is not None:
+            finish = piece.finish_reason
+        if on_piece is not None:
+            new = job.recorder.records[sent:] if job.recorder else []
+            sent += len(new)
+            on_piece(piece, new)
+        if job.cancel.is_set():
+            cancelled = True
+            break
+    return Outcome(
+        text="".join(texts),
+        finish_reason=finish,
+        prompt_tokens=job.model.count_prompt_tokens(job.prompt),
+        completion_tokens=completion_tokens,
+        seconds=time.perf_counter() - started,
+        retrieval_seconds=job.recorder.seconds if job.recorder else 0.0,
+        neighbours=list(job.recorder.records) if job.recorder else [],
+        cancelled=cancelled,
+    )
+
+
+def record_outcome(state: ServiceState, model: LanguageModel, outcome: Outcome) -> None:
+    m = state.metrics
+    m.tokens_generated.labels(model.id).inc(outcome.completion_tokens)
+    m.prompt_tokens.labels(model.id).inc(outcome.prompt_tokens)
+    m.generation_latency.labels(model.id).observe(outcome.seconds)
+    if outcome.cancelled:
+        m.generations_cancelled.labels(model.id).inc()
+
+
+def as_api_error(error: BaseException) -> APIError:
+    """Maps what a generation job can raise to the client's error (anything else stays a 500)."""
+    if isinstance(error, APIError):
+        return error
+    if isinstance(error, PromptTooLongError):
+        return APIError(400, f"{error}; shorten the prompt", "prompt", "context_length_exceeded")
+    if isinstance(error, QueueFullError):
+        return APIError(429, str(error), code="queue_full")
+    if isinstance(error, JobCancelled):
+        return APIError(499, "the request was cancelled")
+    raise error
+
+
+async def run(state: ServiceState, job: Prepared) -> Outcome:
+    """Queues the job on its model's worker and awaits the outcome (errors as APIError)."""
+    worker = state.workers[job.model.id]
+    try:
+        outcome = await worker.run(lambda: run_generation(job), job.cancel)
+    except (PromptTooLongError, QueueFullError, JobCancelled) as e:
+        raise as_api_error(e) from None
+    record_outcome(state, job.model, outcome)
+    return outcome
+
+
+class StreamEvents:
+    """Pieces of a generation running on a worker, as an async iterator of ("piece"|"done"|"error", ...)."""
+
+    def __init__(self, state: ServiceState, job: Prepared):
+        self.state, self.job = state, job
+        self.queue: asyncio.Queue = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+
+        def push(item) -> None:
+            loop.call_soon_threadsafe(self.queue.put_nowait, item)
+
+        def work() -> Outcome:
+            try:
+                outcome = run_generation(job, lambda piece, new: push(("piece", piece, new)))
+            except BaseException as e:
+                push(("error", e, None))
+                raise
+            record_outcome(state, job.model, outcome)  # here, so a cancelled stream is counted too
+            push(("done", outcome, None))
+            return outcome
+
+        try:
+            self.future = state.workers[job.model.id].submit(work, job.cancel)
+        except QueueFullError as e:
+            raise as_api_error(e) from None
+
+    async def next(self):
+        try:
+            return await self.queue.get()
+        except asyncio.CancelledError:
+            self.job.cancel.set()
+            raise
+
+    def cancel(self) -> None:
+        self.job.cancel.set()

@@ -1,0 +1,163 @@
+"""Background index rebuilds: one at a time, with progress, while the old version keeps serving.
+
+A rebuild reads an allowed corpus, calls `index.build.build_index` (which writes a new version and
+switches CURRENT atomically), then the `IndexHandle` reopens CURRENT and swaps it in. Documents
+added through the API while the rebuild ran are added again to the new version before the swap,
+so no acknowledged document is lost. This module owns the job table and the source checks; it
+knows nothing of HTTP beyond raising `APIError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from index.build import build_index
+from index.corpus import NAMED_SOURCES, Document, SkippedInput, read_sources
+from service.errors import APIError
+from service.retrieval import IndexHandle
+
+log = logging.getLogger(__name__)
+
+
+def resolve_corpus_source(source: str, corpus_root: Path | None, allowed_named: list[str]) -> str:
+    """An allowed named source, or a path that lies under corpus_root after resolving symlinks."""
+    if source in NAMED_SOURCES:
+        if source not in allowed_named:
+            raise APIError(403, f"the named source {source!r} is not enabled on this server", "source")
+        return source
+    if corpus_root is None:
+        raise APIError(
+            403, "rebuilds from paths are disabled: the server has no corpus root (RETRO_CORPUS_ROOT)"
+        )
+    if ".." in Path(source).parts:
+        raise APIError(400, "the source path must not contain '..'", "source")
+    if "\x00" in source:
+        raise APIError(400, "the source path contains a NUL character", "source")
+    root = corpus_root.resolve()
+    candidate = Path(source) if Path(source).is_absolute() else root / source
+    try:
+        resolved = candidate.resolve(strict=True)
+    except (OSError, RuntimeError):
+        raise APIError(400, f"no corpus at {source!r} under the corpus root", "source") from None
+    if not resolved.is_relative_to(root):
+        raise APIError(403, "the source lies outside the corpus root", "source")
+    return str(resolved)
+
+
+@dataclass
+class RebuildJob:
+    id: str
+    source: str
+    status: str = "queued"  # queued | running | succeeded | failed
+    stage: str = "queued"
+    done: int = 0
+    total: int = 0
+    error: str | None = None
+    created: float = field(default_factory=time.time)
+    finished: float | None = None
+    version: str | None = None
+    report: dict | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "object": "index.rebuild",
+            "source": self.source,
+            "status": self.status,
+            "progress": {"stage": self.stage, "done": self.done, "total": self.total},
+            "error": self.error,
+            "created": int(self.created),
+            "finished": int(self.finished) if self.finished else None,
+            "version": self.version,
+            "report": self.report,
+        }
+
+
+class RebuildJobs:
+    def __init__(self, handle: IndexHandle, chunk_size: int, on_swap=None):
+        self.handle, self.chunk_size = handle, chunk_size
+        self._jobs: dict[str, RebuildJob] = {}
+        self._lock = threading.Lock()
+        self._running: RebuildJob | None = None
+        self._added_during: list[Document] = []
+        self._on_swap = on_swap or (lambda snapshot: None)
+
+    def get(self, job_id: str) -> RebuildJob | None:
+        return self._jobs.get(job_id)
+
+    def add_documents(self, documents: list[Document]):
+        """Adds documents to the serving version (a running rebuild re-adds them to its new one).
+
+        The lock makes "add to the serving version" and "remember for the rebuild" one step with
+        respect to the swap: a document lands either before the swap (and is re-added) or after.
+        """
+        with self._lock:
+            report = self.handle.current.store.add_documents(documents)
+            if self._running is not None:
+                self._added_during.extend(documents)
+        return report
+
+    def start(self, source: str) -> RebuildJob:
+        with self._lock:
+            if self._running is not None:
+                raise APIError(409, f"rebuild {self._running.id} is still running; one rebuild at a time")
+            job = RebuildJob(id=f"rebuild-{uuid.uuid4().hex[:12]}", source=source)
+            self._jobs[job.id] = job
+            self._running = job
+            self._added_during = []
+        threading.Thread(target=self._run, args=(job,), name=f"index-{job.id}", daemon=True).start()
+        return job
+
+    def _progress(self, job: RebuildJob):
+        def note(stage: str, done: int, total: int) -> None:
+            job.stage, job.done, job.total = stage, done, total
+
+        return note
+
+    def _run(self, job: RebuildJob) -> None:
+        job.status = "running"
+        try:
+            skipped: list[SkippedInput] = []
+            job.stage = "read"
+            documents = list(read_sources([job.source], skipped))
+            handle = self.handle
+            report = build_index(
+                documents,
+                handle.path,
+                handle.tokenizer,
+                handle.encoder,
+                chunk_size=self.chunk_size,
+                skipped=skipped,
+                sources=[job.source],
+                progress=self._progress(job),
+            )
+            job.stage = "swap"
+            with self._lock:
+                # Rebuild is done; anything added from here on goes to the new version directly.
+                snapshot = handle.reopen()
+                added, self._added_during = self._added_during, []
+                if added:
+                    snapshot.store.add_documents(added)
+                self._running = None
+            self._on_swap(snapshot)
+            job.version = snapshot.store.version
+            job.report = {
+                "documents": report.n_documents,
+                "chunks": report.n_chunks,
+                "skipped": len(report.skipped),
+                "readded_live_documents": len(added),
+                "seconds": round(report.build_seconds, 3),
+            }
+            job.status, job.stage = "succeeded", "done"
+        except Exception as e:  # reported through the job, never raised into a request
+            log.exception("rebuild %s failed", job.id)
+            job.status, job.error = "failed", f"{type(e).__name__}: {e}"
+            with self._lock:
+                self._running = None
+        finally:
+            job.finished = time.time()

@@ -1,0 +1,114 @@
+"""The live index as the service sees it: a swappable handle and a per-request neighbour recorder.
+
+`IndexHandle` holds the serving (store, retriever) pair and swaps it atomically for a rebuilt
+version: a request takes one snapshot at its start and uses it to the end, so a swap never fails a
+request. `NeighbourRecorder` is the `retrieve` callable handed to `retro.generate`: it searches,
+returns the token array the model needs and records each chunk's neighbours (numbered in call
+order, as generate retrieves prompt chunks first, then one per new chunk) for the response.
+This module owns no HTTP and no model.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from index.retriever import Retriever
+from index.store import IndexStore
+
+
+@dataclass(frozen=True)
+class IndexSnapshot:
+    store: IndexStore
+    retriever: Retriever
+
+    def info(self) -> dict:
+        manifest = self.store.manifest
+        return {
+            "version": self.store.version,
+            "documents": self.store.n_documents,
+            "chunks": self.store.n_chunks,
+            "chunk_size": self.store.chunk_size,
+            "encoder": manifest.get("encoder"),
+            "faiss_factory": manifest.get("faiss_factory"),
+        }
+
+
+@functools.lru_cache(maxsize=4)
+def shared_encoder(device: str = "auto"):
+    """One MiniLM per device and process: every app and every index version share it (read-only)."""
+    from index.encoder import ChunkEncoder
+
+    return ChunkEncoder(device)
+
+
+class IndexHandle:
+    """The serving index; `current` is read without a lock (one reference), `reopen` replaces it."""
+
+    def __init__(self, path: Path, tokenizer, device: str = "auto"):
+        self.path, self.tokenizer, self.device = Path(path), tokenizer, device
+        encoder = shared_encoder(device)  # loaded now, so that the first request is not the slow one
+        store = IndexStore.open(self.path, tokenizer, encoder=encoder, device=device)
+        self.current = IndexSnapshot(store, Retriever(store, encoder=encoder))
+        self._swap_lock = threading.Lock()
+
+    @property
+    def encoder(self):
+        return self.current.store.encoder
+
+    def reopen(self) -> IndexSnapshot:
+        """Opens the index folder's CURRENT version (after a rebuild switched it) and serves it."""
+        with self._swap_lock:
+            store = IndexStore.open(self.path, self.tokenizer, encoder=self.encoder, device=self.device)
+            self.current = IndexSnapshot(store, Retriever(store, encoder=self.encoder))
+            return self.current
+
+
+def neighbour_record(neighbours, for_chunk: int | None = None) -> list[dict]:
+    """The JSON form of one query's neighbours (padding rows, chunk id -1, are left out)."""
+    records = []
+    for i in range(len(neighbours.chunk_ids)):
+        chunk_id = int(neighbours.chunk_ids[i])
+        if chunk_id < 0:
+            continue
+        record = {
+            "doc_id": neighbours.doc_ids[i],
+            "chunk_id": chunk_id,
+            "score": round(float(neighbours.scores[i]), 6),
+            "text": neighbours.texts[i],
+        }
+        if for_chunk is not None:
+            record["for_chunk"] = for_chunk
+        records.append(record)
+    return records
+
+
+class NeighbourRecorder:
+    """retrieve(texts) -> int64 [len(texts), k, r] for retro.generate; keeps what it found."""
+
+    def __init__(self, snapshot: IndexSnapshot, k: int, on_latency: Callable[[float], None] | None = None):
+        self.snapshot, self.k = snapshot, k
+        self.records: list[dict] = []
+        self.seconds = 0.0
+        self._next_chunk = 0
+        self._on_latency = on_latency or (lambda seconds: None)
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        started = time.perf_counter()
+        found = self.snapshot.retriever.search(list(texts), self.k)
+        elapsed = time.perf_counter() - started
+        self.seconds += elapsed
+        self._on_latency(elapsed)
+        for neighbours in found:
+            self.records.extend(neighbour_record(neighbours, for_chunk=self._next_chunk))
+            self._next_chunk += 1
+        return np.stack([np.asarray(n.tokens, dtype=np.int64) for n in found])
+
+    def take_new(self, start: int) -> list[dict]:
+        return self.records[start:]

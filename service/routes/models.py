@@ -1,0 +1,30 @@
+"""GET /v1/models: the RETRO model and the comparison model, in OpenAI's list shape."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from service.deps import ReadyState
+
+router = APIRouter(tags=["models"])
+
+
+@router.get("/v1/models")
+async def list_models(state: ReadyState):
+    created = int(state.started)
+    data = []
+    for model in state.models.values():
+        data.append(
+            {
+                "id": model.id,
+                "object": "model",
+                "created": created,
+                "owned_by": "retro",
+                "kind": model.kind,
+                "role": "retro" if model is state.retro else "comparison",
+                "uses_retrieval": model.uses_retrieval and state.index is not None,
+                "parameters": model.parameters,
+                "context_length": model.max_seq_len,
+            }
+        )
+    return {"object": "list", "data": data}

@@ -1,0 +1,70 @@
+"""Service settings: one `Settings(BaseSettings)` read from `RETRO_*` environment variables.
+
+This module owns every knob of the HTTP service (paths, limits, security) and checks them once at
+start-up; it loads nothing. `retro serve` fills it from its options, tests build it directly.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LOOPBACK_NAMES = ("localhost", "ip6-localhost")
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RETRO_", extra="ignore")
+
+    model: Path | None = None  # the RETRO checkpoint folder (required to serve)
+    model_name: str | None = None  # the id clients send as `model`; default: the checkpoint folder's name
+    index: Path | None = None  # the index folder (CURRENT + versions); None serves without retrieval
+    compare_model: Path | None = None  # a second retro checkpoint or a Hugging Face causal-LM folder
+    compare_model_name: str | None = None
+    device: str = "cpu"  # torch device for the models ("cpu", "cuda", "cuda:0")
+    index_device: str = "auto"  # the chunk encoder's device
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    api_key: SecretStr | None = None  # required by mutating endpoints when set; required off loopback
+
+    # Limits: every one of them turns bad input into a 4xx instead of a slow or failed request.
+    max_tokens_cap: int = Field(256, ge=1)  # the largest `max_tokens` accepted
+    max_body_bytes: int = Field(1_000_000, ge=1024)  # larger request bodies get 413
+    max_queue: int = Field(16, ge=1)  # requests waiting per model; more get 429
+    max_retrieval_k: int = Field(16, ge=1)
+    max_documents_per_request: int = Field(100, ge=1)
+
+    # Rebuilds read only corpora under this root (or the named bundled sources listed below).
+    corpus_root: Path | None = None
+    rebuild_sources: list[str] = Field(default_factory=list)  # e.g. ["facts", "wiki-vital"]
+
+    def check_bind(self) -> None:
+        """Refuses to listen beyond this machine without an API key."""
+        if not is_loopback(self.host) and self.api_key is None:
+            raise ValueError(
+                f"refusing to listen on {self.host} without an API key: set RETRO_API_KEY (or --api-key), "
+                "or bind to 127.0.0.1"
+            )
+
+    @property
+    def retro_model_id(self) -> str:
+        return self.model_name or (self.model.name if self.model else "retro")
+
+    @property
+    def compare_model_id(self) -> str | None:
+        if self.compare_model is None:
+            return None
+        return self.compare_model_name or self.compare_model.name

@@ -1,0 +1,89 @@
+"""What a running service holds: the models, their workers, the index and the rebuild jobs.
+
+`ServiceState.load()` does the heavy, blocking work (checkpoints, the MiniLM encoder, faiss) and
+is run in a thread by the app's lifespan, so `/health` can answer 503 while it runs and the reason
+if it failed. This module owns loading, consistency checks between model and index, and shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from service.jobs import RebuildJobs
+from service.language_models import LanguageModel, load_language_model
+from service.metrics import ServiceMetrics
+from service.retrieval import IndexHandle, IndexSnapshot
+from service.settings import Settings
+from service.workers import ModelWorker
+
+log = logging.getLogger(__name__)
+
+
+class ServiceState:
+    def __init__(self, settings: Settings, metrics: ServiceMetrics):
+        self.settings, self.metrics = settings, metrics
+        self.status = "loading"  # loading | ready | failed
+        self.error: str | None = None
+        self.retro: LanguageModel | None = None
+        self.compare: LanguageModel | None = None
+        self.workers: dict[str, ModelWorker] = {}
+        self.index: IndexHandle | None = None
+        self.jobs: RebuildJobs | None = None
+        self.started = time.time()
+        self.load_seconds: float | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.status == "ready"
+
+    @property
+    def models(self) -> dict[str, LanguageModel]:
+        return {m.id: m for m in (self.retro, self.compare) if m is not None}
+
+    def load(self) -> None:
+        started = time.perf_counter()
+        try:
+            self._load()
+        except Exception as e:
+            log.exception("loading failed")
+            self.status, self.error = "failed", f"{type(e).__name__}: {e}"
+            return
+        self.load_seconds = time.perf_counter() - started
+        self.status = "ready"
+        log.info("ready in %.1fs", self.load_seconds)
+
+    def _load(self) -> None:
+        s = self.settings
+        if s.model is None:
+            raise ValueError("no model configured: pass --model or set RETRO_MODEL")
+        self.retro = load_language_model(s.model, s.retro_model_id, s.device)
+        if s.compare_model is not None:
+            compare_id = s.compare_model_id
+            if compare_id == self.retro.id:
+                compare_id = f"{compare_id}-compare"
+            self.compare = load_language_model(s.compare_model, compare_id, s.device)
+        if s.index is not None:
+            self.index = IndexHandle(s.index, self.retro.tokenizer, s.index_device)
+            self._check_index_fits(self.index.current)
+            self.jobs = RebuildJobs(self.index, self.index.current.store.chunk_size, on_swap=self.note_index)
+            self.note_index(self.index.current)
+        for model in self.models.values():
+            gauge = self.metrics.queue_depth.labels(model.id)
+            self.workers[model.id] = ModelWorker(model.id, s.max_queue, on_depth=gauge.set)
+
+    def _check_index_fits(self, snapshot: IndexSnapshot) -> None:
+        model = self.retro
+        if model.kind == "retro" and model.uses_retrieval and snapshot.store.chunk_size != model.chunk_size:
+            raise ValueError(
+                f"the index at {self.settings.index} has chunk_size {snapshot.store.chunk_size}, "
+                f"the model {model.chunk_size}: build the index with --chunk-size {model.chunk_size}"
+            )
+
+    def note_index(self, snapshot: IndexSnapshot) -> None:
+        self.metrics.index_documents.set(snapshot.store.n_documents)
+        self.metrics.index_chunks.set(snapshot.store.n_chunks)
+
+    def close(self) -> None:
+        for worker in self.workers.values():
+            worker.close()
