@@ -10,10 +10,13 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 
+from retro.index_cli import index_app
+
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="RETRO: retrieval-enhanced language models."
 )
 console = Console(stderr=True)
+app.add_typer(index_app, name="index")
 
 
 def fail(message: str) -> None:

@@ -1,0 +1,266 @@
+"""`retro index ...`: build, extend, search and inspect a retrieval index from the command line.
+
+This module owns only argument handling, progress bars and printing; the work is done by the
+`index` package. When no tokenizer is given, `build` trains a byte-level BPE on the corpus and the
+index keeps it (the model is later trained with the index's tokenizer). Bad input exits with code 2
+and a one-line message via `retro.cli.fail` (imported late: `retro.cli` mounts this app).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+index_app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help="Build, extend, search and inspect an index."
+)
+console = Console(stderr=True)
+output = Console()
+
+STAGE_LABELS = {
+    "tokenize": "tokenizing documents",
+    "embed": "embedding chunks",
+    "index": "building faiss index",
+}
+
+
+def _fail(message: str) -> None:
+    from retro.cli import fail
+
+    fail(message)
+
+
+def _read_documents(sources: list[str]):
+    from index.corpus import check_sources, read_sources
+
+    try:
+        check_sources(sources)
+        skipped: list = []
+        with console.status("reading documents"):
+            documents = list(read_sources(sources, skipped))
+    except ValueError as e:
+        _fail(str(e))
+    return documents, skipped
+
+
+def _load_tokenizer(path: Path):
+    from retro.tokenizer import Tokenizer
+
+    try:
+        return Tokenizer.load(path)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+
+
+def _open_store(index_dir: Path, tokenizer_path: Path | None, device: str = "auto"):
+    from index.store import IndexStore, resolve_version_dir
+
+    try:
+        version_dir = resolve_version_dir(index_dir)
+        tokenizer = _load_tokenizer(tokenizer_path or version_dir)
+        return IndexStore.open(version_dir, tokenizer, device=device)
+    except ValueError as e:
+        _fail(str(e))
+
+
+def _encoder(device: str):
+    from index.encoder import ChunkEncoder
+
+    try:
+        with console.status("loading the chunk encoder"):
+            return ChunkEncoder(device)
+    except ValueError as e:
+        _fail(str(e))
+
+
+def _print_skipped(skipped: list, limit: int = 10) -> None:
+    if skipped:
+        console.print(f"[yellow]skipped {len(skipped)} inputs[/]")
+        for s in skipped[:limit]:
+            console.print(f"  {s.where}: {s.reason}", highlight=False)
+        if len(skipped) > limit:
+            console.print(f"  ... and {len(skipped) - limit} more (listed in manifest.json)")
+
+
+@index_app.command("build")
+def build(
+    sources: list[str] = typer.Argument(
+        ..., help="folders, .jsonl files or named sources (wiki-vital, facts, ...)"
+    ),
+    out: Path = typer.Option(
+        ..., "--out", help="index folder; each build adds a version and switches CURRENT"
+    ),
+    tokenizer: Path | None = typer.Option(
+        None, help="tokenizer.json (or a folder holding one); default: train one"
+    ),
+    vocab_size: int = typer.Option(8192, help="vocabulary of the BPE trained when no --tokenizer is given"),
+    chunk_size: int = typer.Option(64, help="tokens per chunk"),
+    factory: str | None = typer.Option(
+        None, help="faiss factory string; default: by size (Flat, IVF, IVF-PQ)"
+    ),
+    device: str = typer.Option("auto", help="encoder device: auto, cpu or cuda"),
+    shard_size: int = typer.Option(4096, help="chunks per embedding shard (the unit a rerun resumes from)"),
+) -> None:
+    """Builds a new index version from SOURCES (resuming an interrupted identical build)."""
+    from index.build import build_index
+
+    documents, skipped = _read_documents(sources)
+    if not documents:
+        _fail(f"no readable documents in {', '.join(sources)} ({len(skipped)} inputs skipped)")
+    if tokenizer is not None:
+        lm_tokenizer = _load_tokenizer(tokenizer)
+    else:
+        from retro.tokenizer import Tokenizer
+
+        with console.status(f"training a {vocab_size}-token BPE on {len(documents)} documents"):
+            try:
+                lm_tokenizer = Tokenizer.train((d.text for d in documents), vocab_size=vocab_size)
+            except ValueError as e:
+                _fail(str(e))
+    encoder = _encoder(device)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console) as bars:
+        tasks: dict[str, int] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in STAGE_LABELS:
+                return
+            if stage not in tasks:
+                tasks[stage] = bars.add_task(STAGE_LABELS[stage], total=total)
+            bars.update(tasks[stage], completed=done, total=total)
+
+        try:
+            report = build_index(
+                documents,
+                out,
+                lm_tokenizer,
+                encoder,
+                chunk_size=chunk_size,
+                factory=factory,
+                shard_size=shard_size,
+                skipped=skipped,
+                sources=sources,
+                progress=progress,
+            )
+        except ValueError as e:
+            _fail(str(e))
+    _print_skipped(report.skipped)
+    reused = f", {report.shards_reused} of {report.shards} shards reused" if report.shards_reused else ""
+    output.print(
+        f"built {report.version}: {report.n_documents:,} documents, {report.n_chunks:,} chunks, "
+        f"factory {report.faiss_factory}, {report.build_seconds:.1f}s{reused} -> {report.version_dir}",
+        highlight=False,
+    )
+
+
+@index_app.command("add")
+def add(
+    index_dir: Path = typer.Argument(..., help="an index folder"),
+    sources: list[str] = typer.Argument(..., help="folders, .jsonl files or named sources"),
+    tokenizer: Path | None = typer.Option(
+        None, help="check against this tokenizer; default: the index's own"
+    ),
+    device: str = typer.Option("auto", help="encoder device: auto, cpu or cuda"),
+) -> None:
+    """Adds documents to the current version without a rebuild."""
+    store = _open_store(index_dir, tokenizer, device)
+    documents, skipped = _read_documents(sources)
+    with console.status(f"adding {len(documents)} documents"):
+        report = store.add_documents(documents, skipped)
+    _print_skipped(report.skipped)
+    output.print(
+        f"added {report.n_documents:,} documents ({report.n_chunks:,} chunks) to {store.version} "
+        f"in {report.seconds:.1f}s; it now holds {store.n_documents:,} documents",
+        highlight=False,
+    )
+
+
+@index_app.command("search")
+def search(
+    index_dir: Path = typer.Argument(..., help="an index folder"),
+    text: str = typer.Argument(..., help="the query text"),
+    k: int = typer.Option(5, "-k", "--k", help="neighbours to return"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+    tokenizer: Path | None = typer.Option(
+        None, help="check against this tokenizer; default: the index's own"
+    ),
+    device: str = typer.Option("auto", help="encoder device: auto, cpu or cuda"),
+) -> None:
+    """Prints the k chunks nearest to TEXT."""
+    from index.retriever import Retriever
+
+    if k < 1:
+        _fail(f"-k must be >= 1, got {k}")
+    store = _open_store(index_dir, tokenizer, device)
+    (found,) = Retriever(store).search([text], k)
+    rows = [
+        {"rank": i + 1, "score": float(s), "doc_id": d, "chunk_id": int(c), "text": t}
+        for i, (s, d, c, t) in enumerate(
+            zip(found.scores, found.doc_ids, found.chunk_ids, found.texts, strict=True)
+        )
+        if c >= 0
+    ]
+    if as_json:
+        output.print_json(json.dumps({"query": text, "version": store.version, "neighbours": rows}))
+        return
+    table = Table(title=f"{len(rows)} neighbours from {store.version}")
+    for column in ("rank", "score", "doc_id", "text"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(str(row["rank"]), f"{row['score']:.3f}", row["doc_id"], row["text"])
+    output.print(table)
+
+
+@index_app.command("info")
+def info(
+    index_dir: Path = typer.Argument(..., help="an index folder or a version folder"),
+    as_json: bool = typer.Option(False, "--json", help="print the whole manifest as JSON"),
+) -> None:
+    """Prints the current version's manifest: counts, tokenizer, encoder, factory, skipped inputs."""
+    from index.store import MANIFEST, VERSIONS_DIR, read_json, resolve_version_dir
+
+    try:
+        version_dir = resolve_version_dir(index_dir)
+    except ValueError as e:
+        _fail(str(e))
+    manifest = read_json(version_dir / MANIFEST)
+    if as_json:
+        output.print_json(json.dumps(manifest))
+        return
+    versions = (
+        sorted(p.name for p in (version_dir.parent).glob("v[0-9]*"))
+        if version_dir.parent.name == VERSIONS_DIR
+        else []
+    )
+    table = Table(title=f"index {index_dir} (serving {manifest['version']})", show_header=False)
+    for key in (
+        "n_documents", "n_chunks", "n_tokens", "chunk_size", "vocab_size", "encoder",
+        "faiss_factory", "build_seconds", "created", "sources",
+    ):  # fmt: skip
+        table.add_row(key, str(manifest.get(key)))
+    table.add_row("tokenizer", manifest["tokenizer_fingerprint"][:16])
+    table.add_row("corpus", manifest["corpus_fingerprint"][:16])
+    table.add_row("skipped inputs", str(len(manifest.get("skipped", []))))
+    table.add_row("live additions", str(len(manifest.get("additions", []))))
+    if versions:
+        table.add_row("versions", ", ".join(versions))
+    output.print(table)

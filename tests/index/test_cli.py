@@ -1,0 +1,110 @@
+"""`retro index build/add/search/info` through Typer's CliRunner: results, exit codes, messages."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+import index.encoder
+from retro.cli import app
+from retro.tokenizer import Tokenizer
+
+runner = CliRunner()
+
+
+@pytest.fixture()
+def corpus(tmp_path, topic_documents):
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    for d in topic_documents:
+        (folder / f"{d.doc_id.replace('/', '_')}.txt").write_text(d.text)
+    (folder / "junk.txt").write_bytes(b"\x00\xff binary")
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def shared_encoder(monkeypatch, encoder):
+    """The CLI makes its own ChunkEncoder; hand it the session's (the model loads once)."""
+    monkeypatch.setattr(index.encoder, "ChunkEncoder", lambda device="auto": encoder)
+
+
+def _run(*args: str):
+    return runner.invoke(app, ["index", *args])
+
+
+def _error_line(result) -> str:
+    return " ".join(result.output.split())
+
+
+def test_build_search_add_info(tmp_path, corpus):
+    out = tmp_path / "ix"
+    built = _run("build", str(corpus), "--out", str(out), "--vocab-size", "300", "--chunk-size", "16")
+    assert built.exit_code == 0, built.output
+    assert "built v0001: 10 documents" in built.stdout and "binary" in built.output
+    assert Tokenizer.load(out / "versions" / "v0001").vocab_size <= 300
+
+    found = _run("search", str(out), "How many moons does Mars have?", "-k", "2", "--json")
+    assert found.exit_code == 0, found.output
+    answer = json.loads(found.stdout)
+    assert answer["version"] == "v0001" and len(answer["neighbours"]) == 2
+    assert answer["neighbours"][0]["doc_id"] == "corpus/space_mars.txt"
+
+    new = tmp_path / "new.jsonl"
+    new.write_text(
+        json.dumps({"id": "z", "text": "Zorbland is a country. Its capital is Quibbletown."}) + "\n"
+    )
+    added = _run("add", str(out), str(new))
+    assert added.exit_code == 0, added.output and "added 1 documents" in added.stdout
+    found = _run("search", str(out), "capital of Zorbland", "-k", "1", "--json")
+    assert json.loads(found.stdout)["neighbours"][0]["doc_id"] == "z"
+
+    table = _run("search", str(out), "violin strings")
+    assert table.exit_code == 0 and "corpus/music_violin.txt" in table.stdout
+
+    info = _run("info", str(out), "--json")
+    manifest = json.loads(info.stdout)
+    assert manifest["n_documents"] == 11 and manifest["chunk_size"] == 16
+    assert [s["reason"] for s in manifest["skipped"]] == ["binary"]
+    plain = _run("info", str(out))
+    assert plain.exit_code == 0 and "n_chunks" in plain.stdout
+
+
+def test_build_with_a_given_tokenizer_then_mismatch_exits_2(tmp_path, corpus, tokenizer):
+    out = tmp_path / "ix"
+    tokenizer.save(tmp_path / "tok.json")
+    built = _run(
+        "build",
+        str(corpus),
+        "--out",
+        str(out),
+        "--tokenizer",
+        str(tmp_path / "tok.json"),
+        "--chunk-size",
+        "16",
+    )
+    assert built.exit_code == 0, built.output
+    other = Tokenizer.train(["something else entirely"] * 3, vocab_size=300)
+    other.save(tmp_path / "other.json")
+    result = _run("search", str(out), "mars", "--tokenizer", str(tmp_path / "other.json"))
+    assert result.exit_code == 2 and "tokenizer mismatch" in _error_line(result)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["build", "{tmp}/missing", "--out", "{tmp}/ix"], "unknown source"),
+        (["build", "wordnet", "--out", "{tmp}/ix"], "apt-get install dict-wn"),
+        (["build", "{tmp}", "--out", "{tmp}/ix", "--tokenizer", "{tmp}/none.json"], "no tokenizer at"),
+        (["search", "{tmp}", "query"], "is not an index"),
+        (["info", "{tmp}"], "is not an index"),
+        (["add", "{tmp}", "facts"], "is not an index"),
+    ],
+)
+def test_bad_input_exits_2_with_a_message(tmp_path, monkeypatch, args, message):
+    monkeypatch.setenv("RETRO_DICTD_DIR", str(tmp_path))
+    (tmp_path / "doc.txt").write_text("some text")
+    result = _run(*[a.format(tmp=tmp_path) for a in args])
+    assert result.exit_code == 2
+    assert message in _error_line(result) and "Traceback" not in result.output
