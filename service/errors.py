@@ -49,8 +49,17 @@ def error_response(
     return JSONResponse(error_body(status, message, param, code), status_code=status, headers=headers)
 
 
+# Pydantic puts the tried union member's type into an error's location ("prompt.str"); a client
+# wants the field's name.
+_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none", "json-or-python", "tagged-union"}
+
+
 def _location(loc: tuple) -> str | None:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
+    parts = [
+        str(p)
+        for p in loc
+        if p not in ("body", "query", "path") and str(p) not in _TYPE_TAGS and "[" not in str(p)
+    ]
     return ".".join(parts) or None
 
 
