@@ -1,0 +1,560 @@
+"""The training loop: AdamW, warmup + cosine, bf16 on GPU, gradient accumulation, exact resume, DDP.
+
+`train(run_dir, config, data, tokenizer, steps, batch_size, ...)` trains `Retro(config)` on batches
+from `data` (anything with `.batch(step, batch_size, rank, world_size) -> Batch`, a pure function of
+its seed, step and rank, such as `retro.data.TrainingData`) and leaves in `run_dir`:
+
+    config.json, model*.safetensors, tokenizer.json   the servable checkpoint (`retro.checkpoint`)
+    train_state/   model.safetensors (fp32), optimizer.safetensors, state.json: what an exact resume needs
+    log.jsonl      one JSON line per logged step: step, loss, lr, tokens_per_s, elapsed_s, grad_norm
+
+Rerunning the same call resumes from `train_state/` and produces the same losses as a run that was
+never interrupted: the data is a function of the step, the learning rate a function of the step, and
+the random state (dropout) is reseeded from (seed, step, rank) at every step, so nothing hidden
+carries over. Under `torchrun` it runs DistributedDataParallel (rank and world size from the
+environment); only rank 0 writes. This module owns the optimisation and the run folder's training
+files; the model's shape is `RetroConfig`'s, the checkpoint format is `retro.checkpoint`'s, and the
+batches are the data source's business.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from safetensors.torch import load_file, save_file
+
+from retro.checkpoint import CONFIG_FILE, save_checkpoint
+from retro.config import RetroConfig
+from retro.model import Retro
+from retro.tokenizer import Tokenizer
+
+STATE_DIR, STATE_FILE = "train_state", "state.json"
+STATE_MODEL, STATE_OPTIMIZER = "model.safetensors", "optimizer.safetensors"
+LOG_FILE = "log.jsonl"
+STATE_FORMAT, STATE_VERSION = "retro-train-state", 1
+BETAS = (0.9, 0.95)  # nanoGPT's; the prototype trained with these at lr 1e-3 (DESIGN.md)
+
+
+class BatchLike(Protocol):
+    tokens: torch.Tensor  # (B, T) int64 inputs
+    targets: torch.Tensor  # (B, T) int64, -100 = ignored
+    neighbours: torch.Tensor | None  # (B, T // m, k, r) int64, or None for a no-retrieval model
+
+
+class BatchSource(Protocol):
+    def batch(self, step: int, batch_size: int, rank: int = 0, world_size: int = 1) -> BatchLike: ...
+
+
+@dataclass(frozen=True)
+class TrainArgs:
+    """Everything that decides the numbers a run produces; a resume must use the same values."""
+
+    steps: int
+    batch_size: int  # sequences per optimizer step, over all ranks and accumulation steps
+    lr: float
+    warmup: int
+    min_lr_ratio: float
+    weight_decay: float
+    grad_accum: int
+    grad_clip: float  # 0 disables clipping (the norm is still logged)
+    seed: int
+    world_size: int
+
+    def check(self) -> None:
+        problems = []
+        if self.steps < 1:
+            problems.append(f"steps must be >= 1; got {self.steps}")
+        if self.grad_accum < 1:
+            problems.append(f"grad_accum must be >= 1; got {self.grad_accum}")
+        if self.batch_size < 1 or self.batch_size % (self.world_size * self.grad_accum):
+            problems.append(
+                f"batch_size={self.batch_size} must be a positive multiple of world_size x grad_accum "
+                f"= {self.world_size} x {self.grad_accum}"
+            )
+        if not self.lr > 0:
+            problems.append(f"lr must be > 0; got {self.lr}")
+        if self.warmup < 0:
+            problems.append(f"warmup must be >= 0; got {self.warmup}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            problems.append(f"min_lr_ratio must lie in [0, 1]; got {self.min_lr_ratio}")
+        if self.weight_decay < 0 or self.grad_clip < 0:
+            problems.append("weight_decay and grad_clip must be >= 0")
+        if problems:
+            raise ValueError("invalid training arguments: " + "; ".join(problems))
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int  # optimizer steps done (== steps unless stopped early by on_step)
+    loss: float | None  # the last step's loss (None if this call did no step)
+    tokens_seen: int
+    elapsed_s: float  # over all sessions of the run, resumes included
+
+
+# ----------------------------------------------------------------------------------------------
+# the schedule and the optimizer
+
+
+def default_warmup(steps: int) -> int:
+    return min(200, steps // 10)
+
+
+def learning_rate(step: int, *, steps: int, lr: float, warmup: int, min_lr_ratio: float) -> float:
+    """The lr of the update made at 0-based `step`: linear warmup to `lr` over `warmup` steps, then a
+    cosine from `lr` down to `lr * min_lr_ratio`, reached at the last step."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    decay_steps = steps - 1 - warmup
+    if decay_steps <= 0:
+        return lr
+    progress = min(1.0, (step - warmup) / decay_steps)
+    min_lr = lr * min_lr_ratio
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (lr - min_lr)
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """nanoGPT's split: matrices (linear weights, embeddings) decay; biases, LayerNorms and the
+    cross-attention null slots, which act as biases, do not."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (decay if p.dim() >= 2 and "null_kv" not in name else no_decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float, device: torch.device):
+    groups = parameter_groups(model, weight_decay)
+    return torch.optim.AdamW(groups, lr=lr, betas=BETAS, eps=1e-8, fused=device.type == "cuda")
+
+
+# ----------------------------------------------------------------------------------------------
+# the run folder: training state (no pickle), the servable checkpoint, the log
+
+
+def _optimizer_tensors(optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """Optimizer state -> flat tensors for safetensors + JSON-able rest (param groups, scalars)."""
+    state = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for index, values in state["state"].items():
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{index}.{name}"] = value.detach().to("cpu").contiguous()
+            else:
+                scalars[f"{index}.{name}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _optimizer_state(tensors: dict[str, torch.Tensor], rest: dict) -> dict:
+    state: dict[int, dict] = {}
+    for key, value in [*tensors.items(), *rest["scalars"].items()]:
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in rest["param_groups"]]
+    return {"state": state, "param_groups": groups}
+
+
+def _replace_dir(tmp: Path, target: Path) -> None:
+    """Swaps a complete folder into place; `.NAME.old` is left only if we die between the renames."""
+    old = target.with_name(f".{target.name}.old")
+    if target.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        target.rename(old)
+    tmp.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _state_dir(run_dir: Path) -> Path | None:
+    """The folder to resume from: train_state/, or its old copy if a swap was cut short."""
+    for candidate in (run_dir / STATE_DIR, run_dir / f".{STATE_DIR}.old"):
+        if (candidate / STATE_FILE).is_file():
+            return candidate
+    return None
+
+
+def save_train_state(run_dir: Path, model: Retro, optimizer, body: dict) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix=f".{STATE_DIR}.", dir=run_dir))
+    try:
+        weights = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+        save_file(weights, str(tmp / STATE_MODEL))
+        tensors, rest = _optimizer_tensors(optimizer)
+        save_file(tensors, str(tmp / STATE_OPTIMIZER))
+        body = {"format": STATE_FORMAT, "version": STATE_VERSION, **body, "optimizer": rest}
+        (tmp / STATE_FILE).write_text(json.dumps(body, indent=2, sort_keys=True))
+        _replace_dir(tmp, run_dir / STATE_DIR)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def read_train_state(run_dir: str | Path) -> dict | None:
+    """The JSON part of a run's training state (step, args, config, ...), or None for a fresh run."""
+    folder = _state_dir(Path(run_dir))
+    if folder is None:
+        return None
+    body = json.loads((folder / STATE_FILE).read_text())
+    if body.get("format") != STATE_FORMAT or body.get("version") != STATE_VERSION:
+        raise ValueError(f"{folder / STATE_FILE} is not a retro training state of version {STATE_VERSION}")
+    return body
+
+
+def _load_train_state(run_dir: Path, model: Retro, optimizer) -> dict:
+    folder = _state_dir(run_dir)
+    body = read_train_state(run_dir)
+    model.load_state_dict(load_file(str(folder / STATE_MODEL)))
+    optimizer.load_state_dict(_optimizer_state(load_file(str(folder / STATE_OPTIMIZER)), body["optimizer"]))
+    return body
+
+
+def publish_checkpoint(run_dir: Path, model: Retro, tokenizer: Tokenizer, meta: dict) -> None:
+    """Writes the servable checkpoint into `run_dir` beside train_state/ and log.jsonl.
+
+    `save_checkpoint` replaces a whole folder, so it writes a staging folder whose files are then
+    moved in one by one with os.replace, config.json last: every file a reader opens is whole, but a
+    load racing a save may mix weight shards of two steps (a resume rewrites the checkpoint anyway).
+    """
+    staged = save_checkpoint(run_dir / ".checkpoint-staging", model, tokenizer, meta)
+    new_files = sorted(p.name for p in staged.iterdir())
+    for stale in run_dir.glob("model*.safetensors*"):
+        if stale.name not in new_files:
+            stale.unlink()
+    for name in sorted(new_files, key=lambda n: n == CONFIG_FILE):
+        os.replace(staged / name, run_dir / name)
+    staged.rmdir()
+
+
+def _rewrite_log(run_dir: Path, up_to_step: int) -> None:
+    """Drops log lines past the resumed step (written after the checkpoint, before the kill)."""
+    path = run_dir / LOG_FILE
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by the kill
+            continue
+        if record.get("step", 0) <= up_to_step:
+            kept.append(line)
+    tmp = path.with_name(f".{LOG_FILE}.tmp")
+    tmp.write_text("".join(f"{line}\n" for line in kept))
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------------------------
+# devices and processes
+
+
+@dataclass(frozen=True)
+class Distributed:
+    rank: int
+    local_rank: int
+    world_size: int
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def distributed_from_env() -> Distributed:
+    """torchrun sets RANK, LOCAL_RANK and WORLD_SIZE; a plain run is rank 0 of 1."""
+    return Distributed(
+        rank=int(os.environ.get("RANK", "0")),
+        local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+        world_size=int(os.environ.get("WORLD_SIZE", "1")),
+    )
+
+
+def resolve_device(device: str, local_rank: int = 0) -> torch.device:
+    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N; got {device!r}")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError("device cuda was asked for but torch sees no CUDA GPU (use --device cpu)")
+        return torch.device(device if ":" in device else f"cuda:{local_rank}")
+    return torch.device("cpu")
+
+
+def _step_seed(seed: int, step: int, rank: int) -> int:
+    """The RNG seed of one step on one rank: dropout masks depend on nothing but these three."""
+    return (seed * 1_000_003 + step) * 1_009 + rank
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _progress_bar(enabled: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[bold]training"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(
+            "{task.fields[tokens_per_s]:>8,.0f} tok/s  loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}"
+        ),
+        TimeRemainingColumn(),
+        disable=not enabled,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# the loop
+
+
+def train(
+    run_dir: str | Path,
+    config: RetroConfig,
+    data: BatchSource,
+    tokenizer: Tokenizer,
+    steps: int,
+    batch_size: int,
+    lr: float = 1e-3,
+    warmup: int | None = None,
+    min_lr_ratio: float = 0.1,
+    weight_decay: float = 0.1,
+    grad_accum: int = 1,
+    grad_clip: float = 1.0,
+    ckpt_every: int = 500,
+    log_every: int = 10,
+    seed: int = 0,
+    device: str = "auto",
+    on_step: Callable[[dict], bool | None] | None = None,
+    meta: dict | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Trains `Retro(config)` into `run_dir`, resuming from its training state if there is one.
+
+    `batch_size` sequences make one optimizer step (split over ranks, then into `grad_accum`
+    micro-batches; the gradient is the same as without accumulation). `warmup=None` takes
+    min(200, steps // 10). Checkpoints are written every `ckpt_every` steps and at the end.
+    `on_step(record)` is called on rank 0 after every step with the step's record (the log line's
+    fields); returning True stops the run after a checkpoint. `meta` (JSON) is stored in the
+    checkpoint and must match on resume, like every argument that decides the numbers.
+    """
+    run_dir = Path(run_dir)
+    dist_env = distributed_from_env()
+    args = TrainArgs(
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        warmup=default_warmup(steps) if warmup is None else warmup,
+        min_lr_ratio=min_lr_ratio,
+        weight_decay=weight_decay,
+        grad_accum=grad_accum,
+        grad_clip=grad_clip,
+        seed=seed,
+        world_size=dist_env.world_size,
+    )
+    args.check()
+    if ckpt_every < 1 or log_every < 1:
+        raise ValueError(f"ckpt_every and log_every must be >= 1; got {ckpt_every} and {log_every}")
+    if not callable(getattr(data, "batch", None)):
+        raise ValueError("data must have a .batch(step, batch_size, rank, world_size) method")
+    if tokenizer.vocab_size > config.vocab_size:
+        raise ValueError(
+            f"the tokenizer has {tokenizer.vocab_size} tokens but config.vocab_size is {config.vocab_size}"
+        )
+    meta = json.loads(json.dumps(meta or {}))  # JSON-normalised, so a resume compares like with like
+    torch_device = resolve_device(device, dist_env.local_rank)
+
+    started_group = False
+    if dist_env.world_size > 1 and not dist.is_initialized():
+        if torch_device.type == "cuda":
+            torch.cuda.set_device(torch_device)
+        dist.init_process_group(backend="nccl" if torch_device.type == "cuda" else "gloo")
+        started_group = True
+    try:
+        return _run(run_dir, config, data, tokenizer, args, ckpt_every, log_every, torch_device,
+                    dist_env, on_step, meta, progress)  # fmt: skip
+    finally:
+        if started_group:
+            dist.destroy_process_group()
+
+
+def _identity(config: RetroConfig, args: TrainArgs, meta: dict) -> dict:
+    return {"config": config.to_dict(), "args": asdict(args), "meta": meta}
+
+
+def _differences(saved: dict, wanted: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(saved) | set(wanted)):
+        a, b = saved.get(key), wanted.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} saved, {b!r} now")
+    return out
+
+
+def _run(run_dir, config, data, tokenizer, args: TrainArgs, ckpt_every, log_every, device,
+         dist_env: Distributed, on_step, meta, progress) -> TrainResult:  # fmt: skip
+    torch.manual_seed(args.seed)
+    model = Retro(config).to(device)
+    optimizer = make_optimizer(model, args.lr, args.weight_decay, device)
+    identity = _identity(config, args, meta)
+
+    start_step, elapsed_before, tokens_seen = 0, 0.0, 0
+    saved = read_train_state(run_dir)
+    if saved is not None:
+        differences = _differences({k: saved.get(k) for k in identity}, identity)
+        if differences:
+            raise ValueError(
+                f"{run_dir} holds a run with other settings ({'; '.join(differences[:4])}); "
+                "rerun with the same settings to resume, or train into a new folder"
+            )
+        saved = _load_train_state(run_dir, model, optimizer)
+        start_step, elapsed_before, tokens_seen = saved["step"], saved["elapsed_s"], saved["tokens_seen"]
+    elif (run_dir / CONFIG_FILE).exists():
+        raise ValueError(
+            f"{run_dir} holds a checkpoint but no training state to resume from: train into a new folder"
+        )
+    if dist_env.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _rewrite_log(run_dir, start_step)
+
+    trained = model
+    if dist_env.world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # A RETRO model leaves its neighbour encoder unused on a batch without neighbours.
+        trained = DistributedDataParallel(
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=config.uses_retrieval,
+        )
+
+    def checkpoint(step: int, loss: float | None, elapsed: float, with_state: bool = True) -> None:
+        if dist_env.is_main:
+            if with_state:
+                body = {**identity, "step": step, "elapsed_s": elapsed, "tokens_seen": tokens_seen,
+                        "loss": loss, "rng": "reseeded from (seed, step, rank) at every step"}  # fmt: skip
+                save_train_state(run_dir, model, optimizer, body)
+            training = {"step": step, "loss": loss, "tokens_seen": tokens_seen, "elapsed_s": elapsed,
+                        "args": asdict(args)}  # fmt: skip
+            publish_checkpoint(run_dir, model, tokenizer, {**meta, "training": training})
+        if dist_env.world_size > 1:
+            dist.barrier()
+
+    if dist_env.world_size > 1:  # every rank has read the state before rank 0 writes again
+        dist.barrier()
+    if saved is not None:  # a kill mid-publish may have left mixed shards: republish the resumed step
+        checkpoint(start_step, saved.get("loss"), elapsed_before, with_state=False)
+
+    per_rank = args.batch_size // args.world_size
+    session_start = time.perf_counter()
+    last_loss: float | None = None
+    done = start_step
+    log_file = open(run_dir / LOG_FILE, "a") if dist_env.is_main else None  # noqa: SIM115
+    bar = _progress_bar(progress and dist_env.is_main)
+    try:
+        with bar:
+            task = bar.add_task("train", total=args.steps, completed=start_step, tokens_per_s=0.0,
+                                loss=float("nan"), lr=0.0)  # fmt: skip
+            interval_start, interval_tokens = time.perf_counter(), 0
+            for step in range(start_step, args.steps):
+                lr = learning_rate(step, steps=args.steps, lr=args.lr, warmup=args.warmup,
+                                   min_lr_ratio=args.min_lr_ratio)  # fmt: skip
+                loss, grad_norm, n_tokens = _train_step(
+                    trained, optimizer, data, step, per_rank, lr, args, device, dist_env
+                )
+                tokens_seen += n_tokens * args.world_size
+                interval_tokens += n_tokens * args.world_size
+                done = step + 1
+                is_log = done % log_every == 0 or done == args.steps or on_step is not None
+                record = None
+                if is_log:
+                    if dist_env.world_size > 1:
+                        dist.all_reduce(loss, op=dist.ReduceOp.AVG)
+                    last_loss = loss.item()
+                    if not math.isfinite(last_loss):
+                        raise FloatingPointError(
+                            f"the loss became {last_loss} at step {done}: lower the learning rate "
+                            f"(now {args.lr:g}) and resume from the last checkpoint"
+                        )
+                    now = time.perf_counter()
+                    elapsed = elapsed_before + now - session_start
+                    tokens_per_s = interval_tokens / max(now - interval_start, 1e-9)
+                    interval_start, interval_tokens = now, 0
+                    record = {"step": done, "loss": last_loss, "lr": lr, "tokens_per_s": tokens_per_s,
+                              "elapsed_s": elapsed, "grad_norm": grad_norm.item()}  # fmt: skip
+                    if log_file is not None and (done % log_every == 0 or done == args.steps):
+                        log_file.write(json.dumps(record) + "\n")
+                        log_file.flush()
+                    bar.update(task, tokens_per_s=tokens_per_s, loss=last_loss, lr=lr)
+                bar.update(task, completed=done)
+                stop = bool(on_step(record)) if on_step is not None and dist_env.is_main else False
+                if dist_env.world_size > 1:
+                    flag = torch.tensor([int(stop)], device=device)
+                    dist.broadcast(flag, src=0)
+                    stop = bool(flag.item())
+                if done % ckpt_every == 0 or done == args.steps or stop:
+                    checkpoint(done, last_loss, elapsed_before + time.perf_counter() - session_start)
+                if stop:
+                    break
+    finally:
+        if log_file is not None:
+            log_file.close()
+    return TrainResult(run_dir, done, last_loss, tokens_seen,
+                       elapsed_before + time.perf_counter() - session_start)  # fmt: skip
+
+
+def _train_step(trained, optimizer, data, step, per_rank, lr, args: TrainArgs, device, dist_env):
+    """One optimizer step on this rank: returns (loss tensor, grad-norm tensor, tokens processed)."""
+    torch.manual_seed(_step_seed(args.seed, step, dist_env.rank))
+    trained.train()
+    batch = data.batch(step, per_rank, dist_env.rank, dist_env.world_size)
+    tokens, targets, neighbours = batch.tokens, batch.targets, batch.neighbours
+    if tokens.dim() != 2 or tokens.shape[0] != per_rank or targets.shape != tokens.shape:
+        raise ValueError(
+            f"data.batch returned tokens {list(tokens.shape)} and targets {list(targets.shape)}; "
+            f"expected [{per_rank}, T] both"
+        )
+    pieces = [torch.tensor_split(t, args.grad_accum) if t is not None else [None] * args.grad_accum
+              for t in (tokens, targets, neighbours)]  # fmt: skip
+    # Weight each micro-batch's mean loss by its share of target tokens, so that accumulation gives
+    # the gradient of the whole batch's mean loss, not the mean of unequal micro-batch means.
+    counts = [int((t != -100).sum()) for t in pieces[1]]
+    total = max(sum(counts), 1)
+    loss_sum = torch.zeros((), device=device)
+    for i, (tok, tgt, nb) in enumerate(zip(*pieces, strict=True)):
+        last = i == args.grad_accum - 1
+        sync = contextlib.nullcontext() if last or dist_env.world_size == 1 else trained.no_sync()
+        with sync:
+            with _autocast(device):
+                loss = trained(
+                    tok.to(device, non_blocking=True),
+                    None if nb is None else nb.to(device, non_blocking=True),
+                    targets=tgt.to(device, non_blocking=True),
+                )
+            (loss * (counts[i] / total)).backward()
+        loss_sum += loss.detach().float() * (counts[i] / total)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, args.grad_clip if args.grad_clip > 0 else float("inf"))
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_sum, grad_norm, tokens.numel()

@@ -1,0 +1,306 @@
+"""The training loop: it learns, logs, checkpoints, resumes exactly after a kill, and refuses bad input.
+
+The data is a test double of `retro.data.TrainingData`'s protocol: sequences that count upwards
+(learnable in a few dozen steps) with random neighbours, a pure function of (seed, step, rank).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from retro.checkpoint import load_checkpoint
+from retro.train import (
+    LOG_FILE,
+    STATE_DIR,
+    learning_rate,
+    parameter_groups,
+    read_train_state,
+    train,
+)
+
+from .conftest import tiny_config
+
+REPO = Path(__file__).resolve().parents[2]
+SEQ_LEN = 32
+
+
+@dataclass
+class Batch:
+    tokens: torch.Tensor
+    targets: torch.Tensor
+    neighbours: torch.Tensor | None
+
+
+class CountingData:
+    """Sequences t, t+1, t+2, ... over ids 2..2+period-1 from a random start, random neighbours.
+
+    The global batch of a step is drawn first and then sliced by rank, so that a run over two ranks
+    sees exactly the sequences of a one-rank run with the same total batch size.
+    """
+
+    def __init__(self, config, seed: int = 0, period: int = 12, with_neighbours: bool = True):
+        self.config, self.seed, self.period, self.with_neighbours = config, seed, period, with_neighbours
+
+    def batch(self, step: int, batch_size: int, rank: int = 0, world_size: int = 1) -> Batch:
+        cfg, total = self.config, batch_size * world_size
+        g = torch.Generator().manual_seed(self.seed * 100_003 + step)
+        start = torch.randint(0, self.period, (total, 1), generator=g)
+        seq = (start + torch.arange(SEQ_LEN + 1)) % self.period + 2  # (total, T+1), never pad
+        shape = (total, SEQ_LEN // cfg.chunk_size, cfg.n_neighbours, cfg.retrieved_len)
+        neighbours = torch.randint(2, cfg.vocab_size, shape, generator=g)
+        rows = slice(rank * batch_size, (rank + 1) * batch_size)
+        nb = neighbours[rows] if self.with_neighbours else None
+        return Batch(seq[rows, :-1].contiguous(), seq[rows, 1:].contiguous(), nb)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models train ~50x faster on one thread than on two when the cores are shared (the suite
+    runs beside other work); the resume test's subprocess uses one thread too, to be bit-identical."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def config_for(tokenizer, **overrides):
+    return tiny_config(vocab_size=tokenizer.vocab_size, **overrides)
+
+
+def read_log(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / LOG_FILE).read_text().splitlines()]
+
+
+# ----------------------------------------------------------------------------------------------
+# schedule and optimizer groups
+
+
+def test_lr_warms_up_linearly_then_follows_a_cosine_down_to_the_minimum():
+    kw = dict(steps=100, lr=1e-3, warmup=10, min_lr_ratio=0.1)
+    lrs = [learning_rate(s, **kw) for s in range(100)]
+    assert lrs[:10] == pytest.approx([1e-3 * (s + 1) / 10 for s in range(10)])
+    assert max(lrs) == pytest.approx(1e-3) and lrs[9] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:], strict=False))  # never rises after warmup
+    assert lrs[-1] == pytest.approx(1e-4)
+    middle = 10 + (100 - 1 - 10) // 2  # half way through the decay: halfway between max and min
+    assert lrs[middle] == pytest.approx(1e-4 + 0.5 * 9e-4 * (1 + math.cos(math.pi * 44 / 89)))
+    assert learning_rate(0, steps=1, lr=1e-3, warmup=0, min_lr_ratio=0.1) == pytest.approx(1e-3)
+
+
+def test_matrices_decay_and_biases_norms_and_null_slots_do_not(tokenizer):
+    from retro.model import Retro
+
+    model = Retro(config_for(tokenizer))
+    decay, no_decay = parameter_groups(model, 0.1)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for p in decay["params"]}
+    kept = {names[id(p)] for p in no_decay["params"]}
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert decayed | kept == set(names.values()) and not decayed & kept
+    assert "wte.weight" in decayed and "blocks.0.attn.qkv.weight" in decayed
+    assert "ln_f.weight" in kept and "blocks.0.mlp.fc.bias" in kept
+    assert any("null_kv" in n for n in kept) and not any("null_kv" in n for n in decayed)
+
+
+# ----------------------------------------------------------------------------------------------
+# learning, logging, checkpoints
+
+
+def test_loss_falls_on_a_learnable_task_and_the_run_folder_is_complete(tokenizer, tmp_path):
+    config = config_for(tokenizer)
+    records = []
+    result = train(
+        tmp_path / "run", config, CountingData(config), tokenizer, steps=40, batch_size=8, lr=1e-2,
+        warmup=4, log_every=5, ckpt_every=20, progress=False, on_step=records.append,
+        meta={"data": "counting"},
+    )  # fmt: skip
+    losses = [r["loss"] for r in records]
+    assert len(losses) == 40 and result.step == 40 and result.loss == losses[-1]
+    assert sum(losses[-5:]) / 5 < 0.5 * losses[0], losses
+    log = read_log(tmp_path / "run")
+    assert [r["step"] for r in log] == list(range(5, 41, 5))
+    assert set(log[0]) == {"step", "loss", "lr", "tokens_per_s", "elapsed_s", "grad_norm"}
+    assert log[-1]["loss"] == losses[-1] and all(r["tokens_per_s"] > 0 for r in log)
+    assert result.tokens_seen == 40 * 8 * SEQ_LEN
+    model, tok, meta = load_checkpoint(tmp_path / "run")  # the run folder is a servable checkpoint
+    assert model.config == config and tok.fingerprint == tokenizer.fingerprint
+    assert meta["data"] == "counting" and meta["training"]["step"] == 40
+    assert read_train_state(tmp_path / "run")["step"] == 40
+
+
+def test_checkpoints_are_written_every_n_steps(tokenizer, tmp_path):
+    config = config_for(tokenizer)
+    saved_before = {}
+
+    def record(rec):  # called after step `rec["step"]` and before that step's checkpoint
+        state = read_train_state(tmp_path / "run")
+        saved_before[rec["step"]] = None if state is None else state["step"]
+
+    train(tmp_path / "run", config, CountingData(config), tokenizer, steps=7, batch_size=4,
+          ckpt_every=3, log_every=1, progress=False, on_step=record)  # fmt: skip
+    assert saved_before == {1: None, 2: None, 3: None, 4: 3, 5: 3, 6: 3, 7: 6}
+    assert read_train_state(tmp_path / "run")["step"] == 7  # and the last step is always saved
+
+
+def test_gradient_accumulation_gives_the_same_step_as_one_big_batch(tokenizer, tmp_path):
+    config = config_for(tokenizer)
+    results = {}
+    for accum in (1, 4):
+        out, records = tmp_path / f"accum{accum}", []
+        train(out, config, CountingData(config), tokenizer, steps=3, batch_size=8, grad_accum=accum,
+              lr=1e-2, warmup=0, progress=False, on_step=records.append)  # fmt: skip
+        results[accum] = (records, load_checkpoint(out)[0].state_dict())
+    (one, weights_one), (four, weights_four) = results[1], results[4]
+    assert [r["loss"] for r in one] == pytest.approx([r["loss"] for r in four], abs=1e-6)
+    # the grad norm is sensitive to the scale of the accumulated gradient (Adam itself is not)
+    assert [r["grad_norm"] for r in one] == pytest.approx([r["grad_norm"] for r in four], rel=1e-5)
+    for name, value in weights_one.items():
+        torch.testing.assert_close(weights_four[name], value, atol=1e-5, rtol=1e-4)
+
+
+def test_a_baseline_trains_without_neighbours(tokenizer, tmp_path):
+    config = config_for(tokenizer, cca_layers=(), copy_head=False, neighbour_prev_tokens=0)
+    data = CountingData(config, with_neighbours=False)
+    result = train(tmp_path / "base", config, data, tokenizer, steps=3, batch_size=4, progress=False)
+    assert result.step == 3 and math.isfinite(result.loss)
+
+
+# ----------------------------------------------------------------------------------------------
+# resume
+
+
+RESUME_SCRIPT = """
+import os, signal, sys
+from pathlib import Path
+import torch
+sys.path.insert(0, {repo!r})
+from retro.tokenizer import Tokenizer
+from retro.train import train
+from tests.retro.conftest import SENTENCES, tiny_config
+from tests.retro.test_train import CountingData
+
+kill_at = int(sys.argv[2])
+torch.set_num_threads(1)
+tokenizer = Tokenizer.train(SENTENCES, vocab_size=300)
+config = tiny_config(vocab_size=tokenizer.vocab_size, dropout=0.1)
+
+def on_step(record):
+    if record["step"] == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)  # a crash: no cleanup, no final checkpoint
+
+train(Path(sys.argv[1]), config, CountingData(config), tokenizer, steps=8, batch_size=4, lr=1e-2,
+      warmup=2, ckpt_every=3, log_every=1, seed=5, progress=False, on_step=on_step)
+"""
+
+
+def test_a_killed_run_resumes_exactly_where_an_uninterrupted_run_would_be(tokenizer, tmp_path):
+    # dropout on: the resumed run must also reproduce the random masks of the steps after the kill
+    config = config_for(tokenizer, dropout=0.1)
+    train(tmp_path / "straight", config, CountingData(config), tokenizer, steps=8, batch_size=4, lr=1e-2,
+          warmup=2, ckpt_every=3, log_every=1, seed=5, progress=False)  # fmt: skip
+    expected = {r["step"]: r["loss"] for r in read_log(tmp_path / "straight")}
+
+    script = tmp_path / "run_training.py"
+    script.write_text(RESUME_SCRIPT.format(repo=str(REPO)))
+    run = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    killed = subprocess.run([sys.executable, str(script), str(run), "5"], env=env, capture_output=True)
+    assert killed.returncode == -9, killed.stderr.decode()[-2000:]
+    assert read_train_state(run)["step"] == 3  # the kill came after step 5, the last save was at 3
+    assert [r["step"] for r in read_log(run)] == [1, 2, 3, 4, 5]  # logged, then killed
+
+    resumed = subprocess.run([sys.executable, str(script), str(run), "0"], env=env, capture_output=True)
+    assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
+    log = read_log(run)
+    assert [r["step"] for r in log] == list(range(1, 9))  # lines past the checkpoint were replaced
+    for record in log:
+        assert record["loss"] == pytest.approx(expected[record["step"]], abs=1e-6), record["step"]
+
+
+def test_a_state_swap_cut_short_resumes_from_the_old_copy(tokenizer, tmp_path):
+    config = config_for(tokenizer)
+    kw = dict(steps=6, batch_size=4, lr=1e-2, warmup=1, ckpt_every=100, log_every=1, progress=False)
+    straight = []
+    train(
+        tmp_path / "a",
+        config,
+        CountingData(config),
+        tokenizer,
+        on_step=lambda r: straight.append(r["loss"]),
+        **kw,
+    )
+    stopped = train(
+        tmp_path / "b", config, CountingData(config), tokenizer, on_step=lambda r: r["step"] == 3, **kw
+    )
+    assert stopped.step == 3 and read_train_state(tmp_path / "b")["step"] == 3
+    # a kill between the two renames of the state swap leaves only the hidden old copy
+    (tmp_path / "b" / STATE_DIR).rename(tmp_path / "b" / f".{STATE_DIR}.old")
+    resumed = []
+    train(
+        tmp_path / "b",
+        config,
+        CountingData(config),
+        tokenizer,
+        on_step=lambda r: resumed.append(r["loss"]),
+        **kw,
+    )
+    assert resumed == pytest.approx(straight[3:], abs=1e-6)
+
+
+def test_resume_with_other_settings_is_refused(tokenizer, tmp_path):
+    config = config_for(tokenizer)
+    train(tmp_path / "run", config, CountingData(config), tokenizer, steps=2, batch_size=4, progress=False)
+    with pytest.raises(ValueError, match="lr: 0.001 saved, 0.002 now"):
+        train(tmp_path / "run", config, CountingData(config), tokenizer, steps=2, batch_size=4, lr=2e-3,
+              progress=False)  # fmt: skip
+    done = train(
+        tmp_path / "run", config, CountingData(config), tokenizer, steps=2, batch_size=4, progress=False
+    )
+    assert done.step == 2 and done.loss is None  # nothing left to do
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (dict(batch_size=6, grad_accum=4), "multiple of world_size x grad_accum"),
+        (dict(steps=0), "steps must be >= 1"),
+        (dict(lr=0.0), "lr must be > 0"),
+        (dict(ckpt_every=0), "ckpt_every"),
+        (dict(device="tpu"), "device must be"),
+    ],
+)
+def test_bad_arguments_are_clear_errors(tokenizer, tmp_path, overrides, message):
+    config = config_for(tokenizer)
+    kw = dict(steps=2, batch_size=4, progress=False) | overrides
+    with pytest.raises(ValueError, match=message):
+        train(tmp_path / "run", config, CountingData(config), tokenizer, **kw)
+
+
+def test_a_checkpoint_folder_without_training_state_is_not_overwritten(tokenizer, tmp_path):
+    from retro.checkpoint import save_checkpoint
+    from retro.model import Retro
+
+    config = config_for(tokenizer)
+    save_checkpoint(tmp_path / "ckpt", Retro(config), tokenizer)
+    with pytest.raises(ValueError, match="no training state"):
+        train(
+            tmp_path / "ckpt", config, CountingData(config), tokenizer, steps=2, batch_size=4, progress=False
+        )
+
+
+@pytest.mark.gpu
+def test_bf16_training_on_the_gpu_learns(tokenizer, tmp_path):
+    config = config_for(tokenizer)
+    records = []
+    train(tmp_path / "run", config, CountingData(config), tokenizer, steps=40, batch_size=8, lr=1e-2,
+          warmup=4, device="cuda", progress=False, on_step=records.append)  # fmt: skip
+    assert sum(r["loss"] for r in records[-5:]) / 5 < 0.5 * records[0]["loss"]
