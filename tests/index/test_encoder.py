@@ -48,3 +48,12 @@ def test_fp16_gpu_matches_fp32_reference(stock_model):
     assert gpu_encoder.fp16
     reference = stock_model.encode(TEXTS, normalize_embeddings=True, convert_to_numpy=True)
     np.testing.assert_allclose(gpu_encoder.encode(TEXTS, batch_size=3), reference, atol=5e-3)
+
+
+def test_rust_tokenization_equals_the_transformers_wrapper(encoder, stock_model):
+    wrapper = stock_model[0].tokenizer(
+        TEXTS, padding=True, truncation=True, max_length=256, return_tensors="pt"
+    )
+    ours = encoder.tokenize(TEXTS)
+    for name in ("input_ids", "attention_mask", "token_type_ids"):
+        assert ours[name].tolist() == wrapper[name].tolist(), name

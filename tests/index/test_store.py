@@ -24,8 +24,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CHUNK = 16
 
 
-def _build(out, documents, tokenizer, encoder, **kwargs):
-    return build_index(documents, out, tokenizer, encoder, chunk_size=CHUNK, shard_size=4, **kwargs)
+def _build(out, documents, tokenizer, encoder, shard_size=64, **kwargs):
+    return build_index(documents, out, tokenizer, encoder, chunk_size=CHUNK, shard_size=shard_size, **kwargs)
 
 
 def test_build_then_search_finds_the_right_document(tmp_path, topic_documents, tokenizer, encoder):
@@ -235,7 +235,7 @@ def test_killed_build_keeps_old_version_and_rerun_resumes(tmp_path, topic_docume
     from tests.index.hashing_encoder import HashingEncoder
 
     out = tmp_path / "ix"
-    _build(out, topic_documents[:3], tokenizer, HashingEncoder())
+    _build(out, topic_documents[:3], tokenizer, HashingEncoder(), shard_size=4)
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     for d in topic_documents:
@@ -261,7 +261,7 @@ def test_killed_build_keeps_old_version_and_rerun_resumes(tmp_path, topic_docume
     # The rerun reuses the finished shards and completes.
     encoder = HashingEncoder()
     documents = list(read_sources([str(corpus)], []))
-    report = _build(out, documents, tokenizer, encoder)
+    report = _build(out, documents, tokenizer, encoder, shard_size=4)
     assert report.shards_reused == len(shards_on_disk)
     assert encoder.texts_encoded == report.n_chunks - 4 * report.shards_reused
     assert report.version == "v0002" and (out / CURRENT_FILE).read_text().strip() == "v0002"
