@@ -439,12 +439,9 @@ def _run(run_dir, config, data, tokenizer, args: TrainArgs, ckpt_every, log_ever
     if dist_env.world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        # A RETRO model leaves its neighbour encoder unused on a batch without neighbours.
-        trained = DistributedDataParallel(
-            model,
-            device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=config.uses_retrieval,
-        )
+        # Every parameter takes part in every step (a RETRO model's batches must carry neighbours
+        # under DDP, checked in _train_step), so DDP need not search the graph for unused ones.
+        trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     def checkpoint(step: int, loss: float | None, elapsed: float, with_state: bool = True) -> None:
         if dist_env.is_main:
@@ -531,6 +528,10 @@ def _train_step(trained, optimizer, data, step, per_rank, lr, args: TrainArgs, d
         raise ValueError(
             f"data.batch returned tokens {list(tokens.shape)} and targets {list(targets.shape)}; "
             f"expected [{per_rank}, T] both"
+        )
+    if neighbours is None and dist_env.world_size > 1 and trained.module.config.uses_retrieval:
+        raise ValueError(
+            "a RETRO model under DDP needs neighbours in every batch (its encoder would get no gradient)"
         )
     pieces = [torch.tensor_split(t, args.grad_accum) if t is not None else [None] * args.grad_accum
               for t in (tokens, targets, neighbours)]  # fmt: skip

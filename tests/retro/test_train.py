@@ -268,6 +268,43 @@ def test_resume_with_other_settings_is_refused(tokenizer, tmp_path):
     assert done.step == 2 and done.loss is None  # nothing left to do
 
 
+DDP_SCRIPT = """
+import sys
+from pathlib import Path
+import torch
+sys.path.insert(0, {repo!r})
+from retro.tokenizer import Tokenizer
+from retro.train import train
+from tests.retro.conftest import SENTENCES, tiny_config
+from tests.retro.test_train import CountingData
+
+torch.set_num_threads(1)
+tokenizer = Tokenizer.train(SENTENCES, vocab_size=300)
+config = tiny_config(vocab_size=tokenizer.vocab_size)
+train(Path(sys.argv[1]), config, CountingData(config), tokenizer, steps=4, batch_size=8, lr=1e-2,
+      warmup=1, log_every=1, ckpt_every=2, progress=False, grad_accum=2)
+"""
+
+
+def test_two_ranks_under_torchrun_take_the_steps_of_one_process(tokenizer, tmp_path):
+    """DDP over gloo on the CPU: 2 ranks x 2 micro-batches of 2 make the same steps as one batch of 8."""
+    script = tmp_path / "ddp_training.py"
+    script.write_text(DDP_SCRIPT.format(repo=str(REPO)))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    config = config_for(tokenizer)
+    train(tmp_path / "one", config, CountingData(config), tokenizer, steps=4, batch_size=8, lr=1e-2,
+          warmup=1, log_every=1, ckpt_every=2, progress=False)  # fmt: skip
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    two = subprocess.run([*launcher, str(script), str(tmp_path / "two")], env=env, capture_output=True)
+    assert two.returncode == 0, two.stderr.decode()[-3000:]
+    log_one, log_two = read_log(tmp_path / "one"), read_log(tmp_path / "two")
+    assert [r["step"] for r in log_two] == [1, 2, 3, 4]  # one writer: rank 0
+    assert [r["loss"] for r in log_two] == pytest.approx([r["loss"] for r in log_one], abs=1e-5)
+    assert [r["grad_norm"] for r in log_two] == pytest.approx([r["grad_norm"] for r in log_one], rel=1e-4)
+    assert log_two[0]["tokens_per_s"] > 0 and read_train_state(tmp_path / "two")["args"]["world_size"] == 2
+    load_checkpoint(tmp_path / "two")
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
