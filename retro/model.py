@@ -226,7 +226,10 @@ class CopyHead(nn.Module):
         """log p(target) of the mixture without materialising the scatter: (N, Tq)."""
         vocab_logp = vocab_logits.float().log_softmax(dim=-1).gather(-1, targets[..., None])[..., 0]
         hit = ids[:, None, :] == targets[..., None]  # (N, Tq, S)
-        copy_logp = pointer_logp[..., 1:].masked_fill(~hit, float("-inf")).logsumexp(dim=-1)
+        # A finite floor instead of -inf: logsumexp over a row with no hit must keep a finite
+        # gradient (an all -inf row gives NaN in backward, and 0 * NaN poisons the whole batch).
+        floor = -1e4
+        copy_logp = pointer_logp[..., 1:].clamp_min(floor).masked_fill(~hit, floor).logsumexp(dim=-1)
         return torch.logaddexp(pointer_logp[..., 0] + vocab_logp, copy_logp)
 
 
@@ -471,7 +474,7 @@ class Retro(nn.Module):
         plain = logits.float().log_softmax(dim=-1).gather(-1, safe[..., None])
         logp = _merge(plain, rearrange(copied, "(b l) m -> b l m", b=B)[..., None], m)[..., 0]  # (B, T)
         keep = targets != -100
-        return -(logp * keep).sum() / keep.sum().clamp_min(1)
+        return -torch.where(keep, logp, 0.0).sum() / keep.sum().clamp_min(1)
 
     # --- incremental decoding ---------------------------------------------------------------------
     def new_cache(self, batch_size: int, max_len: int | None = None) -> DecodeCache:

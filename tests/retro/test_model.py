@@ -192,3 +192,19 @@ def test_presets_build_and_baselines_are_10x():
     # small-baseline is too big to build in a unit test; its size follows from the config
     sb = PRESETS["small-baseline"]
     assert 12 * sb.n_layers * sb.d_model**2 >= 10 * counts["small"]
+
+
+def test_gradients_stay_finite_with_padding_neighbours_and_ignored_targets():
+    """Rows where no neighbour token matches the target, all-padding neighbours and ignored
+    targets (clamped onto the pad id) must not turn the loss's gradient into NaN."""
+    cfg = CONFIGS["copy+prev2"]
+    model = make_model(cfg).train()
+    tokens, neighbours = random_inputs(cfg, T=17)
+    neighbours[0] = cfg.pad_id  # nothing retrieved for the first sequence
+    neighbours[1, :, :, ::2] = cfg.pad_id  # partly padded neighbours
+    targets = tokens[:, 1:].clone()
+    targets[:, :5] = -100
+    loss = model(tokens[:, :-1], neighbours, targets=targets)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
