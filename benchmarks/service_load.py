@@ -1,0 +1,220 @@
+"""Load test of the HTTP service: N concurrent clients on loopback against a real uvicorn.
+
+Prints requests/s, p50/p99 latency and errors (which must be 0) for a steady phase and for a phase
+during which an index rebuild runs (the old version serves until the new one swaps in). By default
+it builds its own test-sized setup in a temp folder (a BPE tokenizer and the `tiny` RETRO preset with
+random weights, an index of fact documents, a held-out corpus to rebuild from); `--model/--index`
+measure a real run instead. Figures and the command go into docs/service_load.md.
+
+    PYTHONPATH=. python benchmarks/service_load.py --clients 8 --seconds 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import socket
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+
+def build_tiny_setup(folder: Path, n_index_docs: int, n_rebuild_docs: int) -> dict:
+    """Tokenizer + tiny random RETRO checkpoint + index of fact documents + a corpus to rebuild from."""
+    import torch
+
+    from index.build import build_index
+    from index.facts import fact_documents, fact_pairs
+    from retro.checkpoint import save_checkpoint
+    from retro.config import RetroConfig
+    from retro.model import Retro
+    from retro.tokenizer import Tokenizer
+    from service.retrieval import shared_encoder
+
+    train_docs = list(fact_documents("train"))[:n_index_docs]
+    heldout_docs = list(fact_documents("heldout"))[:n_rebuild_docs]
+    tokenizer = Tokenizer.train([d.text for d in train_docs + heldout_docs], vocab_size=2048)
+    torch.manual_seed(0)
+    model = Retro(RetroConfig.from_preset("tiny", vocab_size=tokenizer.vocab_size))
+    checkpoint = save_checkpoint(folder / "tiny-retro", model, tokenizer)
+    started = time.perf_counter()
+    report = build_index(train_docs, folder / "index", tokenizer, shared_encoder("cpu"), chunk_size=16)
+    seconds = time.perf_counter() - started
+    print(f"built index: {report.n_documents} documents, {report.n_chunks} chunks in {seconds:.1f}s")
+    corpus_root = folder / "corpora"
+    corpus_root.mkdir()
+    with open(corpus_root / "rebuild.jsonl", "w", encoding="utf-8") as f:
+        for d in train_docs + heldout_docs:
+            f.write(json.dumps({"id": d.doc_id, "text": d.text, "title": d.title}) + "\n")
+    prompts = [p.completion for p in fact_pairs("train")][:200]
+    return {"model": checkpoint, "index": folder / "index", "corpus_root": corpus_root, "prompts": prompts,
+            "rebuild_source": "rebuild.jsonl"}  # fmt: skip
+
+
+def start_server(settings):
+    import uvicorn
+
+    from service.app import create_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    threading.Thread(target=server.run, daemon=True).start()
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/health").status_code == 200:
+                return server, base
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit("the server did not become ready")
+
+
+def run_clients(base: str, prompts: list[str], clients: int, until, max_tokens: int, stream: bool) -> dict:
+    """Each client sends completions back to back until `until()` is true."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def client(seed: int) -> None:
+        rng = random.Random(seed)
+        with httpx.Client(base_url=base, timeout=120) as http:
+            while not until():
+                body = {"prompt": rng.choice(prompts), "max_tokens": max_tokens, "temperature": 0.7,
+                        "seed": rng.randrange(1 << 30), "stream": stream}  # fmt: skip
+                started = time.perf_counter()
+                try:
+                    response = http.post("/v1/completions", json=body)
+                    ok = response.status_code == 200 and (
+                        not stream or response.text.rstrip().endswith("[DONE]")
+                    )
+                    problem = None if ok else f"{response.status_code}: {response.text[:200]}"
+                except httpx.HTTPError as e:
+                    problem = f"{type(e).__name__}: {e}"
+                elapsed = time.perf_counter() - started
+                with lock:
+                    (errors.append(problem) if problem else latencies.append(elapsed))
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started
+    ordered = sorted(latencies)
+
+    def pct(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else float("nan")
+
+    return {
+        "requests": len(latencies) + len(errors),
+        "seconds": round(wall, 2),
+        "requests_per_s": round(len(latencies) / wall, 2),
+        "p50_ms": round(pct(0.50), 1),
+        "p99_ms": round(pct(0.99), 1),
+        "mean_ms": round(statistics.fmean(latencies) * 1000, 1) if latencies else float("nan"),
+        "errors": len(errors),
+        "first_errors": errors[:3],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of the steady phase")
+    parser.add_argument("--max-tokens", type=int, default=16)
+    parser.add_argument("--stream", action="store_true", help="use SSE streaming requests")
+    parser.add_argument("--model", type=Path, help="a real checkpoint (default: build a tiny random one)")
+    parser.add_argument("--index", type=Path, help="the real index for --model")
+    parser.add_argument("--index-docs", type=int, default=300, help="tiny setup: documents in the index")
+    parser.add_argument(
+        "--rebuild-docs", type=int, default=300, help="tiny setup: extra documents in the rebuild"
+    )
+    parser.add_argument("--no-rebuild", action="store_true")
+    args = parser.parse_args()
+
+    from service.settings import Settings
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.model:
+            prompts = ["The capital of France is", "Gold has the chemical symbol", "Water boils at"]
+            setup = {"model": args.model, "index": args.index, "corpus_root": None, "rebuild_source": None,
+                     "prompts": prompts}  # fmt: skip
+        else:
+            setup = build_tiny_setup(Path(tmp), args.index_docs, args.rebuild_docs)
+        settings = Settings(
+            model=setup["model"], index=setup["index"], corpus_root=setup["corpus_root"], index_device="cpu",
+            max_queue=max(16, 2 * args.clients), max_tokens_cap=256,
+        )  # fmt: skip
+        server, base = start_server(settings)
+        info = httpx.get(f"{base}/info").json()
+        print(f"model {info['models'][0]['id']} {info['models'][0]['parameters']}, index {info['index']}")
+        print(f"machine: {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} CPUs")
+        run_clients(base, setup["prompts"], 2, lambda: True, args.max_tokens, args.stream)  # connect once
+        results = {}
+        deadline = time.monotonic() + args.seconds
+        results["steady"] = run_clients(
+            base,
+            setup["prompts"],
+            args.clients,
+            lambda: time.monotonic() > deadline,
+            args.max_tokens,
+            args.stream,
+        )
+        if not args.no_rebuild and setup["rebuild_source"]:
+            job = httpx.post(f"{base}/v1/index/rebuild", json={"source": setup["rebuild_source"]}).json()
+            finished = threading.Event()
+
+            def watch() -> None:
+                nonlocal job
+                while job["status"] not in ("succeeded", "failed"):
+                    time.sleep(0.2)
+                    job = httpx.get(f"{base}/v1/index/jobs/{job['id']}").json()
+                finished.set()
+
+            threading.Thread(target=watch, daemon=True).start()
+            results["during_rebuild"] = run_clients(
+                base, setup["prompts"], args.clients, finished.is_set, args.max_tokens, args.stream
+            )
+            results["during_rebuild"]["rebuild"] = {
+                k: job.get(k) for k in ("status", "version", "report", "error")
+            }
+        metrics = httpx.get(f"{base}/metrics").text
+        server.should_exit = True
+    print()
+    print("| phase | clients | requests | req/s | p50 ms | p99 ms | errors |")
+    print("|---|---|---|---|---|---|---|")
+    for phase, r in results.items():
+        cells = [
+            phase,
+            args.clients,
+            r["requests"],
+            r["requests_per_s"],
+            r["p50_ms"],
+            r["p99_ms"],
+            r["errors"],
+        ]
+        print("| " + " | ".join(str(c) for c in cells) + " |")
+    print()
+    print(json.dumps(results, indent=1))
+    retrieval = [line for line in metrics.splitlines() if line.startswith("retro_retrieval_latency_seconds_")
+                 and not line.startswith("retro_retrieval_latency_seconds_bucket")]  # fmt: skip
+    print("\n".join(retrieval))
+    if any(r["errors"] for r in results.values()):
+        raise SystemExit("errors occurred")
+
+
+if __name__ == "__main__":
+    main()
