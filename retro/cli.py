@@ -11,12 +11,14 @@ import typer
 from rich.console import Console
 
 from retro.index_cli import index_app
+from retro.train_cli import train_command
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="RETRO: retrieval-enhanced language models."
 )
 console = Console(stderr=True)
 app.add_typer(index_app, name="index")
+app.command("train")(train_command)
 
 
 def fail(message: str) -> None:

@@ -306,6 +306,7 @@ def _autocast(device: torch.device):
 
 
 def _progress_bar(enabled: bool):
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     return Progress(
@@ -316,6 +317,7 @@ def _progress_bar(enabled: bool):
             "{task.fields[tokens_per_s]:>8,.0f} tok/s  loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}"
         ),
         TimeRemainingColumn(),
+        console=Console(stderr=True),  # stdout stays free for a command's result
         disable=not enabled,
     )
 

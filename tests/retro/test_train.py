@@ -341,3 +341,84 @@ def test_bf16_training_on_the_gpu_learns(tokenizer, tmp_path):
     train(tmp_path / "run", config, CountingData(config), tokenizer, steps=40, batch_size=8, lr=1e-2,
           warmup=4, device="cuda", progress=False, on_step=records.append)  # fmt: skip
     assert sum(r["loss"] for r in records[-5:]) / 5 < 0.5 * records[0]["loss"]
+
+
+# ----------------------------------------------------------------------------------------------
+# `retro train`
+
+
+def build_tiny_index(folder: Path, tokenizer, chunk_size: int) -> Path:
+    from index.build import build_index
+    from tests.index.conftest import TOPIC_DOCUMENTS
+    from tests.index.hashing_encoder import HashingEncoder
+
+    build_index(TOPIC_DOCUMENTS, folder, tokenizer, HashingEncoder(), chunk_size=chunk_size)
+    return folder
+
+
+def run_cli(*args: str):
+    from typer.testing import CliRunner
+
+    from retro.cli import app
+
+    result = CliRunner().invoke(app, ["train", *args])
+    return result, " ".join(result.output.split())
+
+
+def test_retro_train_trains_a_preset_and_its_baseline_on_an_index(tokenizer, tmp_path):
+    index_dir = build_tiny_index(tmp_path / "ix", tokenizer, chunk_size=16)  # preset tiny: m=16
+    common = ["--index", str(index_dir), "--steps", "3", "--batch-size", "2", "--device", "cpu"]
+    result, text = run_cli("--preset", "tiny", "--out", str(tmp_path / "run"), *common)
+    assert result.exit_code == 0, text
+    assert "trained 3/3 steps" in text
+    model, tok, meta = load_checkpoint(tmp_path / "run")
+    assert model.config.vocab_size == tokenizer.vocab_size and model.config.uses_retrieval
+    assert tok.fingerprint == tokenizer.fingerprint
+    assert meta["preset"] == "tiny" and not meta["baseline"] and meta["training"]["step"] == 3
+    assert len(read_log(tmp_path / "run")) == 1  # log_every 10: only the last step
+
+    again, text = run_cli("--preset", "tiny", "--out", str(tmp_path / "run"), *common)  # resumes: done
+    assert again.exit_code == 0 and "no step left" in text, text
+
+    base, text = run_cli("--preset", "tiny", "--baseline", "--out", str(tmp_path / "base"), *common)
+    assert base.exit_code == 0, text
+    model, _, meta = load_checkpoint(tmp_path / "base")
+    assert meta["preset"] == "tiny-baseline" and meta["baseline"] and not model.config.uses_retrieval
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("missing index", "is not an index"),
+        ("unknown preset", "unknown preset 'huge'"),
+        ("chunk size", "preset 'tiny' has chunk_size=16 but the index was cut into chunks of 8 tokens"),
+        ("other settings", "holds a run with other settings"),
+        ("bad batch", "multiple of world_size x grad_accum"),
+    ],
+)
+def test_retro_train_bad_input_exits_2_with_one_line(tokenizer, tmp_path, case, message):
+    index_dir = tmp_path / "nothing-here"
+    preset, extra = "tiny", []
+    if case != "missing index":
+        index_dir = build_tiny_index(tmp_path / "ix", tokenizer, chunk_size=8 if case == "chunk size" else 16)
+    if case == "unknown preset":
+        preset = "huge"
+    if case == "other settings":
+        base = [
+            "--index",
+            str(index_dir),
+            "--out",
+            str(tmp_path / "run"),
+            "--steps",
+            "1",
+            "--batch-size",
+            "2",
+        ]
+        assert run_cli("--preset", preset, *base)[0].exit_code == 0
+        extra = ["--lr", "0.002"]
+    if case == "bad batch":
+        extra = ["--batch-size", "3", "--grad-accum", "2"]
+    args = ["--preset", preset, "--index", str(index_dir), "--out", str(tmp_path / "run"), "--steps", "1"]
+    result, text = run_cli(*args, *(extra or ["--batch-size", "2"]))
+    assert result.exit_code == 2, text
+    assert message in text and "Traceback" not in text

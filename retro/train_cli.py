@@ -1,0 +1,168 @@
+"""`retro train`: train a preset on an index's chunks into a run folder (resumes when rerun).
+
+This module owns argument handling only: it checks the preset against the index (vocabulary from
+the index's tokenizer, equal chunk sizes), precomputes the index's training neighbours when they are
+missing, builds `retro.data.TrainingData` and hands over to `retro.train.train`. Rerunning the same
+command continues from the run folder's last checkpoint. Multi-GPU: `torchrun --nproc_per_node=N
+--no-python retro train ...` (rank 0 precomputes and writes; the others wait and read). Bad input
+exits with code 2 and one line via `retro.cli.fail` (imported late: `retro.cli` mounts this command).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+console = Console(stderr=True)
+output = Console()
+NEIGHBOUR_WAIT_S = 2 * 3600  # how long ranks > 0 wait for rank 0 to precompute neighbours
+
+
+def _fail(message: str) -> None:
+    from retro.cli import fail
+
+    fail(message)
+
+
+def _training_config(preset: str, baseline: bool, chunk_size: int, pad_id: int, vocab_size: int):
+    from retro.config import PRESETS
+
+    if preset not in PRESETS:
+        _fail(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
+    name = preset
+    if baseline and PRESETS[preset].uses_retrieval:
+        name = f"{preset}-baseline"
+        if name not in PRESETS:
+            _fail(f"preset {preset!r} has no no-retrieval baseline ({name!r} is not a preset)")
+    config = PRESETS[name].replace(vocab_size=vocab_size)
+    if config.chunk_size != chunk_size:
+        _fail(
+            f"preset {name!r} has chunk_size={config.chunk_size} but the index was cut into chunks of "
+            f"{chunk_size} tokens: rebuild the index with --chunk-size {config.chunk_size} or pick a preset "
+            f"with chunk_size={chunk_size}"
+        )
+    if config.pad_id != pad_id:
+        _fail(f"the index pads with token {pad_id} but preset {name!r} expects pad_id={config.pad_id}")
+    return name, config
+
+
+def _ensure_neighbours(version_dir: Path, k: int, rank: int) -> None:
+    """Training needs every chunk's k nearest chunks of other documents; compute them once."""
+    from index.neighbours import neighbours_file, precompute_neighbours
+
+    path = version_dir / neighbours_file(k)
+    if path.is_file():
+        return
+    if rank != 0:
+        deadline = time.monotonic() + NEIGHBOUR_WAIT_S
+        while not path.is_file():
+            if time.monotonic() > deadline:
+                _fail(f"rank {rank} waited {NEIGHBOUR_WAIT_S}s for rank 0 to write {path}")
+            time.sleep(2)
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn(f"precomputing {k} neighbours per chunk"), BarColumn(), MofNCompleteColumn(),
+               TimeRemainingColumn())  # fmt: skip
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task("neighbours", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        precompute_neighbours(version_dir, k=k, progress=progress)
+
+
+def train_command(
+    preset: str = typer.Option(..., help="a preset from retro.config.PRESETS (e.g. demo, small)"),
+    index: Path = typer.Option(..., help="an index folder built by `retro index build`"),
+    out: Path = typer.Option(..., help="the run folder: checkpoint, train_state/, log.jsonl"),
+    steps: int = typer.Option(1000, help="optimizer steps"),
+    batch_size: int = typer.Option(32, help="sequences per optimizer step (over all GPUs)"),
+    lr: float = typer.Option(1e-3, help="peak learning rate (2e-3 diverged in the prototype)"),
+    warmup: int | None = typer.Option(None, help="linear warmup steps; default min(200, steps // 10)"),
+    min_lr_ratio: float = typer.Option(0.1, help="the cosine ends at lr x this"),
+    weight_decay: float = typer.Option(0.1, help="AdamW weight decay of the weight matrices"),
+    grad_accum: int = typer.Option(1, help="micro-batches per step (same gradient, less memory)"),
+    grad_clip: float = typer.Option(1.0, help="gradient norm clip; 0 disables"),
+    baseline: bool = typer.Option(
+        False, "--baseline", help="train the preset's no-retrieval baseline on the same tokens"
+    ),
+    seed: int = typer.Option(0, help="seeds the model's initialisation and the data"),
+    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+    ckpt_every: int = typer.Option(500, help="checkpoint every N steps (and at the end)"),
+    log_every: int = typer.Option(10, help="log.jsonl line every N steps"),
+    validation_fraction: float = typer.Option(
+        0.0, help="share of documents (by a hash of their id) held out of training for evaluation"
+    ),
+) -> None:
+    """Trains a model on an index; rerun the same command to resume after an interruption."""
+    from index.store import MANIFEST, read_json, resolve_version_dir
+    from retro.tokenizer import Tokenizer
+    from retro.train import distributed_from_env, resolve_device
+
+    try:
+        resolve_device(device)
+        version_dir = resolve_version_dir(index)
+        manifest = read_json(version_dir / MANIFEST)
+        tokenizer = Tokenizer.load(version_dir)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    if not 0.0 <= validation_fraction < 1.0:
+        _fail(f"--validation-fraction must lie in [0, 1); got {validation_fraction}")
+    name, config = _training_config(
+        preset, baseline, manifest["chunk_size"], manifest["pad_id"], tokenizer.vocab_size
+    )
+    no_retrieval = not config.uses_retrieval
+    rank = distributed_from_env().rank
+
+    from retro.data import Recipe, TrainingData
+    from retro.train import train
+
+    recipe = Recipe()
+    try:
+        if not no_retrieval:
+            _ensure_neighbours(version_dir, config.n_neighbours, rank)
+        data = TrainingData.from_index(
+            version_dir, config, recipe=recipe, seed=seed, total_steps=steps, baseline=no_retrieval,
+            validation_fraction=validation_fraction,
+        )  # fmt: skip
+    except ValueError as e:
+        _fail(str(e))
+    meta = {
+        "preset": name,
+        "baseline": no_retrieval,
+        "index": str(Path(index).resolve()),
+        "index_version": version_dir.name,
+        "recipe": recipe.to_dict(),
+        "data_seed": seed,
+        "validation_fraction": validation_fraction,
+    }
+    if rank == 0:
+        console.print(
+            f"training {name} ({'no retrieval' if no_retrieval else f'k={config.n_neighbours} neighbours'}) "
+            f"on {version_dir} ({data.n_sequences:,} sequence starts of {data.seq_len} tokens) -> {out}",
+            highlight=False,
+        )
+    try:
+        result = train(
+            out, config, data, tokenizer, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup,
+            min_lr_ratio=min_lr_ratio, weight_decay=weight_decay, grad_accum=grad_accum,
+            grad_clip=grad_clip, ckpt_every=ckpt_every, log_every=log_every, seed=seed, device=device,
+            meta=meta,
+        )  # fmt: skip
+    except ValueError as e:
+        _fail(str(e))
+    except FloatingPointError as e:
+        console.print(f"[bold red]error:[/] {e}", highlight=False)
+        raise typer.Exit(code=1) from e
+    if rank == 0:
+        loss = "no step left to take" if result.loss is None else f"loss {result.loss:.4f}"
+        output.print(
+            f"trained {result.step}/{steps} steps, {loss}, {result.tokens_seen:,} tokens in "
+            f"{result.elapsed_s:.0f}s; checkpoint: {out}",
+            highlight=False,
+        )
