@@ -126,3 +126,18 @@ def test_stream_errors_before_the_first_byte_are_json(client):
     response = client.post("/v1/completions", json={"prompt": "word " * 400, "max_tokens": 2, "stream": True})
     assert response.status_code == 400
     assert "limit" in response.json()["error"]["message"]
+
+
+def test_concurrent_requests_are_queued_not_interleaved(client):
+    """Eight threads at once: each answer equals the one the same request gets alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    requests = [
+        {"prompt": prompt, "max_tokens": 10, "temperature": 0.9, "seed": seed}
+        for prompt, seed in [("Mars is", 1), ("The Nile", 2), ("Bread dough", 3), ("In chess", 4)] * 2
+    ]
+    alone = [client.post("/v1/completions", json=r).json()["choices"][0]["text"] for r in requests[:4]]
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda r: client.post("/v1/completions", json=r), requests))
+    assert [r.status_code for r in together] == [200] * 8
+    assert [r.json()["choices"][0]["text"] for r in together] == alone * 2
