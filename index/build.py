@@ -18,6 +18,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -149,22 +150,28 @@ def build_index(
             skipped.append(SkippedInput(d.doc_id, "no tokens"))
     n_chunks = len(tokens)
 
-    # 2. Embed in shards; each finished shard survives a crash.
+    # 2. Embed in shards; each finished shard survives a crash. The next shard's chunk texts are
+    # decoded in a thread while this one is encoded (it matters when the encoder is a fast GPU).
     n_shards = -(-n_chunks // shard_size)
-    reused, embed_seconds = 0, 0.0
+    bounds = [(s * shard_size, min(n_chunks, (s + 1) * shard_size)) for s in range(n_shards)]
+    todo = [s for s in range(n_shards) if not (work / f"embeddings-{s:05d}.npy").is_file()]
+    reused, embed_seconds = n_shards - len(todo), 0.0
     progress("embed", 0, n_chunks)
-    for shard in range(n_shards):
-        path = work / f"embeddings-{shard:05d}.npy"
-        lo, hi = shard * shard_size, min(n_chunks, (shard + 1) * shard_size)
-        if path.is_file():
-            reused += 1
-        else:
-            texts = decode_chunks(tokenizer, tokens[lo:hi], tokenizer.pad_id)
+
+    def decode(shard: int) -> list[str]:
+        lo, hi = bounds[shard]
+        return decode_chunks(tokenizer, tokens[lo:hi], tokenizer.pad_id)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="build-decode") as pool:
+        upcoming = pool.submit(decode, todo[0]) if todo else None
+        for i, shard in enumerate(todo):
+            texts = upcoming.result()
+            upcoming = pool.submit(decode, todo[i + 1]) if i + 1 < len(todo) else None
             t0 = time.perf_counter()
             embeddings = encoder.encode(texts)
             embed_seconds += time.perf_counter() - t0
-            _save_npy(path, embeddings.astype(np.float32, copy=False))
-        progress("embed", hi, n_chunks)
+            _save_npy(work / f"embeddings-{shard:05d}.npy", embeddings.astype(np.float32, copy=False))
+            progress("embed", bounds[shard][1], n_chunks)
 
     # 3. Assemble the version folder under a hidden name; rename it only when complete.
     versions = out_dir / VERSIONS_DIR

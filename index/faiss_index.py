@@ -24,6 +24,7 @@ EXACT_LIMIT = 200_000  # below this, exact search is fast enough (CPU ~2k querie
 PQ_LIMIT = 5_000_000  # above this, IVF-Flat's memory (1.5 KB per vector) is compressed with PQ
 DEFAULT_NPROBE = 32
 TRAIN_POINTS_PER_LIST = 64  # faiss warns below 39 points per centroid
+GPU_MAX_K = 2048  # faiss GPU search returns at most this many results per query
 
 
 def choose_factory(n_vectors: int) -> str:
@@ -49,7 +50,14 @@ class VectorIndex:
         self.factory = factory
         self.dim = cpu_index.d
         self.on_gpu = use_gpu(gpu) and not factory.startswith("HNSW")
-        self.index = faiss.index_cpu_to_all_gpus(cpu_index) if self.on_gpu else cpu_index
+        if self.on_gpu:
+            options = faiss.GpuMultipleClonerOptions()
+            # fp16 PQ lookup tables: GPU IVF-PQ needs them for many sub-quantizers; Flat stays fp32
+            # so that GPU and CPU search agree (tests/index/test_faiss_index.py).
+            options.useFloat16 = "PQ" in factory
+            self.index = faiss.index_cpu_to_all_gpus(cpu_index, co=options)
+        else:
+            self.index = cpu_index
         self.nprobe = nprobe or DEFAULT_NPROBE
         if "IVF" in factory:
             space = faiss.GpuParameterSpace() if self.on_gpu else faiss.ParameterSpace()
@@ -89,11 +97,13 @@ class VectorIndex:
             self.index.add(vectors[start : start + batch_size])
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scores [n, k] float32, ids [n, k] int64); missing results are score -inf, id -1."""
+        """(scores [n, k] float32, ids [n, k] int64); missing results are score -inf, id -1.
+
+        On a GPU at most GPU_MAX_K results exist per query; the rest are padding."""
         queries = _as_float32(queries)
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        k_searched = min(k, max(self.ntotal, 1))
+        k_searched = min(k, max(self.ntotal, 1), GPU_MAX_K if self.on_gpu else k)
         if len(queries) == 0 or self.ntotal == 0:
             scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
             return scores, np.full((len(queries), k), -1, dtype=np.int64)
