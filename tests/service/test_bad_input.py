@@ -66,10 +66,22 @@ def test_prompt_over_the_context_names_the_limit(client):
 
 @pytest.mark.parametrize(
     "prompt",
-    ["", " ", "\n\n", "日本語のテキスト", "emoji 🤖🧠 and \u200b zero width", "\x00\x01 control", "a"],
+    [
+        "",
+        " ",
+        "\n\n",
+        "<pad><pad>",
+        "<eos>",
+        "<|endoftext|>",
+        "日本語のテキスト",
+        "emoji 🤖🧠 and \u200b zero width",
+        "\x00\x01 control",
+        "a",
+    ],
 )
-def test_odd_but_valid_prompts_are_answered(client, prompt):
-    response = client.post("/v1/completions", json={"prompt": prompt, "max_tokens": 4})
+@pytest.mark.parametrize("model", ["tiny-retro", "tiny-gpt2"])
+def test_odd_but_valid_prompts_are_answered(client, prompt, model):
+    response = client.post("/v1/completions", json={"model": model, "prompt": prompt, "max_tokens": 4})
     assert response.status_code == 200, response.text
     assert isinstance(response.json()["choices"][0]["text"], str)
 
