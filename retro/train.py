@@ -482,34 +482,37 @@ def _run(run_dir, config, data, tokenizer, args: TrainArgs, ckpt_every, log_ever
                 tokens_seen += n_tokens * args.world_size
                 interval_tokens += n_tokens * args.world_size
                 done = step + 1
-                is_log = done % log_every == 0 or done == args.steps or on_step is not None
+                writes_log = done % log_every == 0 or done == args.steps
+                saves = done % ckpt_every == 0 or done == args.steps
                 record = None
-                if is_log:
+                # Reading the loss waits for the GPU, so it happens only where it is needed: a log
+                # line, a callback, or a checkpoint (which must never store diverged weights).
+                if writes_log or saves or on_step is not None:
                     if dist_env.world_size > 1:
                         dist.all_reduce(loss, op=dist.ReduceOp.AVG)
-                    last_loss = loss.item()
-                    if not math.isfinite(last_loss):
+                    last_loss, norm = loss.item(), grad_norm.item()
+                    if not (math.isfinite(last_loss) and math.isfinite(norm)):
                         raise FloatingPointError(
-                            f"the loss became {last_loss} at step {done}: lower the learning rate "
-                            f"(now {args.lr:g}) and resume from the last checkpoint"
+                            f"training diverged at step {done} (loss {last_loss}, grad norm {norm}): "
+                            f"lower the learning rate (now {args.lr:g}); the last checkpoint is intact"
                         )
                     now = time.perf_counter()
                     elapsed = elapsed_before + now - session_start
                     tokens_per_s = interval_tokens / max(now - interval_start, 1e-9)
                     interval_start, interval_tokens = now, 0
                     record = {"step": done, "loss": last_loss, "lr": lr, "tokens_per_s": tokens_per_s,
-                              "elapsed_s": elapsed, "grad_norm": grad_norm.item()}  # fmt: skip
-                    if log_file is not None and (done % log_every == 0 or done == args.steps):
+                              "elapsed_s": elapsed, "grad_norm": norm}  # fmt: skip
+                    if log_file is not None and writes_log:
                         log_file.write(json.dumps(record) + "\n")
                         log_file.flush()
                     bar.update(task, tokens_per_s=tokens_per_s, loss=last_loss, lr=lr)
                 bar.update(task, completed=done)
                 stop = bool(on_step(record)) if on_step is not None and dist_env.is_main else False
-                if dist_env.world_size > 1:
+                if dist_env.world_size > 1 and on_step is not None:  # every rank stops together
                     flag = torch.tensor([int(stop)], device=device)
                     dist.broadcast(flag, src=0)
                     stop = bool(flag.item())
-                if done % ckpt_every == 0 or done == args.steps or stop:
+                if saves or stop:
                     checkpoint(done, last_loss, elapsed_before + time.perf_counter() - session_start)
                 if stop:
                     break

@@ -305,6 +305,16 @@ def test_two_ranks_under_torchrun_take_the_steps_of_one_process(tokenizer, tmp_p
     load_checkpoint(tmp_path / "two")
 
 
+def test_divergence_stops_the_run_before_it_overwrites_the_last_checkpoint(tokenizer, tmp_path):
+    config = config_for(tokenizer)
+    with pytest.raises(FloatingPointError, match="diverged at step 2"):  # lr 1e6: NaN by step 2
+        train(tmp_path / "run", config, CountingData(config), tokenizer, steps=20, batch_size=4, lr=1e6,
+              warmup=0, ckpt_every=1, log_every=20, progress=False)  # fmt: skip
+    assert read_train_state(tmp_path / "run")["step"] == 1
+    model, _, _ = load_checkpoint(tmp_path / "run")
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
