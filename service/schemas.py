@@ -49,10 +49,15 @@ class SamplingFields(BaseModel):
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
 
 
+class StreamOptions(BaseModel):
+    include_usage: bool = False  # OpenAI: one more chunk before [DONE] with `usage` and no choices
+
+
 class CompletionRequest(SamplingFields):
     model: str | None = None  # default: the RETRO model
     prompt: str | list[str]
     stream: bool = False
+    stream_options: StreamOptions | None = None
     n: int = 1
     # OpenAI options this server does not implement: refused when set, so no client is misled.
     logprobs: int | None = None

@@ -2,9 +2,10 @@
 
 Plain requests get one JSON body; `stream: true` gets server-sent events in OpenAI's chunk format:
 first a chunk holding the prompt's neighbours (`retrieval`), then text chunks (a chunk also carries
-any neighbours retrieved at a new chunk boundary), the last with `finish_reason`, then
-`data: [DONE]`. Errors found before the first byte (prompt too long, queue full) are plain JSON
-errors; a client that goes away stops its generation.
+any neighbours retrieved at a new chunk boundary), the last with `finish_reason`, with
+`stream_options.include_usage` a usage chunk, then `data: [DONE]`. Errors found before the first
+byte (prompt too long, queue full) are plain JSON errors; a client that goes away stops its
+generation.
 """
 
 from __future__ import annotations
@@ -27,6 +28,14 @@ def _choice(text: str, finish_reason: str | None) -> dict:
     return {"text": text, "index": 0, "logprobs": None, "finish_reason": finish_reason}
 
 
+def _usage(outcome) -> dict:
+    return {
+        "prompt_tokens": outcome.prompt_tokens,
+        "completion_tokens": outcome.completion_tokens,
+        "total_tokens": outcome.prompt_tokens + outcome.completion_tokens,
+    }
+
+
 @router.post("/v1/completions")
 async def create_completion(body: CompletionRequest, state: ReadyState):
     model = find_model(state, body.model)
@@ -39,11 +48,7 @@ async def create_completion(body: CompletionRequest, state: ReadyState):
         return {
             **header,
             "choices": [_choice(outcome.text, outcome.finish_reason)],
-            "usage": {
-                "prompt_tokens": outcome.prompt_tokens,
-                "completion_tokens": outcome.completion_tokens,
-                "total_tokens": outcome.prompt_tokens + outcome.completion_tokens,
-            },
+            "usage": _usage(outcome),
             "retrieval": outcome.neighbours,
         }
 
@@ -68,6 +73,8 @@ async def create_completion(body: CompletionRequest, state: ReadyState):
                         chunk["retrieval"] = neighbours
                     yield sse(chunk)
                 elif kind == "done":
+                    if body.stream_options and body.stream_options.include_usage:
+                        yield sse({**header, "choices": [], "usage": _usage(value)})
                     break
                 else:  # an error after the first byte can only be reported in-band
                     yield sse({"error": {"message": f"generation failed: {value}", "type": "server_error"}})

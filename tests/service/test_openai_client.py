@@ -50,3 +50,15 @@ def test_errors_surface_as_openai_exceptions(openai_client):
     assert "cap of 64" in str(raised.value)
     with pytest.raises(openai.UnprocessableEntityError):
         openai_client.completions.create(model="tiny-retro", prompt="x", max_tokens=2, n=2)
+
+
+def test_streaming_with_usage(openai_client):
+    stream = openai_client.completions.create(
+        model="tiny-gpt2", prompt="Mars", max_tokens=6, temperature=0, stream=True,
+        stream_options={"include_usage": True},
+    )  # fmt: skip
+    chunks = list(stream)
+    usage = chunks[-1].usage
+    assert chunks[-1].choices == [] and usage.completion_tokens >= 1
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+    assert chunks[-2].choices[0].finish_reason in ("stop", "length")
