@@ -131,11 +131,29 @@ def as_api_error(error: BaseException) -> APIError:
     raise error
 
 
-async def run(state: ServiceState, job: Prepared) -> Outcome:
+async def unless_disconnected(request, awaitable, cancel: threading.Event, poll_s: float = 0.2):
+    """Awaits `awaitable`, but gives up (and cancels the job) as soon as the client has gone."""
+    task = asyncio.ensure_future(awaitable)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=poll_s)
+            if done:
+                return task.result()
+            if request is not None and await request.is_disconnected():
+                raise APIError(499, "the client closed the request")
+    except BaseException:
+        cancel.set()
+        task.cancel()
+        raise
+
+
+async def run(state: ServiceState, job: Prepared, request=None) -> Outcome:
     """Queues the job on its model's worker and awaits the outcome (errors as APIError)."""
     worker = state.workers[job.model.id]
     try:
-        outcome = await worker.run(lambda: run_generation(job), job.cancel)
+        outcome = await unless_disconnected(
+            request, worker.run(lambda: run_generation(job), job.cancel), job.cancel
+        )
     except (PromptTooLongError, QueueFullError, JobCancelled) as e:
         raise as_api_error(e) from None
     record_outcome(state, job.model, outcome)

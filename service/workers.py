@@ -79,13 +79,20 @@ class ModelWorker:
                 return
             fn, cancel, future = item
             try:
+                # A future cancelled while queued (its awaiting request went away) is skipped.
+                if not future.set_running_or_notify_cancel():
+                    continue
                 if cancel is not None and cancel.is_set():
                     future.set_exception(JobCancelled("cancelled before it started"))
-                elif future.set_running_or_notify_cancel():
-                    try:
-                        future.set_result(fn())
-                    except BaseException as e:  # handed to the awaiting request
-                        future.set_exception(e)
+                    continue
+                try:
+                    result = fn()
+                except BaseException as e:  # handed to the awaiting request
+                    future.set_exception(e)
+                else:
+                    future.set_result(result)
+            except Exception:  # the worker must outlive any one job
+                log.exception("model worker %s: job bookkeeping failed", self.name)
             finally:
                 self._change_depth(-1)
 

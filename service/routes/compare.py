@@ -6,7 +6,7 @@ each result carries its text, latency, tokens/s and parameter counts, RETRO's it
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from service import generation
 from service.deps import ReadyState
@@ -34,15 +34,15 @@ def _result(model, outcome, role: str) -> dict:
 
 
 @router.post("/v1/compare")
-async def compare(body: CompareRequest, state: ReadyState):
+async def compare(body: CompareRequest, state: ReadyState, request: Request):
     if state.compare is None:
         raise APIError(400, "this server has no comparison model (start it with --compare-model)")
     jobs = [
         generation.prepare(state, state.retro, body.prompt, body),
         generation.prepare(state, state.compare, body.prompt, body),
     ]
-    retro_outcome = await generation.run(state, jobs[0])
-    compare_outcome = await generation.run(state, jobs[1])
+    retro_outcome = await generation.run(state, jobs[0], request)
+    compare_outcome = await generation.run(state, jobs[1], request)
     return {
         "object": "comparison",
         "prompt": body.prompt,

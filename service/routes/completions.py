@@ -14,7 +14,7 @@ import json
 import time
 import uuid
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from service import generation
@@ -37,14 +37,14 @@ def _usage(outcome) -> dict:
 
 
 @router.post("/v1/completions")
-async def create_completion(body: CompletionRequest, state: ReadyState):
+async def create_completion(body: CompletionRequest, state: ReadyState, request: Request):
     model = find_model(state, body.model)
     job = generation.prepare(state, model, body.prompt_text, body)
     completion_id = f"cmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     header = {"id": completion_id, "object": "text_completion", "created": created, "model": model.id}
     if not body.stream:
-        outcome = await generation.run(state, job)
+        outcome = await generation.run(state, job, request)
         return {
             **header,
             "choices": [_choice(outcome.text, outcome.finish_reason)],
@@ -53,7 +53,9 @@ async def create_completion(body: CompletionRequest, state: ReadyState):
         }
 
     events = generation.StreamEvents(state, job)
-    first = await events.next()  # prefill happens here: a too-long prompt is still a JSON error
+    # Prefill happens before the first event: a too-long prompt is still a JSON error. A client
+    # that leaves while the request waits in the queue cancels it before it starts.
+    first = await generation.unless_disconnected(request, events.next(), job.cancel)
     if first[0] == "error":
         raise generation.as_api_error(first[1])
 

@@ -52,3 +52,37 @@ def test_disconnect_stops_the_generation(settings):
         model.stream = real_stream
         answer = httpx.post(f"{base}/v1/completions", json={"prompt": "Mars", "max_tokens": 2}, timeout=10)
         assert answer.status_code == 200
+
+
+def test_a_queued_stream_whose_client_leaves_never_starts(settings):
+    import threading
+
+    app = create_app(make_settings(**settings.model_dump()))
+    with live_server(app) as base:
+        state = app.state.service
+        model = state.retro
+        started = []
+        real_stream = model.stream
+
+        def recording_stream(prompt, params, retrieve=None):
+            started.append(prompt)
+            yield from real_stream(prompt, params, retrieve)
+
+        model.stream = recording_stream
+        release = threading.Event()
+        busy = state.workers["tiny-retro"].submit(lambda: release.wait(30))
+        request = {"prompt": "queued", "max_tokens": 8, "stream": True}
+        try:
+            httpx.post(f"{base}/v1/completions", json=request, timeout=0.5)
+        except httpx.ReadTimeout:
+            pass  # the client gives up while its request waits behind the busy worker
+        else:
+            raise AssertionError("the request should still have been queued")
+        time.sleep(0.6)  # the server polls for the disconnect every 0.2 s
+        release.set()
+        busy.result(timeout=10)
+        time.sleep(0.3)
+        assert started == [], "a request whose client had left was generated anyway"
+        assert state.workers["tiny-retro"].depth == 0
+        model.stream = real_stream
+        assert httpx.post(f"{base}/v1/completions", json={"prompt": "x", "max_tokens": 2}).status_code == 200
