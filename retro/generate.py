@@ -14,7 +14,7 @@ neighbours the answer attends to. The same functions serve the no-retrieval base
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -154,27 +154,26 @@ def _held_back(text: str, stops: tuple[str, ...]) -> int:
     return hold
 
 
-@torch.inference_mode()
-def stream(
-    model: Retro,
-    tokenizer,
-    prompt: str,
-    params: SamplingParams = SamplingParams(),
-    retrieve: Retrieve | None = None,
+def text_pieces(
+    tokens: Iterable[int], decode: Callable[[list[int]], str], eos_id: int, params: SamplingParams
 ) -> Iterator[TextPiece]:
-    """Yields text pieces as they become final; the last piece carries the finish reason."""
-    model.eval()
+    """Turns a lazy stream of sampled token ids into final text pieces (any model's tokens).
+
+    Ends at `eos_id`, at a stop string (cut before it) or after `params.max_new_tokens`; text that
+    could still become a stop string or complete a cut UTF-8 character is held back until it can't.
+    The last piece carries the finish reason; no token is asked for after the end.
+    """
     generated: list[int] = []
     emitted = pending = 0  # characters already yielded; tokens sampled since the last piece
     finish = "length"
     text = ""
-    for token in _token_stream(model, tokenizer, prompt, params, retrieve):
+    for token in tokens:
         pending += 1
-        if token == tokenizer.eos_id:
+        if token == eos_id:
             finish = "stop"
             break
         generated.append(token)
-        text = tokenizer.decode(generated)
+        text = decode(generated)
         cut = min(
             (i for i in (text.find(s, max(0, emitted - len(s))) for s in params.stop) if i >= 0), default=-1
         )
@@ -188,6 +187,20 @@ def stream(
             yield TextPiece(text[emitted:ready], n_tokens=pending)
             emitted, pending = ready, 0
     yield TextPiece(text[emitted:], finish_reason=finish, n_tokens=pending)
+
+
+@torch.inference_mode()
+def stream(
+    model: Retro,
+    tokenizer,
+    prompt: str,
+    params: SamplingParams = SamplingParams(),
+    retrieve: Retrieve | None = None,
+) -> Iterator[TextPiece]:
+    """Yields text pieces as they become final; the last piece carries the finish reason."""
+    model.eval()
+    tokens = _token_stream(model, tokenizer, prompt, params, retrieve)
+    yield from text_pieces(tokens, tokenizer.decode, tokenizer.eos_id, params)
 
 
 def generate(

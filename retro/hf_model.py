@@ -13,17 +13,18 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import torch
 
 from retro.generate import (
-    REPLACEMENT_CHAR,
     GenerationResult,
     PromptTooLongError,
     SamplingParams,
     TextPiece,
     sample_token,
+    text_pieces,
 )
 
 
@@ -123,30 +124,9 @@ class HFCausalLM:
         prompt_ids = self.encode_prompt(prompt)
         if len(prompt_ids) > self.prompt_token_limit:
             raise PromptTooLongError(len(prompt_ids), self.prompt_token_limit)
-        generated: list[int] = []
-        emitted = pending = 0
-        finish, text = "length", ""
-        for token in self._token_stream(prompt_ids, params):
-            pending += 1
-            if token == self.eos_id:
-                finish = "stop"
-                break
-            generated.append(token)
-            text = self.tokenizer.decode(generated, skip_special_tokens=True)
-            cut = min(
-                (i for i in (text.find(s, max(0, emitted - len(s))) for s in params.stop) if i >= 0),
-                default=-1,
-            )
-            if cut >= 0:
-                text, finish = text[:cut], "stop"
-                break
-            if len(generated) >= params.max_new_tokens:
-                break
-            ready = len(text) - _held_back(text, params.stop)
-            if ready > emitted:
-                yield TextPiece(text[emitted:ready], n_tokens=pending)
-                emitted, pending = ready, 0
-        yield TextPiece(text[emitted:], finish_reason=finish, n_tokens=pending)
+        tokens = self._token_stream(prompt_ids, params)
+        decode = partial(self.tokenizer.decode, skip_special_tokens=True)
+        yield from text_pieces(tokens, decode, self.eos_id, params)
 
     def generate(
         self, prompt: str, params: SamplingParams = SamplingParams(), retrieve=None
@@ -158,14 +138,3 @@ class HFCausalLM:
             prompt_tokens=len(self.encode_prompt(prompt)),
             completion_tokens=sum(p.n_tokens for p in pieces),
         )
-
-
-def _held_back(text: str, stops: tuple[str, ...]) -> int:
-    """Trailing characters that may still become a stop string or complete a cut UTF-8 character."""
-    hold = len(text) - len(text.rstrip(REPLACEMENT_CHAR))
-    for s in stops:
-        for n in range(min(len(s) - 1, len(text)), 0, -1):
-            if text.endswith(s[:n]):
-                hold = max(hold, n)
-                break
-    return hold
