@@ -222,9 +222,11 @@ class CopyHead(nn.Module):
         return mixed.clamp_min(1e-30).log()
 
     @staticmethod
-    def target_logp(vocab_logits, pointer_logp, ids, targets):
-        """log p(target) of the mixture without materialising the scatter: (N, Tq)."""
-        vocab_logp = vocab_logits.float().log_softmax(dim=-1).gather(-1, targets[..., None])[..., 0]
+    def target_logp(vocab_logp, pointer_logp, ids, targets):
+        """log p(target) of the mixture without materialising the scatter: (N, Tq).
+
+        vocab_logp (N, Tq) is the vocabulary distribution's log-probability of each target.
+        """
         hit = ids[:, None, :] == targets[..., None]  # (N, Tq, S)
         # A finite floor instead of -inf: logsumexp over a row with no hit must keep a finite
         # gradient (an all -inf row gives NaN in backward, and 0 * NaN poisons the whole batch).
@@ -449,32 +451,44 @@ class Retro(nn.Module):
             if use_retrieval:
                 cache.memory = self._memory_for_chunk(L - 1, memory[:, L - 1], ids[:, L - 1], valid[:, L - 1])
 
-        if self.copy_head is None or not use_retrieval:
-            if self.copy_head is not None:  # keep the output a log-probability in every case
-                logits = logits.float().log_softmax(dim=-1)
-            if targets is not None:
-                return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
-            return logits
+        copying = self.copy_head is not None and use_retrieval
+        if targets is not None:
+            # log p(target) from one fused cross-entropy over the vocabulary; the copy head then
+            # needs only that per-position value, never a second vocabulary-sized tensor
+            safe = targets.clamp_min(0)
+            logp = -F.cross_entropy(logits.flatten(0, 1).float(), safe.flatten(), reduction="none").view(B, T)
+            if copying:
+                pointer, flat_ids = self._pointer(h, memory, ids, valid)
+                att_logp = rearrange(to_attending_chunks(logp[..., None], m, L), "b l m one -> (b l) (m one)")
+                att_targets = rearrange(
+                    to_attending_chunks(safe[..., None], m, L), "b l m one -> (b l) (m one)"
+                )
+                copied = CopyHead.target_logp(att_logp, pointer, flat_ids, att_targets)  # ((B L), m)
+                logp = _merge(logp[..., None], rearrange(copied, "(b l) m -> b l m", b=B)[..., None], m)[
+                    ..., 0
+                ]
+            keep = targets != -100
+            return -torch.where(keep, logp, 0.0).sum() / keep.sum().clamp_min(1)
 
-        keys = self.copy_head.key(memory)  # (B, L, S, d)
+        if self.copy_head is None:
+            return logits
+        plain = logits.float().log_softmax(dim=-1)  # with a copy head the output is always log-probs
+        if not copying:
+            return plain
+        pointer, flat_ids = self._pointer(h, memory, ids, valid)
+        vocab = rearrange(to_attending_chunks(logits, m, L), "b l m v -> (b l) m v")
+        mixed = CopyHead.mix(vocab, pointer, flat_ids)  # ((B L), m, V)
+        return _merge(plain, rearrange(mixed, "(b l) m v -> b l m v", b=B), m)
+
+    def _pointer(self, h, memory, ids, valid):
+        """The copy head's pointer for the attending positions: ((B L), m, 1+S) and ids ((B L), S)."""
+        m, L = self.config.chunk_size, memory.shape[1]
         pointer = self.copy_head.pointer(
             rearrange(to_attending_chunks(h, m, L), "b l m d -> (b l) m d"),
-            rearrange(keys, "b l s d -> (b l) s d"),
+            rearrange(self.copy_head.key(memory), "b l s d -> (b l) s d"),
             rearrange(valid, "b l s -> (b l) s"),
-        )  # ((B L), m, 1+S)
-        vocab = rearrange(to_attending_chunks(logits, m, L), "b l m v -> (b l) m v")
-        flat_ids = rearrange(ids, "b l s -> (b l) s")
-        if targets is None:
-            mixed = CopyHead.mix(vocab, pointer, flat_ids)  # ((B L), m, V)
-            plain = logits.float().log_softmax(dim=-1)  # positions before the first chunk closes
-            return _merge(plain, rearrange(mixed, "(b l) m v -> b l m v", b=B), m)
-        safe = targets.clamp_min(0)
-        att_targets = rearrange(to_attending_chunks(safe[..., None], m, L), "b l m one -> (b l) (m one)")
-        copied = CopyHead.target_logp(vocab, pointer, flat_ids, att_targets)  # ((B L), m)
-        plain = logits.float().log_softmax(dim=-1).gather(-1, safe[..., None])
-        logp = _merge(plain, rearrange(copied, "(b l) m -> b l m", b=B)[..., None], m)[..., 0]  # (B, T)
-        keep = targets != -100
-        return -torch.where(keep, logp, 0.0).sum() / keep.sum().clamp_min(1)
+        )
+        return pointer, rearrange(ids, "b l s -> (b l) s")
 
     # --- incremental decoding ---------------------------------------------------------------------
     def new_cache(self, batch_size: int, max_len: int | None = None) -> DecodeCache:
