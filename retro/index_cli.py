@@ -85,6 +85,17 @@ def _encoder(device: str):
         _fail(str(e))
 
 
+def _columns() -> tuple:
+    return (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
+
+
 def _print_skipped(skipped: list, limit: int = 10) -> None:
     if skipped:
         console.print(f"[yellow]skipped {len(skipped)} inputs[/]")
@@ -130,15 +141,7 @@ def build(
             except ValueError as e:
                 _fail(str(e))
     encoder = _encoder(device)
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console) as bars:
+    with Progress(*_columns(), console=console) as bars:
         tasks: dict[str, int] = {}
 
         def progress(stage: str, done: int, total: int) -> None:
@@ -228,6 +231,27 @@ def search(
     for row in rows:
         table.add_row(str(row["rank"]), f"{row['score']:.3f}", row["doc_id"], row["text"])
     output.print(table)
+
+
+@index_app.command("neighbours")
+def neighbours(
+    index_dir: Path = typer.Argument(..., help="an index folder or a version folder"),
+    k: int = typer.Option(2, "-k", "--k", help="neighbours per chunk"),
+) -> None:
+    """Precomputes each chunk's k nearest chunks of other documents, for training (RETRO 2.3)."""
+    from index.neighbours import precompute_neighbours
+
+    if k < 1:
+        _fail(f"-k must be >= 1, got {k}")
+    with Progress(*_columns(), console=console) as bars:
+        task = bars.add_task("finding neighbours", total=None)
+        try:
+            path = precompute_neighbours(
+                index_dir, k, progress=lambda done, total: bars.update(task, completed=done, total=total)
+            )
+        except ValueError as e:
+            _fail(str(e))
+    output.print(f"wrote {path}", highlight=False)
 
 
 @index_app.command("info")

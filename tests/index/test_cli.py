@@ -70,6 +70,10 @@ def test_build_search_add_info(tmp_path, corpus):
     plain = _run("info", str(out))
     assert plain.exit_code == 0 and "n_chunks" in plain.stdout
 
+    precomputed = _run("neighbours", str(out), "-k", "2")
+    assert precomputed.exit_code == 0, precomputed.output
+    assert (out / "versions" / "v0001" / "neighbours-k2.npy").is_file()
+
 
 def test_build_with_a_given_tokenizer_then_mismatch_exits_2(tmp_path, corpus, tokenizer):
     out = tmp_path / "ix"
@@ -100,6 +104,7 @@ def test_build_with_a_given_tokenizer_then_mismatch_exits_2(tmp_path, corpus, to
         (["search", "{tmp}", "query"], "is not an index"),
         (["info", "{tmp}"], "is not an index"),
         (["add", "{tmp}", "facts"], "is not an index"),
+        (["neighbours", "{tmp}"], "is not an index"),
     ],
 )
 def test_bad_input_exits_2_with_a_message(tmp_path, monkeypatch, args, message):

@@ -269,3 +269,17 @@ def test_killed_build_keeps_old_version_and_rerun_resumes(tmp_path, topic_docume
     assert new.n_documents == 10
     assert Retriever(new).search(["violin strings bow"], k=1)[0].doc_ids == ["corpus/music_violin.txt"]
     assert not any(p.name.startswith(".building") for p in (out / "versions").iterdir())
+
+
+@pytest.mark.parametrize("factory", ["IVF4,Flat", "HNSW8,Flat"])
+def test_approximate_factory_store_grows_and_reopens(
+    tmp_path, topic_documents, tokenizer, hashing_encoder, factory
+):
+    report = _build(tmp_path / "ix", topic_documents, tokenizer, hashing_encoder, factory=factory)
+    assert report.faiss_factory == factory
+    store = IndexStore.open(tmp_path / "ix", tokenizer, hashing_encoder)
+    store.add_documents([Document("new/penguins", "Penguins huddle together to keep warm in Antarctica.")])
+    reopened = IndexStore.open(tmp_path / "ix", tokenizer, hashing_encoder)
+    assert reopened.manifest["faiss_factory"] == factory and reopened.vectors.ntotal == reopened.n_chunks
+    found = Retriever(reopened).search(["penguins huddle warm Antarctica", "violin strings bow"], k=1)
+    assert [f.doc_ids[0] for f in found] == ["new/penguins", "music/violin"]
