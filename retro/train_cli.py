@@ -49,6 +49,29 @@ def _training_config(preset: str, baseline: bool, chunk_size: int, pad_id: int, 
     return name, config
 
 
+def _recipe(overrides: list[str]):
+    """`--recipe name=value` pairs -> retro.data.Recipe (the data recipe's knobs, DESIGN.md)."""
+    import dataclasses
+
+    from retro.data import Recipe
+
+    fields = {f.name: f for f in dataclasses.fields(Recipe)}
+    values = {}
+    for item in overrides:
+        name, sep, text = item.partition("=")
+        if not sep or name not in fields:
+            _fail(f"--recipe takes name=value with a name among {', '.join(fields)}; got {item!r}")
+        kind = str(fields[name].type)  # "float", "int | None", ...
+        try:
+            if text.lower() == "none" and "None" in kind:
+                values[name] = None
+            else:
+                values[name] = int(text) if kind.startswith("int") else float(text)
+        except ValueError:
+            _fail(f"--recipe {name}: {text!r} is not a number")
+    return Recipe(**values)
+
+
 def _ensure_neighbours(version_dir: Path, k: int, rank: int) -> None:
     """Training needs every chunk's k nearest chunks of other documents; compute them once."""
     from index.neighbours import neighbours_file, precompute_neighbours
@@ -98,6 +121,9 @@ def train_command(
     validation_fraction: float = typer.Option(
         0.0, help="share of documents (by a hash of their id) held out of training for evaluation"
     ),
+    recipe_overrides: list[str] = typer.Option(
+        [], "--recipe", help="data recipe knob as name=value, repeatable (fields of retro.data.Recipe)"
+    ),
 ) -> None:
     """Trains a model on an index; rerun the same command to resume after an interruption."""
     from index.store import MANIFEST, read_json, resolve_version_dir
@@ -119,10 +145,10 @@ def train_command(
     no_retrieval = not config.uses_retrieval
     rank = distributed_from_env().rank
 
-    from retro.data import Recipe, TrainingData
+    from retro.data import TrainingData
     from retro.train import train
 
-    recipe = Recipe()
+    recipe = _recipe(recipe_overrides)
     try:
         if not no_retrieval:
             _ensure_neighbours(version_dir, config.n_neighbours, rank)

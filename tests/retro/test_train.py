@@ -390,6 +390,12 @@ def test_retro_train_trains_a_preset_and_its_baseline_on_an_index(tokenizer, tmp
     again, text = run_cli("--preset", "tiny", "--out", str(tmp_path / "run"), *common)  # resumes: done
     assert again.exit_code == 0 and "no step left" in text, text
 
+    knobs = ["--recipe", "continuation_end=0.5", "--recipe", "max_offset=4"]
+    tuned, text = run_cli("--preset", "tiny", "--out", str(tmp_path / "tuned"), *knobs, *common)
+    assert tuned.exit_code == 0, text
+    recipe = load_checkpoint(tmp_path / "tuned")[2]["recipe"]
+    assert recipe["continuation_end"] == 0.5 and recipe["max_offset"] == 4
+
     base, text = run_cli("--preset", "tiny", "--baseline", "--out", str(tmp_path / "base"), *common)
     assert base.exit_code == 0, text
     model, _, meta = load_checkpoint(tmp_path / "base")
@@ -404,6 +410,7 @@ def test_retro_train_trains_a_preset_and_its_baseline_on_an_index(tokenizer, tmp
         ("chunk size", "preset 'tiny' has chunk_size=16 but the index was cut into chunks of 8 tokens"),
         ("other settings", "holds a run with other settings"),
         ("bad batch", "multiple of world_size x grad_accum"),
+        ("bad recipe", "--recipe takes name=value with a name among continuation_start"),
     ],
 )
 def test_retro_train_bad_input_exits_2_with_one_line(tokenizer, tmp_path, case, message):
@@ -426,6 +433,8 @@ def test_retro_train_bad_input_exits_2_with_one_line(tokenizer, tmp_path, case, 
         ]
         assert run_cli("--preset", preset, *base)[0].exit_code == 0
         extra = ["--lr", "0.002"]
+    if case == "bad recipe":
+        extra = ["--batch-size", "2", "--recipe", "copy_everything=1"]
     if case == "bad batch":
         extra = ["--batch-size", "3", "--grad-accum", "2"]
     args = ["--preset", preset, "--index", str(index_dir), "--out", str(tmp_path / "run"), "--steps", "1"]
