@@ -2,8 +2,9 @@
 
 This module owns the build's order of work and its crash safety. Everything is written into
 `OUT/work/<key>/` (the key hashes the corpus fingerprint and the settings, so a rerun of the same
-build finds it): the chunk arrays first, then the embeddings in shards of `shard_size` chunks, each
-written to a temp file and renamed. A rerun skips finished shards. Only when every shard exists is
+build finds it): the embeddings in shards of `shard_size` chunks, each written to a temp file and
+renamed, while a producer thread tokenizes ahead. A rerun re-tokenizes (deterministic, cheap) and
+skips finished shards. Only when every shard exists is
 the version folder assembled (under a hidden name, renamed when complete) and `CURRENT` replaced,
 so a build killed at any moment leaves the previous version serving. It never imports `retro`.
 """
@@ -15,10 +16,11 @@ import hashlib
 import json
 import logging
 import os
+import queue
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -85,6 +87,69 @@ def _next_version_name(versions: Path) -> str:
     return f"v{max(numbers, default=0) + 1:04d}"
 
 
+def _shard_path(work: Path, shard: int) -> Path:
+    return work / f"embeddings-{shard:05d}.npy"
+
+
+def _shard_stream(documents, tokenizer, chunk_size, shard_size, work, pieces, docs_per_batch=1024):
+    """Yields (shard, chunk texts or None if the shard is already on disk, documents tokenized,
+    chunks so far) in shard order, produced by a background thread; appends ChunkArrays to pieces."""
+    results: queue.Queue = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            buffer: list[np.ndarray] = []
+            buffered, shard, total = 0, 0, 0
+
+            def emit(rows: np.ndarray, docs_done: int) -> None:
+                nonlocal shard
+                done = _shard_path(work, shard).is_file()
+                texts = None if done else decode_chunks(tokenizer, rows, tokenizer.pad_id)
+                results.put((shard, texts, docs_done, total))
+                shard += 1
+
+            for start in range(0, len(documents), docs_per_batch):
+                if stop.is_set():
+                    return
+                batch = documents[start : start + docs_per_batch]
+                chunks = chunk_token_lists(
+                    tokenize_texts(tokenizer, [d.text for d in batch]), chunk_size, tokenizer.pad_id
+                )
+                chunks.doc_index += start
+                pieces.append(chunks)
+                total += len(chunks)
+                buffer.append(chunks.tokens)
+                buffered += len(chunks)
+                docs_done = start + len(batch)
+                if buffered >= shard_size:
+                    rows, offset = np.concatenate(buffer), 0
+                    while len(rows) - offset >= shard_size:
+                        emit(rows[offset : offset + shard_size], docs_done)
+                        offset += shard_size
+                    buffer, buffered = [rows[offset:]], len(rows) - offset
+            if buffered:
+                emit(np.concatenate(buffer), len(documents))
+            results.put(None)
+        except BaseException as e:  # handed to the consumer, which re-raises it
+            results.put(e)
+
+    worker = threading.Thread(target=produce, name="build-tokenize", daemon=True)
+    worker.start()
+    try:
+        while (item := results.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                results.get_nowait()
+            except queue.Empty:
+                worker.join(timeout=0.01)
+
+
 def build_index(
     documents: Iterable[Document],
     out_dir: str | Path,
@@ -132,46 +197,34 @@ def build_index(
     work = out_dir / WORK_DIR / key
     work.mkdir(parents=True, exist_ok=True)
 
-    # 1. Tokenize and chunk (cached in the work folder: a rerun starts at the embeddings).
-    if not (work / "chunks.npz").is_file():
-        progress("tokenize", 0, len(unique))
-        chunks = chunk_token_lists(
-            tokenize_texts(tokenizer, [d.text for d in unique]), chunk_size, tokenizer.pad_id
-        )
-        tmp = work / f".chunks.tmp-{os.getpid()}.npz"
-        np.savez(tmp, tokens=chunks.tokens, doc_index=chunks.doc_index, position=chunks.position)
-        os.replace(tmp, work / "chunks.npz")
-    with np.load(work / "chunks.npz") as cached:
-        tokens, doc_index, position = cached["tokens"], cached["doc_index"], cached["position"]
-    progress("tokenize", len(unique), len(unique))
+    # 1+2. A producer thread tokenizes and chunks the documents in batches and cuts the chunk
+    # stream into shards of `shard_size` chunks, decoding each unfinished shard's chunk texts; the
+    # main thread encodes each shard as soon as it is ready, so the LM tokenizer overlaps the
+    # encoder (on a GPU the encoder would otherwise wait for it). Tokenization is deterministic,
+    # so a rerun cuts the same shards and skips those already on disk.
+    pieces: list = []  # ChunkArrays per document batch, in order
+    reused, embed_seconds, n_chunks = 0, 0.0, 0
+    progress("tokenize", 0, len(unique))
+    for item in _shard_stream(unique, tokenizer, chunk_size, shard_size, work, pieces):
+        shard, texts, docs_done, n_chunks = item
+        progress("tokenize", docs_done, len(unique))
+        if texts is None:
+            reused += 1
+        else:
+            t0 = time.perf_counter()
+            embeddings = encoder.encode(texts)
+            embed_seconds += time.perf_counter() - t0
+            _save_npy(_shard_path(work, shard), embeddings.astype(np.float32, copy=False))
+        # The total grows while tokenization is still running; it is exact at the last shard.
+        progress("embed", min(n_chunks, (shard + 1) * shard_size), n_chunks)
+    tokens = np.concatenate([p.tokens for p in pieces])
+    doc_index = np.concatenate([p.doc_index for p in pieces])
+    position = np.concatenate([p.position for p in pieces])
     counts = np.bincount(doc_index, minlength=len(unique))
     for d, c in zip(unique, counts, strict=True):
         if c == 0:
             skipped.append(SkippedInput(d.doc_id, "no tokens"))
-    n_chunks = len(tokens)
-
-    # 2. Embed in shards; each finished shard survives a crash. The next shard's chunk texts are
-    # decoded in a thread while this one is encoded (it matters when the encoder is a fast GPU).
     n_shards = -(-n_chunks // shard_size)
-    bounds = [(s * shard_size, min(n_chunks, (s + 1) * shard_size)) for s in range(n_shards)]
-    todo = [s for s in range(n_shards) if not (work / f"embeddings-{s:05d}.npy").is_file()]
-    reused, embed_seconds = n_shards - len(todo), 0.0
-    progress("embed", 0, n_chunks)
-
-    def decode(shard: int) -> list[str]:
-        lo, hi = bounds[shard]
-        return decode_chunks(tokenizer, tokens[lo:hi], tokenizer.pad_id)
-
-    with ThreadPoolExecutor(1, thread_name_prefix="build-decode") as pool:
-        upcoming = pool.submit(decode, todo[0]) if todo else None
-        for i, shard in enumerate(todo):
-            texts = upcoming.result()
-            upcoming = pool.submit(decode, todo[i + 1]) if i + 1 < len(todo) else None
-            t0 = time.perf_counter()
-            embeddings = encoder.encode(texts)
-            embed_seconds += time.perf_counter() - t0
-            _save_npy(work / f"embeddings-{shard:05d}.npy", embeddings.astype(np.float32, copy=False))
-            progress("embed", bounds[shard][1], n_chunks)
 
     # 3. Assemble the version folder under a hidden name; rename it only when complete.
     versions = out_dir / VERSIONS_DIR
@@ -185,7 +238,7 @@ def build_index(
     position.astype(np.int32).tofile(staging / CHUNK_POS)
     with open(staging / EMBEDDINGS, "wb") as f:
         for shard in range(n_shards):
-            f.write(np.load(work / f"embeddings-{shard:05d}.npy").tobytes())
+            f.write(np.load(_shard_path(work, shard)).tobytes())
     embeddings = np.memmap(staging / EMBEDDINGS, dtype=np.float32, mode="r", shape=(n_chunks, encoder.dim))
     firsts = np.cumsum(counts) - counts
     with open(staging / DOCUMENTS, "w", encoding="utf-8") as f:

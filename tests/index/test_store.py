@@ -283,3 +283,18 @@ def test_approximate_factory_store_grows_and_reopens(
     assert reopened.manifest["faiss_factory"] == factory and reopened.vectors.ntotal == reopened.n_chunks
     found = Retriever(reopened).search(["penguins huddle warm Antarctica", "violin strings bow"], k=1)
     assert [f.doc_ids[0] for f in found] == ["new/penguins", "music/violin"]
+
+
+def test_shard_stream_cuts_the_same_shards_for_any_document_batching(tmp_path, topic_documents, tokenizer):
+    from index.build import _shard_stream
+    from index.chunker import chunk_token_lists, decode_chunks, tokenize_texts
+
+    whole = chunk_token_lists(tokenize_texts(tokenizer, [d.text for d in topic_documents]), CHUNK, 0)
+    expected = decode_chunks(tokenizer, whole.tokens, 0)
+    for docs_per_batch in (1, 3, 100):
+        pieces: list = []
+        stream = list(_shard_stream(topic_documents, tokenizer, CHUNK, 5, tmp_path, pieces, docs_per_batch))
+        assert [shard for shard, *_ in stream] == list(range(-(-len(whole) // 5)))
+        assert [t for _, texts, _, _ in stream for t in texts] == expected
+        assert stream[-1][2:] == (len(topic_documents), len(whole))
+        np.testing.assert_array_equal(np.concatenate([p.doc_index for p in pieces]), whole.doc_index)
