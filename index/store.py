@@ -21,6 +21,7 @@ additions. It takes a tokenizer object and an encoder and never imports `retro`.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import threading
@@ -341,8 +342,10 @@ class IndexStore:
     ) -> AddReport:
         """Appends documents (chunks, embeddings, index entries) to this version, persisted.
 
-        Tokenizing and encoding run before any lock is taken; searches are blocked only while the
-        new rows enter the in-memory index. Documents whose doc_id is already present are skipped.
+        Tokenizing and encoding run before the version's file lock is taken; searches are
+        blocked only while the new rows enter the in-memory index. Documents whose doc_id is
+        already present are skipped. Raises ValueError if another process (another IndexStore)
+        extended this version since it was opened here: reopen, then add.
         """
         started = time.perf_counter()
         report = AddReport(skipped=list(skipped or []))
@@ -359,40 +362,53 @@ class IndexStore:
             if not batch:
                 report.seconds = time.perf_counter() - started
                 return report
-            n_docs_before, n_chunks_before = len(self._documents), self._snapshot.n_chunks
             chunks = chunk_token_lists(
                 tokenize_texts(self.tokenizer, [d.text for d in batch]), self.chunk_size, self.pad_id
             )
             embeddings = self.encoder.encode(decode_chunks(self.tokenizer, chunks.tokens, self.pad_id))
-            counts = np.bincount(chunks.doc_index, minlength=len(batch))
-            firsts = n_chunks_before + np.cumsum(counts) - counts
-            records = [
-                {
-                    "doc_id": d.doc_id,
-                    "source": d.source,
-                    "title": d.title,
-                    "first_chunk": int(f),
-                    "n_chunks": int(c),
-                }
-                for d, f, c in zip(batch, firsts, counts, strict=True)
-            ]
-            # Files first (rows past the manifest's counts are invisible), then memory, then manifest.
-            append_rows(self.version_dir / CHUNKS, chunks.tokens, n_chunks_before)
-            append_rows(self.version_dir / CHUNK_DOC, chunks.doc_index + n_docs_before, n_chunks_before)
-            append_rows(self.version_dir / CHUNK_POS, chunks.position, n_chunks_before)
-            append_rows(self.version_dir / EMBEDDINGS, embeddings, n_chunks_before)
-            _append_documents(self.version_dir / DOCUMENTS, records, n_docs_before)
-            n_chunks_after = n_chunks_before + len(chunks)
-            snapshot = _Snapshot(self.version_dir, n_chunks_after, self.chunk_size, self.dim)
-            with self._rw.write():
-                self.vectors.add(embeddings)
-                self._documents = self._documents + records
-                self._doc_index_of.update({r["doc_id"]: n_docs_before + i for i, r in enumerate(records)})
-                self._snapshot = snapshot
-            report.n_documents, report.n_chunks = len(records), len(chunks)
-            report.seconds = time.perf_counter() - started
-            self._persist_addition(report)
+            with _version_lock(self.version_dir):
+                self._append(batch, chunks, embeddings)
+                report.n_documents, report.n_chunks = len(batch), len(chunks)
+                report.seconds = time.perf_counter() - started
+                self._persist_addition(report)
         return report
+
+    def _append(self, batch: list[Document], chunks, embeddings: np.ndarray) -> None:
+        """Files first (rows past the manifest's counts are invisible), then memory; the caller
+        then writes the faiss file and the manifest. Runs under the version's file lock."""
+        on_disk = read_json(self.version_dir / MANIFEST)
+        if (
+            on_disk["n_chunks"] != self._snapshot.n_chunks
+            or on_disk["faiss_file"] != self.manifest["faiss_file"]
+        ):
+            raise ValueError(
+                f"{self.version_dir} was extended by another process since it was opened here; "
+                "reopen the index before adding documents"
+            )
+        n_docs_before, n_chunks_before = len(self._documents), self._snapshot.n_chunks
+        counts = np.bincount(chunks.doc_index, minlength=len(batch))
+        firsts = n_chunks_before + np.cumsum(counts) - counts
+        records = [
+            {
+                "doc_id": d.doc_id,
+                "source": d.source,
+                "title": d.title,
+                "first_chunk": int(f),
+                "n_chunks": int(c),
+            }
+            for d, f, c in zip(batch, firsts, counts, strict=True)
+        ]
+        append_rows(self.version_dir / CHUNKS, chunks.tokens, n_chunks_before)
+        append_rows(self.version_dir / CHUNK_DOC, chunks.doc_index + n_docs_before, n_chunks_before)
+        append_rows(self.version_dir / CHUNK_POS, chunks.position, n_chunks_before)
+        append_rows(self.version_dir / EMBEDDINGS, embeddings, n_chunks_before)
+        _append_documents(self.version_dir / DOCUMENTS, records, n_docs_before)
+        snapshot = _Snapshot(self.version_dir, n_chunks_before + len(chunks), self.chunk_size, self.dim)
+        with self._rw.write():  # the only moment searches wait
+            self.vectors.add(embeddings)
+            self._documents = self._documents + records
+            self._doc_index_of.update({r["doc_id"]: n_docs_before + i for i, r in enumerate(records)})
+            self._snapshot = snapshot
 
     def _persist_addition(self, report: AddReport) -> None:
         old_file = self.manifest["faiss_file"]
@@ -413,6 +429,17 @@ class IndexStore:
         self.manifest = manifest
         if old_file != new_file:
             (self.version_dir / old_file).unlink(missing_ok=True)
+
+
+@contextmanager
+def _version_lock(version_dir: Path):
+    """An exclusive advisory lock: one appending process per version at a time."""
+    with open(version_dir / ".append.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _append_documents(path: Path, records: list[dict], n_before: int) -> None:

@@ -298,3 +298,15 @@ def test_shard_stream_cuts_the_same_shards_for_any_document_batching(tmp_path, t
         assert [t for _, texts, _, _ in stream for t in texts] == expected
         assert stream[-1][2:] == (len(topic_documents), len(whole))
         np.testing.assert_array_equal(np.concatenate([p.doc_index for p in pieces]), whole.doc_index)
+
+
+def test_a_second_writer_must_reopen_first(tmp_path, topic_documents, tokenizer, hashing_encoder):
+    _build(tmp_path / "ix", topic_documents, tokenizer, hashing_encoder)
+    first = IndexStore.open(tmp_path / "ix", tokenizer, hashing_encoder)
+    second = IndexStore.open(tmp_path / "ix", tokenizer, hashing_encoder)
+    first.add_documents([Document("a/1", "Penguins huddle together to keep warm.")])
+    with pytest.raises(ValueError, match="extended by another process"):
+        second.add_documents([Document("b/1", "Glaciers carve valleys over thousands of years.")])
+    again = IndexStore.open(tmp_path / "ix", tokenizer, hashing_encoder)
+    again.add_documents([Document("b/1", "Glaciers carve valleys over thousands of years.")])
+    assert IndexStore.open(tmp_path / "ix", tokenizer).n_documents == 12
