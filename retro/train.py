@@ -235,7 +235,11 @@ def publish_checkpoint(run_dir: Path, model: Retro, tokenizer: Tokenizer, meta: 
     for stale in run_dir.glob("model*.safetensors*"):
         if stale.name not in new_files:
             stale.unlink()
+    # safetensors writes its files owner-only; give every file the umask's mode that config.json got,
+    # so that a server running as another user can read the checkpoint
+    mode = (staged / CONFIG_FILE).stat().st_mode & 0o777
     for name in sorted(new_files, key=lambda n: n == CONFIG_FILE):
+        os.chmod(staged / name, mode)
         os.replace(staged / name, run_dir / name)
     staged.rmdir()
 

@@ -135,6 +135,8 @@ def test_loss_falls_on_a_learnable_task_and_the_run_folder_is_complete(tokenizer
     assert model.config == config and tok.fingerprint == tokenizer.fingerprint
     assert meta["data"] == "counting" and meta["training"]["step"] == 40
     assert read_train_state(tmp_path / "run")["step"] == 40
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "run").iterdir() if p.is_file()}
+    assert len(set(modes.values())) == 1, modes  # weights as readable as config.json and the log
 
 
 def test_checkpoints_are_written_every_n_steps(tokenizer, tmp_path):
