@@ -16,6 +16,7 @@ step, data position) is the trainer's business and lives beside, not inside, the
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -82,6 +83,7 @@ def save_checkpoint(
         body = {"format": FORMAT, "version": VERSION, "config": model.config.to_dict(), "meta": meta or {}}
         (tmp / CONFIG_FILE).write_text(json.dumps(body, indent=2, sort_keys=True))
         tokenizer.save(tmp)
+        _apply_umask(tmp)
         old = folder.with_name(f".{folder.name}.old")
         if folder.exists():
             shutil.rmtree(old, ignore_errors=True)
@@ -92,6 +94,16 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
+
+
+def _apply_umask(folder: Path) -> None:
+    """mkdtemp makes 0700 folders and safetensors 0600 files; a checkpoint should be as readable
+    as any file its owner writes (a server may run as another user)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.iterdir():
+        path.chmod(0o666 & ~umask)
 
 
 def read_config(folder: str | Path) -> tuple[RetroConfig, dict]:

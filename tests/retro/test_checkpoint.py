@@ -1,6 +1,8 @@
 """Checkpoints round-trip exactly, shard, never unpickle, and fail with clear errors."""
 
 import json
+import os
+import stat
 
 import pytest
 import torch
@@ -76,3 +78,13 @@ def test_failed_save_leaves_previous_checkpoint_whole(model, tokenizer, tmp_path
     _, _, meta = load_checkpoint(folder)
     assert meta == {"version": "old"}
     assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no temporary folder left behind
+
+
+def test_checkpoint_is_as_readable_as_the_umask_allows(model, tokenizer, tmp_path):
+    old = os.umask(0o022)
+    try:
+        folder = save_checkpoint(tmp_path / "run", model, tokenizer)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755
+    assert {stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()} == {0o644}
