@@ -211,6 +211,7 @@ def build_index(
         if texts is None:
             reused += 1
         else:
+            progress("embed", min(n_chunks, shard * shard_size), n_chunks)  # bars start (and ETA) here
             t0 = time.perf_counter()
             embeddings = encoder.encode(texts)
             embed_seconds += time.perf_counter() - t0
