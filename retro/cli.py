@@ -23,7 +23,7 @@ app.command("train")(train_command)
 
 def fail(message: str) -> None:
     """Prints a one-line error and exits with code 2 (the CLI's bad-input convention)."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
 
 
