@@ -84,16 +84,21 @@ def save_checkpoint(
         (tmp / CONFIG_FILE).write_text(json.dumps(body, indent=2, sort_keys=True))
         tokenizer.save(tmp)
         _apply_umask(tmp)
-        old = folder.with_name(f".{folder.name}.old")
-        if folder.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            folder.rename(old)
-        tmp.rename(folder)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_folder(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
+
+
+def replace_folder(new: Path, target: Path) -> None:
+    """Swaps a complete folder into place; `.NAME.old` is left only if we die between the renames."""
+    old = target.with_name(f".{target.name}.old")
+    if target.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        target.rename(old)
+    new.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _apply_umask(folder: Path) -> None:

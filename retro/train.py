@@ -36,7 +36,7 @@ import torch.distributed as dist
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
-from retro.checkpoint import CONFIG_FILE, save_checkpoint
+from retro.checkpoint import CONFIG_FILE, replace_folder, save_checkpoint
 from retro.config import RetroConfig
 from retro.model import Retro
 from retro.tokenizer import Tokenizer
@@ -171,16 +171,6 @@ def _optimizer_state(tensors: dict[str, torch.Tensor], rest: dict) -> dict:
     return {"state": state, "param_groups": groups}
 
 
-def _replace_dir(tmp: Path, target: Path) -> None:
-    """Swaps a complete folder into place; `.NAME.old` is left only if we die between the renames."""
-    old = target.with_name(f".{target.name}.old")
-    if target.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        target.rename(old)
-    tmp.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def _state_dir(run_dir: Path) -> Path | None:
     """The folder to resume from: train_state/, or its old copy if a swap was cut short."""
     for candidate in (run_dir / STATE_DIR, run_dir / f".{STATE_DIR}.old"):
@@ -198,7 +188,7 @@ def save_train_state(run_dir: Path, model: Retro, optimizer, body: dict) -> None
         save_file(tensors, str(tmp / STATE_OPTIMIZER))
         body = {"format": STATE_FORMAT, "version": STATE_VERSION, **body, "optimizer": rest}
         (tmp / STATE_FILE).write_text(json.dumps(body, indent=2, sort_keys=True))
-        _replace_dir(tmp, run_dir / STATE_DIR)
+        replace_folder(tmp, run_dir / STATE_DIR)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
