@@ -103,6 +103,11 @@ class TrainingData:
             raise ValueError(
                 "the index has no precomputed neighbours: run index.neighbours.precompute_neighbours"
             )
+        if not baseline and chunks.n_precomputed != chunks.n_chunks:
+            raise ValueError(
+                f"the index's neighbour table covers {chunks.n_precomputed} of {chunks.n_chunks} chunks "
+                "(documents were added after it was computed): run `retro index neighbours` again"
+            )
         self.config, self.recipe, self.seed = config, recipe, seed
         self.total_steps, self.baseline = total_steps, baseline
         self.k, self.r, self.m = config.n_neighbours, config.retrieved_len, m

@@ -72,16 +72,26 @@ def _recipe(overrides: list[str]):
     return Recipe(**values)
 
 
+def _covers_all_chunks(version_dir: Path, path: Path) -> bool:
+    """False when documents were added live after the table was computed (it lacks their rows)."""
+    import json
+
+    import numpy as np
+
+    n_chunks = json.loads((version_dir / "manifest.json").read_text())["n_chunks"]
+    return len(np.load(path, mmap_mode="r")) == n_chunks
+
+
 def _ensure_neighbours(version_dir: Path, k: int, rank: int) -> None:
     """Training needs every chunk's k nearest chunks of other documents; compute them once."""
     from index.neighbours import neighbours_file, precompute_neighbours
 
     path = version_dir / neighbours_file(k)
-    if path.is_file():
+    if path.is_file() and _covers_all_chunks(version_dir, path):
         return
     if rank != 0:
         deadline = time.monotonic() + NEIGHBOUR_WAIT_S
-        while not path.is_file():
+        while not (path.is_file() and _covers_all_chunks(version_dir, path)):
             if time.monotonic() > deadline:
                 _fail(f"rank {rank} waited {NEIGHBOUR_WAIT_S}s for rank 0 to write {path}")
             time.sleep(2)

@@ -146,3 +146,21 @@ def test_chunk_size_mismatch_and_missing_neighbours_are_clear(index_dir, tmp_pat
         TrainingData.from_index(index_dir, tiny_config(chunk_size=8, max_seq_len=32))
     with pytest.raises(ValueError, match="precompute_neighbours"):
         TrainingData.from_index(index_dir, tiny_config(n_neighbours=3, max_seq_len=16))
+
+
+def test_documents_added_after_the_neighbour_table_are_a_clear_error(index_dir, tmp_path):
+    import shutil
+
+    from index.store import IndexStore
+
+    copy = tmp_path / "index"
+    shutil.copytree(index_dir, copy)
+    tokenizer = Tokenizer.load(TrainingChunks(copy).version_dir)
+    IndexStore.open(copy, tokenizer, HashingEncoder()).add_documents(
+        [Document("late/1", "otters late " * 10)]
+    )
+    n_before = TrainingChunks(index_dir).n_chunks
+    with pytest.raises(ValueError, match=rf"covers {n_before} of \d+ chunks"):
+        make_data(copy)
+    precompute_neighbours(copy, k=2)
+    assert make_data(copy).batch(0, 2).neighbours is not None
