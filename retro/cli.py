@@ -10,6 +10,7 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 
+from retro.eval_cli import eval_command
 from retro.index_cli import index_app
 from retro.train_cli import train_command
 
@@ -19,6 +20,7 @@ app = typer.Typer(
 console = Console(stderr=True)
 app.add_typer(index_app, name="index")
 app.command("train")(train_command)
+app.command("eval")(eval_command)
 
 
 def fail(message: str) -> None:

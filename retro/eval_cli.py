@@ -1,0 +1,239 @@
+"""`retro eval`: evaluate checkpoints (and optionally a Hugging Face model) into a report folder.
+
+This module owns the evaluation protocol, not the metrics (`retro.evaluate`) or the files
+(`retro.report`): which documents are scored, which fact sets are asked, in which settings. The
+held-out fact entities (`index.facts`, split "heldout") and the made-up entities
+(`retro.fictional`) have their documents added to the index with `IndexStore.add_documents` when
+they are missing (so the knowledge is in the index but was never in training), then:
+
+- bits per byte on the held-out fact documents: retrieval on / leakage-free / random / off;
+- fact accuracy for both fact sets, as completion prompts and as questions, retrieval on and off;
+- parameters, training tokens (checkpoint meta), decode tokens/s and seconds per answer.
+
+Bad input exits with code 2 and one line via `retro.cli.fail` (imported late: `retro.cli` mounts
+this command).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+console = Console(stderr=True)
+DEFAULT_MAX_DOCS = 120
+
+
+def _fail(message: str) -> None:
+    from retro.cli import fail
+
+    fail(message)
+
+
+def spread(items: list, limit: int | None) -> list:
+    """At most `limit` items, evenly spread over the list (deterministic; all when limit is None)."""
+    if limit is None or limit >= len(items):
+        return list(items)
+    if limit < 1:
+        return []
+    step = len(items) / limit
+    return [items[int(i * step)] for i in range(limit)]
+
+
+def _machine(device: str) -> str:
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name()} ({platform.node()})"
+    cpu = platform.processor() or platform.machine()
+    return f"CPU ({cpu}), {torch.get_num_threads()} torch threads, {os.cpu_count()} cores ({platform.node()})"
+
+
+def evaluate_model(model, tokenizer, retriever, fact_sets: dict, bpb_documents: list, log=print) -> dict:
+    """All numbers for one model: bpb per mode, fact accuracy per (set, prompt style, retrieval)."""
+    from retro.evaluate import bits_per_byte, evaluate_facts, parameter_counts
+    from retro.model import Retro
+
+    retrieving = isinstance(model, Retro) and model.config.uses_retrieval
+    result = {"parameters": parameter_counts(model), "bpb": {}, "facts": {}, "decode": {}}
+    for mode in ("retrieval", "leakage_free", "random", "off") if retrieving else ("off",):
+        started = time.perf_counter()
+        bpb = bits_per_byte(model, tokenizer, retriever, bpb_documents, mode=mode)
+        result["bpb"][mode] = bpb.to_dict()
+        seconds = time.perf_counter() - started
+        log(f"  bpb {mode}: {bpb.bpb:.3f} ({bpb.n_documents} documents, {seconds:.0f} s)")
+    main_setting = "completion, retrieval on" if retrieving else "completion, retrieval off"
+    for set_name, pairs in fact_sets.items():
+        settings = result["facts"].setdefault(set_name, {})
+        for style in ("completion", "question"):
+            for use_retrieval in (True, False) if retrieving else (False,):
+                setting = f"{style}, retrieval {'on' if use_retrieval else 'off'}"
+                acc = evaluate_facts(
+                    model, tokenizer, retriever, pairs, style=style, use_retrieval=use_retrieval
+                )
+                settings[setting] = acc.to_dict(with_answers=True)
+                log(f"  facts {set_name}, {setting}: {acc.accuracy:.1%} of {acc.n}")
+                if setting == main_setting:
+                    decode = result["decode"]
+                    decode["completion_tokens"] = decode.get("completion_tokens", 0) + acc.completion_tokens
+                    decode["seconds"] = decode.get("seconds", 0.0) + acc.seconds
+                    decode["answers"] = decode.get("answers", 0) + acc.n
+    decode = result["decode"]
+    if decode.get("seconds"):
+        decode["tokens_per_second"] = decode["completion_tokens"] / decode["seconds"]
+        decode["seconds_per_answer"] = decode["seconds"] / decode["answers"]
+        decode["setting"] = main_setting
+    return result
+
+
+def run_evaluation(
+    runs: list[Path],
+    index_dir: Path,
+    compare_model: Path | None = None,
+    max_facts: int | None = None,
+    max_docs: int | None = DEFAULT_MAX_DOCS,
+    device: str = "cpu",
+    encoder=None,
+    fact_sets: dict | None = None,
+    extra_documents: list | None = None,
+    bpb_documents: list | None = None,
+    log=print,
+) -> dict:
+    """Loads every run, extends the index with the evaluation documents, and returns the results.
+
+    `fact_sets` ({name: [FactPair]}), `extra_documents` (added to the index) and `bpb_documents`
+    default to the held-out real facts and the made-up entities; tests pass small ones instead.
+    """
+    from index.retriever import Retriever
+    from index.store import IndexStore
+    from retro.checkpoint import load_checkpoint
+    from retro.evaluate import training_tokens
+
+    if not runs:
+        raise ValueError("give at least one run folder (a retro checkpoint)")
+    loaded = []
+    for run in runs:
+        model, tokenizer, meta = load_checkpoint(run, device=device)
+        loaded.append((Path(run), model, tokenizer, meta))
+    tokenizer = loaded[0][2]
+    for run, _, other, _ in loaded[1:]:
+        if other.fingerprint != tokenizer.fingerprint:
+            raise ValueError(
+                f"{run} has another tokenizer than {loaded[0][0]}; the runs evaluated together must "
+                "share the index's tokenizer"
+            )
+    store = IndexStore.open(
+        index_dir, tokenizer, encoder, device="cuda" if device.startswith("cuda") else "cpu"
+    )
+    retriever = Retriever(store)
+
+    if fact_sets is None or extra_documents is None or bpb_documents is None:
+        from index.facts import fact_documents, fact_pairs
+        from retro.fictional import fictional_documents, fictional_pairs
+
+        heldout_docs = list(fact_documents("heldout"))
+        if fact_sets is None:
+            fact_sets = {
+                "held-out real facts": spread(list(fact_pairs("heldout")), max_facts),
+                "fictional facts": spread(fictional_pairs(), max_facts),
+            }
+        if extra_documents is None:
+            extra_documents = heldout_docs + fictional_documents()
+        if bpb_documents is None:
+            bpb_documents = spread(heldout_docs, max_docs)
+    added = store.add_documents(extra_documents)
+    log(
+        f"index {store.version_dir}: added {added.n_documents} evaluation documents ({added.n_chunks} chunks)"
+    )
+
+    results: dict = {
+        "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "command": " ".join(["retro", *sys.argv[1:]]) if Path(sys.argv[0]).name == "retro" else None,
+        "machine": _machine(device),
+        "index": {
+            "path": str(index_dir),
+            "version": store.version,
+            "chunks": store.n_chunks,
+            "documents": store.n_documents,
+            "documents added for evaluation": added.n_documents,
+        },
+        "protocol": {
+            "bpb_documents": len(bpb_documents),
+            "fact_sets": {name: len(pairs) for name, pairs in fact_sets.items()},
+            "max_new_tokens": 16,
+            "decoding": "greedy",
+        },
+        "notes": [],
+        "models": {},
+    }
+    names_seen: set[str] = set()
+    for run, model, _, meta in loaded:
+        name = run.name if run.name not in names_seen else str(run)
+        names_seen.add(name)
+        kind = "RETRO" if model.config.uses_retrieval else "no-retrieval baseline"
+        log(f"{name} ({kind})")
+        entry = {"kind": kind, "path": str(run), "training_tokens": training_tokens(meta)}
+        entry.update(evaluate_model(model, tokenizer, retriever, fact_sets, bpb_documents, log))
+        results["models"][name] = entry
+    if compare_model is not None:
+        from retro.hf_model import load_hf_model
+
+        hf = load_hf_model(compare_model, device=device)
+        log(f"{hf.name} (Hugging Face)")
+        entry = {"kind": "Hugging Face causal LM", "path": str(compare_model), "training_tokens": None}
+        entry.update(evaluate_model(hf, None, retriever, fact_sets, bpb_documents, log))
+        results["models"][hf.name] = entry
+        results["notes"].append(
+            f"{hf.name} uses its own tokenizer; its bits per byte count the same documents' bytes "
+            "(each document's first token is context, not predicted, for every model)."
+        )
+    return results
+
+
+def eval_command(
+    runs: list[Path] = typer.Argument(
+        ..., help="run folders (retro checkpoints): RETRO models and baselines"
+    ),
+    index: Path = typer.Option(..., "--index", help="the index folder (its CURRENT version is used)"),
+    out: Path = typer.Option(..., "--out", help="report folder: report.md, report.json, plots"),
+    compare_model: Path | None = typer.Option(
+        None, "--compare-model", help="a Hugging Face causal LM folder (save_pretrained) to compare"
+    ),
+    max_facts: int | None = typer.Option(None, "--max-facts", help="ask at most N facts per fact set"),
+    max_docs: int = typer.Option(DEFAULT_MAX_DOCS, "--max-docs", help="score at most N documents for bpb"),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda or auto"),
+) -> None:
+    """Evaluates models: bits per byte with/without retrieval, fact accuracy, speed; writes a report."""
+    import torch
+
+    from retro.checkpoint import CheckpointError
+    from retro.report import write_report
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    for run in runs:
+        if not run.is_dir():
+            _fail(f"run folder {run} does not exist")
+    if not index.is_dir():
+        _fail(f"index folder {index} does not exist")
+    if max_facts is not None and max_facts < 1:
+        _fail(f"--max-facts must be >= 1; got {max_facts}")
+    try:
+        results = run_evaluation(
+            runs,
+            index,
+            compare_model,
+            max_facts,
+            max_docs,
+            device,
+            log=lambda s: console.print(s, highlight=False),
+        )
+    except (CheckpointError, ValueError) as e:
+        _fail(str(e))
+    paths = write_report(results, out)
+    console.print(f"report written: {', '.join(str(p) for p in paths)}", highlight=False)

@@ -1,0 +1,348 @@
+"""Evaluation metrics: bits per byte under four retrieval settings, fact accuracy, speed, size.
+
+This module owns the numbers an evaluation report holds and how each is computed:
+
+- `bits_per_byte(model, tokenizer, retriever, documents, mode)`: total NLL in bits of every token
+  after a document's first, over the UTF-8 bytes those tokens decode to. Modes: "retrieval"
+  (neighbours searched with each chunk's text, the document itself excluded), "leakage_free" (every
+  document of the same entity excluded too, e.g. the other phrasings `.../p1..p3`: paper section
+  4.4), "random" (random chunks of the index) and "off" (no neighbours).
+- `evaluate_facts(model, tokenizer, retriever, pairs, ...)`: greedy answers to completion or
+  question prompts; correct when the normalised answer occurs in the first `max_new_tokens`
+  generated tokens. Also decode tokens/s and seconds per answer.
+
+Models are `retro.model.Retro` or, for comparison, `retro.hf_model.HFCausalLM` (never retrieves).
+It reads an index through `index.retriever.Retriever` and never modifies it; adding documents and
+writing files belong to `retro.eval_cli` and `retro.report`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from index.corpus import Document
+from index.facts import FactPair
+from retro.data import IGNORE
+from retro.generate import SamplingParams, generate
+from retro.model import Retro
+
+BPB_MODES = ("retrieval", "leakage_free", "random", "off")
+PROMPT_STYLES = ("completion", "question")
+_PHRASING = re.compile(r"^(?P<entity>.+)/p\d+$")
+
+
+# ----------------------------------------------------------------------------------------------
+# neighbours
+
+
+def fit_neighbours(tokens: np.ndarray, length: int, pad_id: int) -> np.ndarray:
+    """[..., 2m] retrieved tokens -> [..., length]: cut, or padded with pad_id, to the model's r."""
+    tokens = np.asarray(tokens, dtype=np.int64)
+    if tokens.shape[-1] >= length:
+        return tokens[..., :length]
+    pad = [(0, 0)] * (tokens.ndim - 1) + [(0, length - tokens.shape[-1])]
+    return np.pad(tokens, pad, constant_values=pad_id)
+
+
+def make_retrieve(retriever, k: int, retrieved_len: int, pad_id: int) -> Callable[[list[str]], np.ndarray]:
+    """The `retrieve` callable of `retro.generate`: texts -> int64 [len(texts), k, retrieved_len]."""
+
+    def retrieve(texts: list[str]) -> np.ndarray:
+        found = retriever.search(list(texts), k)
+        return fit_neighbours(np.stack([n.tokens for n in found]), retrieved_len, pad_id)
+
+    return retrieve
+
+
+def entity_of(doc_id: str) -> str | None:
+    """`facts/country/france/p2` -> `facts/country/france`; None for a document of no entity."""
+    match = _PHRASING.match(doc_id)
+    return match.group("entity") if match else None
+
+
+def same_entity_doc_ids(doc_id: str, all_doc_ids: Sequence[str]) -> set[str]:
+    """The document itself and every document of the same entity (all its phrasings)."""
+    entity = entity_of(doc_id)
+    if entity is None:
+        return {doc_id}
+    return {doc_id} | {d for d in all_doc_ids if entity_of(d) == entity}
+
+
+def store_doc_ids(retriever) -> list[str]:
+    store = retriever.store
+    return [store.document(i)["doc_id"] for i in range(store.n_documents)]
+
+
+# ----------------------------------------------------------------------------------------------
+# bits per byte
+
+
+@dataclass
+class BitsPerByte:
+    mode: str
+    bits: float  # total negative log-likelihood in bits
+    n_bytes: int  # UTF-8 bytes of the predicted text
+    n_tokens: int  # predicted tokens
+    n_documents: int
+
+    @property
+    def bpb(self) -> float:
+        return self.bits / self.n_bytes if self.n_bytes else float("nan")
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "bpb": self.bpb}
+
+
+def _check_mode(model, mode: str, retriever) -> None:
+    if mode not in BPB_MODES:
+        raise ValueError(f"unknown bits-per-byte mode {mode!r}; modes: {', '.join(BPB_MODES)}")
+    if mode != "off":
+        if not isinstance(model, Retro) or not model.config.uses_retrieval:
+            raise ValueError(f"mode {mode!r} needs a RETRO model with CCA layers; use mode='off'")
+        if retriever is None:
+            raise ValueError(f"mode {mode!r} needs a retriever")
+
+
+def _predicted_bytes(decode, ids: list[int]) -> int:
+    """Bytes of the text that tokens 1.. decode to (the first token is context, never predicted)."""
+    return len(decode(ids).encode("utf-8")) - len(decode(ids[:1]).encode("utf-8"))
+
+
+@torch.inference_mode()
+def _retro_document_nll(model: Retro, ids: list[int], neighbours_for) -> tuple[float, int]:
+    """Sum of -ln p over tokens 1.. of one document, in windows of whole chunks (no carried context).
+
+    The document is left-padded to a chunk boundary, as generation pads prompts, so that every
+    chunk is whole and has neighbours; padding is never a target.
+    """
+    cfg, m = model.config, model.config.chunk_size
+    lead = (-len(ids)) % m
+    seq = [cfg.pad_id] * lead + list(ids)
+    # targets[j] = seq[j + 1]; the document's first token (seq[lead]) is context, never a target
+    inputs, targets = seq[:-1], [IGNORE] * lead + seq[lead + 1 :]
+    window = cfg.max_seq_len - cfg.max_seq_len % m
+    total, count = 0.0, 0
+    for lo in range(0, len(inputs), window):
+        x = torch.tensor([inputs[lo : lo + window]], device=model.device)
+        y = torch.tensor([targets[lo : lo + window]], device=model.device)
+        n = int((y != IGNORE).sum())
+        if n == 0:
+            continue
+        chunks = [inputs[lo + u * m : lo + (u + 1) * m] for u in range(x.shape[1] // m)]
+        neighbours = neighbours_for(chunks) if chunks else None
+        if neighbours is not None:
+            neighbours = torch.from_numpy(neighbours)[None].to(model.device)
+        mean_nll = model(x, neighbours, targets=y)
+        total += float(mean_nll) * n
+        count += n
+    return total, count
+
+
+@torch.inference_mode()
+def _hf_document_nll(model, ids: list[int]) -> tuple[float, int]:
+    window = model.max_seq_len
+    total, count = 0.0, 0
+    for lo in range(0, len(ids) - 1, window - 1):  # windows overlap by one token: each is context
+        piece = torch.tensor([ids[lo : lo + window]], device=model.device)
+        if piece.shape[1] < 2:
+            break
+        logp = model.model(input_ids=piece).logits[0, :-1].float().log_softmax(-1)
+        total += float(-logp.gather(-1, piece[0, 1:, None]).sum())
+        count += piece.shape[1] - 1
+    return total, count
+
+
+def _neighbour_source(model: Retro, tokenizer, retriever, mode: str, exclude: set[str], rng):
+    """chunks (lists of m token ids) -> neighbours [n, k, r] for `mode`, or None for mode "off"."""
+    cfg = model.config
+
+    def neighbours_for(chunks: list[list[int]]) -> np.ndarray | None:
+        if mode == "off":
+            return None
+        k = cfg.n_neighbours
+        if mode == "random":
+            chunk_ids = rng.integers(0, retriever.store.n_chunks, size=(len(chunks), k))
+            found = retriever.store.chunks_with_continuations(chunk_ids)
+        else:
+            texts = tokenizer.decode_batch([[t for t in c if t != cfg.pad_id] for c in chunks])
+            hits = retriever.search(list(texts), k, [exclude] * len(chunks))
+            found = np.stack([h.tokens for h in hits])
+        return fit_neighbours(found, cfg.retrieved_len, cfg.pad_id)
+
+    return neighbours_for
+
+
+def bits_per_byte(
+    model,
+    tokenizer,
+    retriever,
+    documents: Sequence[Document],
+    mode: str = "retrieval",
+    seed: int = 0,
+) -> BitsPerByte:
+    """Bits per UTF-8 byte of `documents` under one retrieval `mode` (see the module docstring).
+
+    k is the model's `n_neighbours`; neighbours are cut to its `retrieved_len`. For an
+    `HFCausalLM` only mode "off" exists and its own tokenizer is used (`tokenizer` is ignored).
+    """
+    _check_mode(model, mode, retriever)
+    hf = not isinstance(model, Retro)
+    decode = model.tokenizer.decode if hf else tokenizer.decode
+    rng = np.random.default_rng(seed)
+    all_ids = store_doc_ids(retriever) if mode == "leakage_free" else []
+    bits, n_bytes, n_tokens, n_docs = 0.0, 0, 0, 0
+    for document in documents:
+        if hf:
+            ids = model.tokenizer.encode(document.text, add_special_tokens=False)
+        else:
+            ids = tokenizer.encode(document.text)
+        if len(ids) < 2:
+            continue
+        if hf:
+            nll, count = _hf_document_nll(model, ids)
+        else:
+            if mode == "leakage_free":
+                exclude = same_entity_doc_ids(document.doc_id, all_ids)
+            else:
+                exclude = {document.doc_id}
+            source = _neighbour_source(model, tokenizer, retriever, mode, exclude, rng)
+            nll, count = _retro_document_nll(model, ids, source)
+        bits += nll / math.log(2)
+        n_tokens += count
+        n_bytes += _predicted_bytes(decode, ids)
+        n_docs += 1
+    return BitsPerByte(mode=mode, bits=bits, n_bytes=n_bytes, n_tokens=n_tokens, n_documents=n_docs)
+
+
+# ----------------------------------------------------------------------------------------------
+# fact accuracy
+
+
+def normalise(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def answer_found(answer: str, generated: str) -> bool:
+    """Case- and whitespace-insensitive containment of the answer in the generated text."""
+    return normalise(answer) in normalise(generated)
+
+
+@dataclass
+class FactAnswer:
+    entity: str
+    prompt: str
+    answer: str
+    generated: str
+    correct: bool
+
+
+@dataclass
+class FactAccuracy:
+    style: str  # "completion" | "question"
+    retrieval: bool
+    n: int
+    correct: int
+    completion_tokens: int
+    seconds: float
+    answers: list[FactAnswer] = field(default_factory=list)
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.n if self.n else float("nan")
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.completion_tokens / self.seconds if self.seconds else float("nan")
+
+    @property
+    def seconds_per_answer(self) -> float:
+        return self.seconds / self.n if self.n else float("nan")
+
+    def to_dict(self, with_answers: bool = False) -> dict:
+        d = {
+            "style": self.style,
+            "retrieval": self.retrieval,
+            "n": self.n,
+            "correct": self.correct,
+            "accuracy": self.accuracy,
+            "completion_tokens": self.completion_tokens,
+            "seconds": self.seconds,
+            "tokens_per_second": self.tokens_per_second,
+            "seconds_per_answer": self.seconds_per_answer,
+        }
+        if with_answers:
+            d["answers"] = [asdict(a) for a in self.answers]
+        return d
+
+
+def evaluate_facts(
+    model,
+    tokenizer,
+    retriever,
+    pairs: Sequence[FactPair],
+    style: str = "completion",
+    use_retrieval: bool = True,
+    max_new_tokens: int = 16,
+) -> FactAccuracy:
+    """Greedy answers (temperature 0) to each pair's completion or question prompt.
+
+    With `use_retrieval` a RETRO model retrieves k = n_neighbours neighbours at every chunk
+    boundary (the prompt is left-padded so its last token closes a chunk); otherwise, and for a
+    baseline or an `HFCausalLM`, it answers from its weights alone.
+    """
+    if style not in PROMPT_STYLES:
+        raise ValueError(f"unknown prompt style {style!r}; styles: {', '.join(PROMPT_STYLES)}")
+    is_retro = isinstance(model, Retro)
+    retrieving = use_retrieval and is_retro and model.config.uses_retrieval
+    if retrieving and retriever is None:
+        raise ValueError("use_retrieval=True needs a retriever")
+    retrieve = None
+    if retrieving:
+        cfg = model.config
+        retrieve = make_retrieve(retriever, cfg.n_neighbours, cfg.retrieved_len, cfg.pad_id)
+    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, seed=0)
+    result = FactAccuracy(style, retrieving, n=0, correct=0, completion_tokens=0, seconds=0.0)
+    for pair in pairs:
+        prompt = pair.completion if style == "completion" else pair.question
+        started = time.perf_counter()
+        if is_retro:
+            out = generate(model, tokenizer, prompt, params, retrieve)
+        else:
+            out = model.generate(prompt, params)
+        result.seconds += time.perf_counter() - started
+        correct = answer_found(pair.answer, out.text)
+        result.n += 1
+        result.correct += correct
+        result.completion_tokens += out.completion_tokens
+        result.answers.append(FactAnswer(pair.entity, prompt, pair.answer, out.text, correct))
+    return result
+
+
+# ----------------------------------------------------------------------------------------------
+# size
+
+
+def parameter_counts(model) -> dict[str, int]:
+    """{"total", "non_embedding"} for a Retro model or an HFCausalLM."""
+    return dict(model.parameter_counts())
+
+
+def training_tokens(meta: dict) -> int | None:
+    """Tokens seen in training, from a checkpoint's meta when the trainer recorded them."""
+    for key in ("tokens_seen", "train_tokens", "tokens"):
+        value = meta.get(key)
+        if isinstance(value, int | float):
+            return int(value)
+    for nested in ("train", "result", "training"):
+        if isinstance(meta.get(nested), dict):
+            found = training_tokens(meta[nested])
+            if found is not None:
+                return found
+    return None

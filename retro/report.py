@@ -1,0 +1,155 @@
+"""Evaluation reports: report.json, a side-by-side report.md and PNG plots from one results dict.
+
+This module owns the on-disk shape of a report and nothing else: it computes no metric (that is
+`retro.evaluate`) and loads no model (that is `retro.eval_cli`). The results dict it takes:
+
+    {"created": "...", "command": "...", "machine": "...", "index": {...}, "notes": [...],
+     "models": {name: {"kind": ..., "parameters": {"total", "non_embedding"}, "training_tokens": ...,
+                       "bpb": {mode: {"bpb", "bits", "n_bytes", ...}},
+                       "facts": {fact_set: {setting: {"accuracy", "n", "correct", ...}}},
+                       "decode": {"tokens_per_second", "seconds_per_answer"}}}}
+
+Plots use matplotlib's Agg backend (no display); missing values are simply not drawn.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+REPORT_MD, REPORT_JSON = "report.md", "report.json"
+BPB_PLOT, FACTS_PLOT = "bpb.png", "facts.png"
+BPB_LABELS = {
+    "retrieval": "bpb, retrieval on (knowledge in index)",
+    "leakage_free": "bpb, retrieval on, same entity removed (leakage-free)",
+    "random": "bpb, random neighbours",
+    "off": "bpb, retrieval off",
+}
+
+
+def _fmt(value, kind: str = "float") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if kind == "pct":
+        return f"{100 * value:.1f}%"
+    if kind == "int":
+        return f"{int(value):,}"
+    if kind == "ms":
+        return f"{1000 * value:.0f} ms"
+    return f"{value:.3f}"
+
+
+def fact_settings(results: dict) -> list[tuple[str, str]]:
+    """(fact set, setting) pairs present in any model, in a stable order."""
+    seen: list[tuple[str, str]] = []
+    for model in results["models"].values():
+        for fact_set, settings in model.get("facts", {}).items():
+            for setting in settings:
+                if (fact_set, setting) not in seen:
+                    seen.append((fact_set, setting))
+    return seen
+
+
+def markdown(results: dict) -> str:
+    names = list(results["models"])
+    models = [results["models"][n] for n in names]
+    rows: list[tuple[str, list[str]]] = [
+        ("kind", [m.get("kind", "-") for m in models]),
+        ("parameters (total)", [_fmt(m.get("parameters", {}).get("total"), "int") for m in models]),
+        (
+            "parameters (non-embedding)",
+            [_fmt(m.get("parameters", {}).get("non_embedding"), "int") for m in models],
+        ),
+        ("training tokens", [_fmt(m.get("training_tokens"), "int") for m in models]),
+    ]
+    for mode, label in BPB_LABELS.items():
+        if any(mode in m.get("bpb", {}) for m in models):
+            rows.append((label, [_fmt(m.get("bpb", {}).get(mode, {}).get("bpb")) for m in models]))
+    for fact_set, setting in fact_settings(results):
+        label = f"facts: {fact_set}, {setting}"
+        cells = []
+        for m in models:
+            r = m.get("facts", {}).get(fact_set, {}).get(setting)
+            cells.append(f"{_fmt(r['accuracy'], 'pct')} ({r['correct']}/{r['n']})" if r else "-")
+        rows.append((label, cells))
+    rows.append(
+        ("decode tokens/s (batch 1)", [_fmt(m.get("decode", {}).get("tokens_per_second")) for m in models])
+    )
+    rows.append(
+        ("latency per answer", [_fmt(m.get("decode", {}).get("seconds_per_answer"), "ms") for m in models])
+    )
+
+    lines = ["# Evaluation report", ""]
+    for key in ("created", "command", "machine"):
+        if results.get(key):
+            lines.append(f"- {key}: `{results[key]}`" if key == "command" else f"- {key}: {results[key]}")
+    if results.get("index"):
+        lines.append("- index: " + ", ".join(f"{k} {v}" for k, v in results["index"].items()))
+    lines += ["", "| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    lines += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows]
+    if results.get("notes"):
+        lines += ["", "Notes:", ""] + [f"- {note}" for note in results["notes"]]
+    lines += ["", f"![bits per byte]({BPB_PLOT})", "", f"![fact accuracy]({FACTS_PLOT})", ""]
+    return "\n".join(lines)
+
+
+def _grouped_bars(ax, groups: list[str], series: dict[str, list[float | None]], ylabel: str) -> None:
+    width = 0.8 / max(1, len(series))
+    for i, (name, values) in enumerate(series.items()):
+        xs = [g + i * width for g in range(len(groups)) if values[g] is not None]
+        ys = [v for v in values if v is not None]
+        ax.bar(xs, ys, width=width, label=name)
+    ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))])
+    ax.set_xticklabels(groups, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+
+
+def plot(results: dict, out_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results["models"])
+    models = [results["models"][n] for n in names]
+    written = []
+    modes = [mode for mode in BPB_LABELS if any(mode in m.get("bpb", {}) for m in models)]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    series = {mode: [m.get("bpb", {}).get(mode, {}).get("bpb") for m in models] for mode in modes}
+    _grouped_bars(ax, names, series, "bits per byte (lower is better)")
+    ax.set_title("Bits per byte on held-out documents")
+    fig.tight_layout()
+    fig.savefig(out_dir / BPB_PLOT, dpi=100)
+    plt.close(fig)
+    written.append(out_dir / BPB_PLOT)
+
+    settings = fact_settings(results)
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    series = {}
+    for fact_set, setting in settings:
+        values = []
+        for m in models:
+            r = m.get("facts", {}).get(fact_set, {}).get(setting)
+            values.append(100 * r["accuracy"] if r else None)
+        series[f"{fact_set}, {setting}"] = values
+    _grouped_bars(ax, names, series, "fact accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title("Fact accuracy (answer in the first 16 greedy tokens)")
+    fig.tight_layout()
+    fig.savefig(out_dir / FACTS_PLOT, dpi=100)
+    plt.close(fig)
+    written.append(out_dir / FACTS_PLOT)
+    return written
+
+
+def write_report(results: dict, out_dir: str | Path) -> list[Path]:
+    """Writes report.json, report.md and the plots into `out_dir`; returns their paths."""
+    if not isinstance(results, dict) or not isinstance(results.get("models"), dict) or not results["models"]:
+        raise ValueError("results must be a dict with a non-empty 'models' mapping")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / REPORT_JSON).write_text(json.dumps(results, indent=2, sort_keys=False, default=str))
+    (out_dir / REPORT_MD).write_text(markdown(results))
+    return [out_dir / REPORT_JSON, out_dir / REPORT_MD, *plot(results, out_dir)]

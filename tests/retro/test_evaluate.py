@@ -1,0 +1,339 @@
+"""Evaluation: a tiny RETRO trained here answers facts that only its index holds (retrieval on beats
+off), bits per byte is exact on hand-checkable cases, every retrieval mode runs, the leakage-free
+mode excludes every document of an entity, and `retro eval` writes a report holding the numbers.
+
+The toy corpus: 200 made-up countries with made-up capitals, three phrasings each (as in
+`index.facts`); 10 entities are held out of training and added to the index afterwards, so no
+model can know their capitals from its weights.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from index.build import build_index
+from index.corpus import Document
+from index.facts import FactPair, entities
+from index.neighbours import precompute_neighbours
+from index.retriever import Retriever
+from index.store import IndexStore
+from retro.checkpoint import save_checkpoint
+from retro.config import RetroConfig
+from retro.data import Recipe, TrainingData
+from retro.eval_cli import run_evaluation, spread
+from retro.evaluate import (
+    answer_found,
+    bits_per_byte,
+    entity_of,
+    evaluate_facts,
+    fit_neighbours,
+    same_entity_doc_ids,
+    training_tokens,
+)
+from retro.fictional import fictional_documents, fictional_pairs
+from retro.model import Retro
+from retro.report import BPB_PLOT, FACTS_PLOT, REPORT_JSON, REPORT_MD, write_report
+from retro.tokenizer import Tokenizer
+from tests.index.hashing_encoder import HashingEncoder
+
+N_ENTITIES, N_HELDOUT, STEPS = 200, 10, 400
+SYLLABLES = ["ka", "lo", "mi", "ru", "ve", "to", "sa", "ne", "di", "po", "ga", "fe", "zu", "bi", "xo", "ha"]
+
+
+def toy_documents(name: str, capital: str) -> list[Document]:
+    key = f"toy/country/{name.lower()}"
+    return [
+        Document(f"{key}/p1", f"{name} has its capital at {capital}.", "toy"),
+        Document(f"{key}/p2", f"The capital of {name} is {capital}.", "toy"),
+        Document(f"{key}/p3", f"{name} (country). Capital city: {capital}.", "toy"),
+    ]
+
+
+def toy_config(vocab_size: int, **overrides) -> RetroConfig:
+    base = dict(
+        vocab_size=vocab_size, d_model=64, n_layers=3, n_heads=4, d_ff=128, max_seq_len=32, chunk_size=8,
+        n_neighbours=2, retrieved_len=16, cca_layers=(1, 2), enc_layers=1, enc_d_model=32, enc_n_heads=2,
+    )  # fmt: skip
+    base.update(overrides)
+    return RetroConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    torch.set_num_threads(1)  # tiny models train faster on one thread of a shared 2-core machine
+    rng = np.random.default_rng(0)
+    names: dict[str, str] = {}
+    while len(names) < N_ENTITIES:
+        name = "".join(rng.choice(SYLLABLES, size=3)).title()
+        names.setdefault(name, "".join(rng.choice(SYLLABLES, size=2)).title())
+    items = list(names.items())
+    train_docs = [d for name, capital in items[:-N_HELDOUT] for d in toy_documents(name, capital)]
+    heldout_docs = [d for name, capital in items[-N_HELDOUT:] for d in toy_documents(name, capital)]
+    pairs = [
+        FactPair(f"country/{n.lower()}", f"What is the capital of {n}?", f"The capital of {n} is", c)
+        for n, c in items[-N_HELDOUT:]
+    ]
+    tokenizer = Tokenizer.train([d.text for d in train_docs + heldout_docs] * 3, vocab_size=400)
+    index_dir = tmp_path_factory.mktemp("toy-index")
+    encoder = HashingEncoder()
+    build_index(train_docs, index_dir, tokenizer, encoder, chunk_size=8)
+    precompute_neighbours(index_dir, k=2)
+
+    config = toy_config(tokenizer.vocab_size)
+    data = TrainingData.from_index(index_dir, config, recipe=Recipe(), total_steps=STEPS)
+    torch.manual_seed(0)
+    model = Retro(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for step in range(STEPS):
+        batch = data.batch(step, 16)
+        loss = model(batch.tokens, batch.neighbours, targets=batch.targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+
+    store = IndexStore.open(index_dir, tokenizer, encoder)
+    store.add_documents(heldout_docs)  # knowledge enters the index after training
+    return SimpleNamespace(
+        model=model,
+        tokenizer=tokenizer,
+        retriever=Retriever(store),
+        encoder=encoder,
+        index_dir=index_dir,
+        heldout_docs=heldout_docs,
+        pairs=pairs,
+        final_loss=float(loss.detach()),
+    )
+
+
+# --- the model uses its neighbours ----------------------------------------------------------------
+def test_trained_retro_answers_facts_only_the_index_holds(toy):
+    on = evaluate_facts(toy.model, toy.tokenizer, toy.retriever, toy.pairs, use_retrieval=True)
+    off = evaluate_facts(toy.model, toy.tokenizer, toy.retriever, toy.pairs, use_retrieval=False)
+    assert on.n == off.n == N_HELDOUT and on.retrieval and not off.retrieval
+    assert on.accuracy >= 0.3, [(a.answer, a.generated) for a in on.answers]
+    assert on.accuracy > off.accuracy + 0.2
+    assert on.completion_tokens > 0 and on.tokens_per_second > 0 and on.seconds_per_answer > 0
+
+
+def test_question_prompts_run_in_both_settings(toy):
+    for use_retrieval in (True, False):
+        result = evaluate_facts(
+            toy.model,
+            toy.tokenizer,
+            toy.retriever,
+            toy.pairs[:3],
+            style="question",
+            use_retrieval=use_retrieval,
+        )
+        assert result.n == 3 and [a.prompt for a in result.answers] == [p.question for p in toy.pairs[:3]]
+    with pytest.raises(ValueError, match="prompt style"):
+        evaluate_facts(toy.model, toy.tokenizer, toy.retriever, toy.pairs, style="essay")
+
+
+def test_relevant_neighbours_beat_random_ones_in_bits_per_byte(toy):
+    results = {
+        mode: bits_per_byte(toy.model, toy.tokenizer, toy.retriever, toy.heldout_docs, mode=mode)
+        for mode in ("retrieval", "leakage_free", "random", "off")
+    }
+    # every mode scores the same tokens and bytes, so the bits are comparable
+    assert len({(r.n_tokens, r.n_bytes, r.n_documents) for r in results.values()}) == 1
+    assert all(math.isfinite(r.bpb) and r.bpb > 0 for r in results.values())
+    assert results["random"].bits != results["off"].bits  # random neighbours do reach the model
+    assert results["retrieval"].bpb < results["random"].bpb
+
+
+# --- bits per byte: exact cases -------------------------------------------------------------------
+def test_uniform_model_gives_log2_vocab_bits_per_predicted_token(toy):
+    """All-zero weights make every distribution uniform: bits = (tokens - 1) * log2(V), exactly,
+    also for a document spanning several windows of max_seq_len (here 32 tokens)."""
+    config = toy_config(toy.tokenizer.vocab_size, cca_layers=(), copy_head=False, neighbour_prev_tokens=0)
+    model = Retro(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+    texts = [" ".join(d.text for d in toy.heldout_docs[:12])] + [d.text for d in toy.heldout_docs[:8]]
+    ids = [toy.tokenizer.encode(t) for t in texts]
+    assert len(ids[0]) > 3 * config.max_seq_len  # ~120 tokens: four windows
+    assert len({len(i) % config.chunk_size for i in ids}) > 1  # left padding of several lengths
+    docs = [Document(f"x{i}", t) for i, t in enumerate(texts)]
+    result = bits_per_byte(model, toy.tokenizer, None, docs, mode="off")
+    predicted_bytes = sum(
+        len(t.encode("utf-8")) - len(toy.tokenizer.decode(i[:1]).encode("utf-8"))
+        for t, i in zip(texts, ids, strict=True)
+    )
+    n_predicted = sum(len(i) - 1 for i in ids)
+    assert result.n_tokens == n_predicted and result.n_documents == len(texts)
+    assert result.n_bytes == predicted_bytes
+    assert result.bits == pytest.approx(n_predicted * math.log2(config.vocab_size), rel=1e-5)
+    assert result.bpb == pytest.approx(result.bits / predicted_bytes)
+
+
+def test_bits_match_the_log_probabilities_of_a_plain_forward(toy):
+    """Mode off on the trained copy-head model: the fused target path equals -sum log p / ln 2."""
+    doc = toy.heldout_docs[4]
+    ids = toy.tokenizer.encode(doc.text)
+    m = toy.model.config.chunk_size
+    seq = [toy.model.config.pad_id] * ((-len(ids)) % m) + ids
+    assert len(seq) <= toy.model.config.max_seq_len
+    with torch.no_grad():
+        logp = toy.model(torch.tensor([seq[:-1]]))[0]  # log-probs: the copy head is on
+    lead = len(seq) - len(ids)
+    expected = -sum(float(logp[lead + i - 1, ids[i]]) for i in range(1, len(ids))) / math.log(2)
+    result = bits_per_byte(toy.model, toy.tokenizer, toy.retriever, [doc], mode="off")
+    assert result.bits == pytest.approx(expected, rel=1e-4)
+
+
+def test_bad_modes_are_refused(toy):
+    with pytest.raises(ValueError, match="unknown bits-per-byte mode"):
+        bits_per_byte(toy.model, toy.tokenizer, toy.retriever, toy.heldout_docs, mode="sideways")
+    with pytest.raises(ValueError, match="needs a retriever"):
+        bits_per_byte(toy.model, toy.tokenizer, None, toy.heldout_docs, mode="random")
+    baseline = Retro(toy_config(toy.tokenizer.vocab_size, cca_layers=(), copy_head=False))
+    with pytest.raises(ValueError, match="mode='off'"):
+        bits_per_byte(baseline, toy.tokenizer, toy.retriever, toy.heldout_docs, mode="retrieval")
+
+
+# --- leakage-free exclusion -----------------------------------------------------------------------
+class SpyRetriever:
+    """Wraps a Retriever and records what each search excluded and what it returned."""
+
+    def __init__(self, inner: Retriever):
+        self.inner, self.store, self.calls = inner, inner.store, []
+
+    def search(self, texts, k, exclude_doc_ids=None):
+        found = self.inner.search(texts, k, exclude_doc_ids)
+        self.calls.append((exclude_doc_ids, [n.doc_ids for n in found]))
+        return found
+
+
+def test_leakage_free_mode_excludes_every_document_of_the_entity(toy):
+    def same_entity_hits(mode: str) -> int:
+        hits = searches = 0
+        for doc in toy.heldout_docs:  # one document per call: each search belongs to `doc`
+            entity = entity_of(doc.doc_id)
+            phrasings = {f"{entity}/p{i}" for i in (1, 2, 3)}
+            spy = SpyRetriever(toy.retriever)
+            bits_per_byte(toy.model, toy.tokenizer, spy, [doc], mode=mode)
+            searches += len(spy.calls)  # documents shorter than a chunk + 1 token need no search
+            for excluded, found in spy.calls:
+                wanted = phrasings if mode == "leakage_free" else {doc.doc_id}
+                assert all(e == wanted for e in excluded)
+                assert not any(d == doc.doc_id for row in found for d in row)
+                hits += sum(entity_of(d) == entity for row in found for d in row)
+        assert searches >= len(toy.heldout_docs) // 2
+        return hits
+
+    # with the knowledge in the index, other phrasings of the same entity are retrieved ...
+    assert same_entity_hits("retrieval") > 0
+    # ... and the leakage-free mode never lets one through
+    assert same_entity_hits("leakage_free") == 0
+
+
+def test_same_entity_doc_ids():
+    ids = ["facts/country/chad/p1", "facts/country/chad/p2", "facts/country/chile/p1", "wiki/Chad"]
+    assert entity_of("facts/country/chad/p2") == "facts/country/chad"
+    assert entity_of("wiki/Chad") is None
+    assert same_entity_doc_ids("facts/country/chad/p2", ids) == {
+        "facts/country/chad/p1",
+        "facts/country/chad/p2",
+    }
+    assert same_entity_doc_ids("wiki/Chad", ids) == {"wiki/Chad"}
+
+
+# --- small helpers --------------------------------------------------------------------------------
+def test_answer_matching_normalises_case_and_whitespace():
+    assert answer_found("Buenos Aires", " buenos   AIRES, the largest city")
+    assert not answer_found("Paris", " Lyon.")
+
+
+def test_fit_neighbours_cuts_or_pads_to_the_model_length():
+    tokens = np.arange(1, 9).reshape(1, 2, 4)
+    assert fit_neighbours(tokens, 3, 0).tolist() == [[[1, 2, 3], [5, 6, 7]]]
+    assert fit_neighbours(tokens, 6, 0).tolist() == [[[1, 2, 3, 4, 0, 0], [5, 6, 7, 8, 0, 0]]]
+
+
+def test_training_tokens_from_checkpoint_meta():
+    assert training_tokens({"training": {"tokens_seen": 1638400, "step": 400}}) == 1638400
+    assert training_tokens({"preset": "demo"}) is None
+
+
+def test_spread_takes_an_even_deterministic_sample():
+    assert spread(list(range(10)), 5) == [0, 2, 4, 6, 8]
+    assert spread(list(range(3)), None) == [0, 1, 2] == spread(list(range(3)), 7)
+
+
+def test_fictional_entities_are_unknown_and_their_answers_are_in_their_documents():
+    docs, pairs = fictional_documents(), fictional_pairs()
+    assert len(docs) == 60 and len({d.doc_id for d in docs}) == 60
+    assert len(pairs) >= 60
+    real_names = {e.name.lower() for e in entities()}
+    texts = {d.doc_id: d.text for d in docs}
+    for pair in pairs:
+        name = pair.completion.split(" of ")[-1].split(" is")[0].split(" was")[0]
+        assert name.lower() not in real_names
+        # phrasing p2 holds "<completion> <answer>" verbatim, as in index.facts
+        assert f"{pair.completion} {pair.answer}" in texts[f"fictional/{pair.entity}/p2"]
+
+
+# --- the report and the command -------------------------------------------------------------------
+def test_run_evaluation_writes_a_report_holding_the_numbers(toy, tmp_path):
+    run = save_checkpoint(
+        tmp_path / "toy-retro", toy.model, toy.tokenizer, meta={"training": {"tokens_seen": STEPS * 16 * 32}}
+    )
+    baseline = Retro(
+        toy_config(toy.tokenizer.vocab_size, cca_layers=(), copy_head=False, neighbour_prev_tokens=0)
+    )
+    base_run = save_checkpoint(tmp_path / "toy-baseline", baseline, toy.tokenizer)
+    results = run_evaluation(
+        [run, base_run],
+        toy.index_dir,
+        encoder=toy.encoder,
+        fact_sets={"toy held-out": toy.pairs[:4]},
+        extra_documents=toy.heldout_docs,
+        bpb_documents=toy.heldout_docs[:6],
+        log=lambda s: None,
+    )
+    retro_entry, base_entry = results["models"]["toy-retro"], results["models"]["toy-baseline"]
+    assert set(retro_entry["bpb"]) == {"retrieval", "leakage_free", "random", "off"}
+    assert set(base_entry["bpb"]) == {"off"}
+    assert set(retro_entry["facts"]["toy held-out"]) == {
+        "completion, retrieval on",
+        "completion, retrieval off",
+        "question, retrieval on",
+        "question, retrieval off",
+    }
+    assert retro_entry["training_tokens"] == STEPS * 16 * 32
+    assert retro_entry["parameters"] == toy.model.parameter_counts()
+    assert retro_entry["decode"]["tokens_per_second"] > 0
+
+    out = tmp_path / "report"
+    paths = write_report(results, out)
+    assert {p.name for p in paths} == {REPORT_JSON, REPORT_MD, BPB_PLOT, FACTS_PLOT}
+    assert (out / BPB_PLOT).read_bytes()[:4] == b"\x89PNG"
+    saved = json.loads((out / REPORT_JSON).read_text())
+    assert saved["models"]["toy-retro"]["bpb"]["off"]["bpb"] == pytest.approx(
+        retro_entry["bpb"]["off"]["bpb"]
+    )
+    markdown = (out / REPORT_MD).read_text()
+    assert "| | toy-retro | toy-baseline |" in markdown
+    assert f"{retro_entry['bpb']['random']['bpb']:.3f}" in markdown
+    on = retro_entry["facts"]["toy held-out"]["completion, retrieval on"]
+    assert f"{100 * on['accuracy']:.1f}% ({on['correct']}/{on['n']})" in markdown
+
+
+def test_eval_command_refuses_missing_folders(tmp_path):
+    from retro.cli import app
+
+    result = CliRunner().invoke(
+        app, ["eval", str(tmp_path / "nope"), "--index", str(tmp_path), "--out", str(tmp_path / "r")]
+    )
+    assert result.exit_code == 2
+    assert "does not exist" in result.output
