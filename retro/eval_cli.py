@@ -82,7 +82,8 @@ def evaluate_model(model, tokenizer, retriever, fact_sets: dict, bpb_documents: 
                     decode = result["decode"]
                     decode["completion_tokens"] = decode.get("completion_tokens", 0) + acc.completion_tokens
                     decode["seconds"] = decode.get("seconds", 0.0) + acc.seconds
-                    decode["answers"] = decode.get("answers", 0) + acc.n
+                    answered = sum(a.error is None for a in acc.answers)
+                    decode["answers"] = decode.get("answers", 0) + answered
     decode = result["decode"]
     if decode.get("seconds"):
         decode["tokens_per_second"] = decode["completion_tokens"] / decode["seconds"]

@@ -30,7 +30,7 @@ import torch
 from index.corpus import Document
 from index.facts import FactPair
 from retro.data import IGNORE
-from retro.generate import SamplingParams, generate
+from retro.generate import PromptTooLongError, SamplingParams, generate
 from retro.model import Retro
 
 BPB_MODES = ("retrieval", "leakage_free", "random", "off")
@@ -241,6 +241,7 @@ class FactAnswer:
     answer: str
     generated: str
     correct: bool
+    error: str | None = None  # e.g. a prompt longer than the model takes: counted as wrong
 
 
 @dataclass
@@ -263,7 +264,8 @@ class FactAccuracy:
 
     @property
     def seconds_per_answer(self) -> float:
-        return self.seconds / self.n if self.n else float("nan")
+        answered = sum(a.error is None for a in self.answers)
+        return self.seconds / answered if answered else float("nan")
 
     def to_dict(self, with_answers: bool = False) -> dict:
         d = {
@@ -312,10 +314,15 @@ def evaluate_facts(
     for pair in pairs:
         prompt = pair.completion if style == "completion" else pair.question
         started = time.perf_counter()
-        if is_retro:
-            out = generate(model, tokenizer, prompt, params, retrieve)
-        else:
-            out = model.generate(prompt, params)
+        try:
+            if is_retro:
+                out = generate(model, tokenizer, prompt, params, retrieve)
+            else:
+                out = model.generate(prompt, params)
+        except PromptTooLongError as e:
+            result.n += 1
+            result.answers.append(FactAnswer(pair.entity, prompt, pair.answer, "", False, error=str(e)))
+            continue
         result.seconds += time.perf_counter() - started
         correct = answer_found(pair.answer, out.text)
         result.n += 1

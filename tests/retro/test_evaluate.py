@@ -43,7 +43,7 @@ from retro.report import BPB_PLOT, FACTS_PLOT, REPORT_JSON, REPORT_MD, write_rep
 from retro.tokenizer import Tokenizer
 from tests.index.hashing_encoder import HashingEncoder
 
-N_ENTITIES, N_HELDOUT, STEPS = 200, 10, 400
+N_ENTITIES, N_HELDOUT, STEPS = 200, 20, 400
 SYLLABLES = ["ka", "lo", "mi", "ru", "ve", "to", "sa", "ne", "di", "po", "ga", "fe", "zu", "bi", "xo", "ha"]
 
 
@@ -201,6 +201,60 @@ def test_bad_modes_are_refused(toy):
         bits_per_byte(baseline, toy.tokenizer, toy.retriever, toy.heldout_docs, mode="retrieval")
 
 
+@pytest.fixture(scope="module")
+def hf_folder(toy, tmp_path_factory):
+    """A tiny GPT-2 with all-zero weights (uniform predictions) and its own BPE: no download."""
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    bpe = HFTokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator([d.text for d in toy.heldout_docs] * 4, trainer=trainer)
+    hf_tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>")
+    config = GPT2Config(
+        n_layer=1, n_embd=16, n_head=2, n_positions=16, vocab_size=len(hf_tokenizer),
+        bos_token_id=hf_tokenizer.eos_token_id, eos_token_id=hf_tokenizer.eos_token_id,
+    )  # fmt: skip
+    model = GPT2LMHeadModel(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+    folder = tmp_path_factory.mktemp("hf") / "tiny-gpt2"
+    model.save_pretrained(folder)
+    hf_tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_hugging_face_model_bits_per_byte_and_facts(toy, hf_folder):
+    """A uniform GPT-2: (tokens - 1) * log2(V) bits, also over several overlapping 16-token windows."""
+    from retro.hf_model import load_hf_model
+
+    hf = load_hf_model(hf_folder)
+    text = " ".join(d.text for d in toy.heldout_docs[:6])
+    ids = hf.tokenizer.encode(text, add_special_tokens=False)
+    assert len(ids) > 3 * hf.max_seq_len
+    result = bits_per_byte(hf, None, None, [Document("x", text)], mode="off")
+    assert result.n_tokens == len(ids) - 1
+    assert result.bits == pytest.approx((len(ids) - 1) * math.log2(hf.model.config.vocab_size), rel=1e-5)
+    assert result.n_bytes == len(text.encode()) - len(hf.tokenizer.decode(ids[:1]).encode())
+    with pytest.raises(ValueError, match="mode='off'"):
+        bits_per_byte(hf, None, toy.retriever, [Document("x", text)], mode="retrieval")
+    facts = evaluate_facts(hf, None, toy.retriever, toy.pairs[:2], use_retrieval=True)
+    assert facts.n == 2 and not facts.retrieval and facts.completion_tokens > 0
+    # a prompt longer than the model takes is a wrong answer with its reason, not a crash
+    long_pair = FactPair("x", "?", " ".join(["The capital of Kaloka is"] * 8), "Mibi")
+    too_long = evaluate_facts(hf, None, None, [long_pair])
+    assert too_long.n == 1 and too_long.correct == 0 and "limit" in too_long.answers[0].error
+
+
 # --- leakage-free exclusion -----------------------------------------------------------------------
 class SpyRetriever:
     """Wraps a Retriever and records what each search excluded and what it returned."""
@@ -284,7 +338,7 @@ def test_fictional_entities_are_unknown_and_their_answers_are_in_their_documents
 
 
 # --- the report and the command -------------------------------------------------------------------
-def test_run_evaluation_writes_a_report_holding_the_numbers(toy, tmp_path):
+def test_run_evaluation_writes_a_report_holding_the_numbers(toy, hf_folder, tmp_path):
     run = save_checkpoint(
         tmp_path / "toy-retro", toy.model, toy.tokenizer, meta={"training": {"tokens_seen": STEPS * 16 * 32}}
     )
@@ -295,6 +349,7 @@ def test_run_evaluation_writes_a_report_holding_the_numbers(toy, tmp_path):
     results = run_evaluation(
         [run, base_run],
         toy.index_dir,
+        compare_model=hf_folder,
         encoder=toy.encoder,
         fact_sets={"toy held-out": toy.pairs[:4]},
         extra_documents=toy.heldout_docs,
@@ -313,6 +368,9 @@ def test_run_evaluation_writes_a_report_holding_the_numbers(toy, tmp_path):
     assert retro_entry["training_tokens"] == STEPS * 16 * 32
     assert retro_entry["parameters"] == toy.model.parameter_counts()
     assert retro_entry["decode"]["tokens_per_second"] > 0
+    hf_entry = results["models"]["tiny-gpt2"]
+    assert set(hf_entry["bpb"]) == {"off"} and hf_entry["kind"] == "Hugging Face causal LM"
+    assert set(hf_entry["facts"]["toy held-out"]) == {"completion, retrieval off", "question, retrieval off"}
 
     out = tmp_path / "report"
     paths = write_report(results, out)
@@ -323,7 +381,7 @@ def test_run_evaluation_writes_a_report_holding_the_numbers(toy, tmp_path):
         retro_entry["bpb"]["off"]["bpb"]
     )
     markdown = (out / REPORT_MD).read_text()
-    assert "| | toy-retro | toy-baseline |" in markdown
+    assert "| | toy-retro | toy-baseline | tiny-gpt2 |" in markdown
     assert f"{retro_entry['bpb']['random']['bpb']:.3f}" in markdown
     on = retro_entry["facts"]["toy held-out"]["completion, retrieval on"]
     assert f"{100 * on['accuracy']:.1f}% ({on['correct']}/{on['n']})" in markdown
