@@ -6,7 +6,9 @@ held-out fact entities (`index.facts`, split "heldout") and the made-up entities
 (`retro.fictional`) have their documents added to the index with `IndexStore.add_documents` when
 they are missing (so the knowledge is in the index but was never in training), then:
 
-- bits per byte on the held-out fact documents: retrieval on / leakage-free / random / off;
+- bits per byte on the held-out fact documents: retrieval on / leakage-free / random / off; and,
+  when a run was trained with `--validation-fraction`, on the index's validation-split documents
+  (retrieval on / random / off; neighbours exclude the document itself);
 - fact accuracy for both fact sets, as completion prompts and as questions, retrieval on and off;
 - parameters, training tokens (checkpoint meta), decode tokens/s and seconds per answer.
 
@@ -45,6 +47,22 @@ def spread(items: list, limit: int | None) -> list:
     return [items[int(i * step)] for i in range(limit)]
 
 
+def validation_documents(store, fraction: float, limit: int | None) -> list:
+    """The index's documents of the training validation split (`retro.data`: a hash of the doc id),
+    their text decoded back from the stored chunks; at most `limit`, evenly spread."""
+    from index.corpus import Document
+    from retro.data import _doc_in_split
+
+    picked = [i for i in range(store.n_documents) if _doc_in_split(store.document(i)["doc_id"], fraction)]
+    documents = []
+    for i in spread(picked, limit):
+        record = store.document(i)
+        rows = store.chunk_tokens(range(record["first_chunk"], record["first_chunk"] + record["n_chunks"]))
+        tokens = [int(t) for t in rows.reshape(-1) if t != store.pad_id]
+        documents.append(Document(record["doc_id"], store.tokenizer.decode(tokens)))
+    return documents
+
+
 def _machine(device: str) -> str:
     import torch
 
@@ -54,8 +72,20 @@ def _machine(device: str) -> str:
     return f"CPU ({cpu}), {torch.get_num_threads()} torch threads, {os.cpu_count()} cores ({platform.node()})"
 
 
-def evaluate_model(model, tokenizer, retriever, fact_sets: dict, bpb_documents: list, log=print) -> dict:
-    """All numbers for one model: bpb per mode, fact accuracy per (set, prompt style, retrieval)."""
+def evaluate_model(
+    model,
+    tokenizer,
+    retriever,
+    fact_sets: dict,
+    bpb_documents: list,
+    log=print,
+    validation: list | None = None,
+) -> dict:
+    """All numbers for one model: bpb per mode, fact accuracy per (set, prompt style, retrieval).
+
+    `validation` documents (the training run's validation split), when given, get their own bpb
+    per mode under "bpb_validation".
+    """
     from retro.evaluate import bits_per_byte, evaluate_facts, parameter_counts
     from retro.model import Retro
 
@@ -67,6 +97,12 @@ def evaluate_model(model, tokenizer, retriever, fact_sets: dict, bpb_documents: 
         result["bpb"][mode] = bpb.to_dict()
         seconds = time.perf_counter() - started
         log(f"  bpb {mode}: {bpb.bpb:.3f} ({bpb.n_documents} documents, {seconds:.0f} s)")
+    if validation:
+        result["bpb_validation"] = {}
+        for mode in ("retrieval", "random", "off") if retrieving else ("off",):
+            bpb = bits_per_byte(model, tokenizer, retriever, validation, mode=mode)
+            result["bpb_validation"][mode] = bpb.to_dict()
+            log(f"  bpb validation {mode}: {bpb.bpb:.3f} ({bpb.n_documents} documents)")
     main_setting = "completion, retrieval on" if retrieving else "completion, retrieval off"
     for set_name, pairs in fact_sets.items():
         settings = result["facts"].setdefault(set_name, {})
@@ -148,6 +184,8 @@ def run_evaluation(
         if bpb_documents is None:
             bpb_documents = spread(heldout_docs, max_docs)
     added = store.add_documents(extra_documents)
+    fraction = max(float(meta.get("validation_fraction") or 0.0) for *_, meta in loaded)
+    validation = validation_documents(store, fraction, max_docs) if fraction > 0 else []
     log(
         f"index {store.version_dir}: added {added.n_documents} evaluation documents ({added.n_chunks} chunks)"
     )
@@ -165,6 +203,8 @@ def run_evaluation(
         },
         "protocol": {
             "bpb_documents": len(bpb_documents),
+            "validation_documents": len(validation),
+            "validation_fraction": fraction,
             "fact_sets": {name: len(pairs) for name, pairs in fact_sets.items()},
             "max_new_tokens": 16,
             "decoding": "greedy",
@@ -179,7 +219,7 @@ def run_evaluation(
         kind = "RETRO" if model.config.uses_retrieval else "no-retrieval baseline"
         log(f"{name} ({kind})")
         entry = {"kind": kind, "path": str(run), "training_tokens": training_tokens(meta)}
-        entry.update(evaluate_model(model, tokenizer, retriever, fact_sets, bpb_documents, log))
+        entry.update(evaluate_model(model, tokenizer, retriever, fact_sets, bpb_documents, log, validation))
         results["models"][name] = entry
     if compare_model is not None:
         from retro.hf_model import load_hf_model
@@ -187,7 +227,7 @@ def run_evaluation(
         hf = load_hf_model(compare_model, device=device)
         log(f"{hf.name} (Hugging Face)")
         entry = {"kind": "Hugging Face causal LM", "path": str(compare_model), "training_tokens": None}
-        entry.update(evaluate_model(hf, None, retriever, fact_sets, bpb_documents, log))
+        entry.update(evaluate_model(hf, None, retriever, fact_sets, bpb_documents, log, validation))
         results["models"][hf.name] = entry
         results["notes"].append(
             f"{hf.name} uses its own tokenizer; its bits per byte count the same documents' bytes "

@@ -5,7 +5,7 @@ This module owns the on-disk shape of a report and nothing else: it computes no 
 
     {"created": "...", "command": "...", "machine": "...", "index": {...}, "notes": [...],
      "models": {name: {"kind": ..., "parameters": {"total", "non_embedding"}, "training_tokens": ...,
-                       "bpb": {mode: {"bpb", "bits", "n_bytes", ...}},
+                       "bpb": {mode: {"bpb", "bits", "n_bytes", ...}}, "bpb_validation": {...},
                        "facts": {fact_set: {setting: {"accuracy", "n", "correct", ...}}},
                        "decode": {"tokens_per_second", "seconds_per_answer"}}}}
 
@@ -66,6 +66,10 @@ def markdown(results: dict) -> str:
     for mode, label in BPB_LABELS.items():
         if any(mode in m.get("bpb", {}) for m in models):
             rows.append((label, [_fmt(m.get("bpb", {}).get(mode, {}).get("bpb")) for m in models]))
+    for mode in BPB_LABELS:
+        if any(mode in m.get("bpb_validation", {}) for m in models):
+            cells = [_fmt(m.get("bpb_validation", {}).get(mode, {}).get("bpb")) for m in models]
+            rows.append((BPB_LABELS[mode].replace("bpb,", "bpb (validation documents),"), cells))
     for fact_set, setting in fact_settings(results):
         label = f"facts: {fact_set}, {setting}"
         cells = []

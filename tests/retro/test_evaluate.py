@@ -27,7 +27,7 @@ from index.store import IndexStore
 from retro.checkpoint import save_checkpoint
 from retro.config import RetroConfig
 from retro.data import Recipe, TrainingData
-from retro.eval_cli import run_evaluation, spread
+from retro.eval_cli import run_evaluation, spread, validation_documents
 from retro.evaluate import (
     answer_found,
     bits_per_byte,
@@ -108,6 +108,7 @@ def toy(tmp_path_factory):
         encoder=encoder,
         index_dir=index_dir,
         heldout_docs=heldout_docs,
+        all_texts={d.doc_id: d.text for d in train_docs + heldout_docs},
         pairs=pairs,
         final_loss=float(loss.detach()),
     )
@@ -341,7 +342,10 @@ def test_fictional_entities_are_unknown_and_their_answers_are_in_their_documents
 # --- the report and the command -------------------------------------------------------------------
 def test_run_evaluation_writes_a_report_holding_the_numbers(toy, hf_folder, tmp_path):
     run = save_checkpoint(
-        tmp_path / "toy-retro", toy.model, toy.tokenizer, meta={"training": {"tokens_seen": STEPS * 16 * 32}}
+        tmp_path / "toy-retro",
+        toy.model,
+        toy.tokenizer,
+        meta={"training": {"tokens_seen": STEPS * 16 * 32}, "validation_fraction": 0.1},
     )
     baseline = Retro(
         toy_config(toy.tokenizer.vocab_size, cca_layers=(), copy_head=False, neighbour_prev_tokens=0)
@@ -369,6 +373,11 @@ def test_run_evaluation_writes_a_report_holding_the_numbers(toy, hf_folder, tmp_
     assert retro_entry["training_tokens"] == STEPS * 16 * 32
     assert retro_entry["parameters"] == toy.model.parameter_counts()
     assert retro_entry["decode"]["tokens_per_second"] > 0
+    # the run's validation split of the index (decoded back from its chunks) gets its own bpb
+    n_validation = results["protocol"]["validation_documents"]
+    assert n_validation > 0 and results["protocol"]["validation_fraction"] == 0.1
+    assert set(retro_entry["bpb_validation"]) == {"retrieval", "random", "off"}
+    assert retro_entry["bpb_validation"]["off"]["n_documents"] == n_validation
     hf_entry = results["models"]["tiny-gpt2"]
     assert set(hf_entry["bpb"]) == {"off"} and hf_entry["kind"] == "Hugging Face causal LM"
     assert set(hf_entry["facts"]["toy held-out"]) == {"completion, retrieval off", "question, retrieval off"}
@@ -384,8 +393,19 @@ def test_run_evaluation_writes_a_report_holding_the_numbers(toy, hf_folder, tmp_
     markdown = (out / REPORT_MD).read_text()
     assert "| | toy-retro | toy-baseline | tiny-gpt2 |" in markdown
     assert f"{retro_entry['bpb']['random']['bpb']:.3f}" in markdown
+    validation_random = retro_entry["bpb_validation"]["random"]["bpb"]
+    assert f"| bpb (validation documents), random neighbours | {validation_random:.3f}" in markdown
     on = retro_entry["facts"]["toy held-out"]["completion, retrieval on"]
     assert f"{100 * on['accuracy']:.1f}% ({on['correct']}/{on['n']})" in markdown
+
+
+def test_validation_documents_are_decoded_back_from_the_index(toy):
+    store = toy.retriever.store
+    documents = validation_documents(store, 0.2, None)
+    assert 0 < len(documents) < store.n_documents
+    for document in documents:
+        assert document.text == toy.all_texts[document.doc_id]
+    assert len(validation_documents(store, 0.2, 3)) == 3
 
 
 def test_eval_command_refuses_missing_folders(tmp_path):
