@@ -74,7 +74,7 @@ class Batch:
         )
 
 
-def _doc_in_split(doc_id: str, validation_fraction: float) -> bool:
+def in_validation_split(doc_id: str, validation_fraction: float) -> bool:
     """True for documents of the validation split: a hash of the id, stable across builds."""
     digest = int(hashlib.sha256(doc_id.encode("utf-8")).hexdigest()[:8], 16)
     return digest / 2**32 < validation_fraction
@@ -113,7 +113,9 @@ class TrainingData:
         self.k, self.r, self.m = config.n_neighbours, config.retrieved_len, m
         self.seq_len = config.max_seq_len - config.max_seq_len % m  # whole chunks
         self.pad_id = chunks.pad_id
-        in_validation = np.array([_doc_in_split(d, validation_fraction) for d in chunks.doc_ids], dtype=bool)
+        in_validation = np.array(
+            [in_validation_split(d, validation_fraction) for d in chunks.doc_ids], dtype=bool
+        )
         keep_doc = in_validation if split == "validation" else ~in_validation
         self.chunk_ids = np.nonzero(keep_doc[np.asarray(chunks.doc_index)])[0]  # store ids, in order
         self.n_seq_chunks = self.seq_len // m

@@ -51,9 +51,11 @@ def validation_documents(store, fraction: float, limit: int | None) -> list:
     """The index's documents of the training validation split (`retro.data`: a hash of the doc id),
     their text decoded back from the stored chunks; at most `limit`, evenly spread."""
     from index.corpus import Document
-    from retro.data import _doc_in_split
+    from retro.data import in_validation_split
 
-    picked = [i for i in range(store.n_documents) if _doc_in_split(store.document(i)["doc_id"], fraction)]
+    picked = [
+        i for i in range(store.n_documents) if in_validation_split(store.document(i)["doc_id"], fraction)
+    ]
     documents = []
     for i in spread(picked, limit):
         record = store.document(i)
