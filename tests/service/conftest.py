@@ -25,32 +25,18 @@ from retro.model import Retro
 from retro.tokenizer import Tokenizer
 from service.app import create_app
 from service.settings import Settings
+from tests.index.conftest import TOPIC_DOCUMENTS
 
+# Zorbland (a fact only the index knows) and five of the index tests' distinct-topic documents.
 DOCUMENTS = [
     Document(
         "geo/zorbland", "Zorbland is a small island country. Its capital is Quibbletown, a port city.", "test"
     ),
-    Document(
-        "space/mars",
-        "Mars is the fourth planet from the Sun and has two small moons, Phobos and Deimos.",
-        "test",
-    ),
-    Document(
-        "food/bread",
-        "Bread dough rises because yeast ferments sugar and releases carbon dioxide gas.",
-        "test",
-    ),
-    Document(
-        "music/violin",
-        "The violin has four strings tuned in perfect fifths and is played with a bow.",
-        "test",
-    ),
-    Document(
-        "sport/chess",
-        "In chess, castling moves the king two squares towards a rook on the same rank.",
-        "test",
-    ),
-    Document("geo/nile", "The Nile flows north through eleven countries into the Mediterranean Sea.", "test"),
+    *[
+        d
+        for d in TOPIC_DOCUMENTS
+        if d.doc_id in {"space/mars", "food/bread", "music/violin", "sport/chess", "geo/nile"}
+    ],
 ]
 API_KEY = "test-key-123"
 
