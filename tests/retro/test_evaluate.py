@@ -42,6 +42,7 @@ from retro.model import Retro
 from retro.report import BPB_PLOT, FACTS_PLOT, REPORT_JSON, REPORT_MD, write_report
 from retro.tokenizer import Tokenizer
 from tests.index.hashing_encoder import HashingEncoder
+from tests.tiny_gpt2 import save_tiny_gpt2
 
 N_ENTITIES, N_HELDOUT, STEPS = 200, 20, 400
 SYLLABLES = ["ka", "lo", "mi", "ru", "ve", "to", "sa", "ne", "di", "po", "ga", "fe", "zu", "bi", "xo", "ha"]
@@ -206,33 +207,11 @@ def test_bad_modes_are_refused(toy):
 @pytest.fixture(scope="module")
 def hf_folder(toy, tmp_path_factory):
     """A tiny GPT-2 with all-zero weights (uniform predictions) and its own BPE: no download."""
-    from tokenizers import Tokenizer as HFTokenizer
-    from tokenizers import decoders, models, pre_tokenizers, trainers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
-
-    bpe = HFTokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=300,
-        special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    bpe.train_from_iterator([d.text for d in toy.heldout_docs] * 4, trainer=trainer)
-    hf_tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>")
-    config = GPT2Config(
-        n_layer=1, n_embd=16, n_head=2, n_positions=16, vocab_size=len(hf_tokenizer),
-        bos_token_id=hf_tokenizer.eos_token_id, eos_token_id=hf_tokenizer.eos_token_id,
-    )  # fmt: skip
-    model = GPT2LMHeadModel(config)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.zero_()
     folder = tmp_path_factory.mktemp("hf") / "tiny-gpt2"
-    model.save_pretrained(folder)
-    hf_tokenizer.save_pretrained(folder)
-    return folder
+    texts = [d.text for d in toy.heldout_docs] * 4
+    return save_tiny_gpt2(
+        folder, texts, vocab_size=300, n_layer=1, n_embd=16, n_positions=16, zero_weights=True
+    )
 
 
 def test_hugging_face_model_bits_per_byte_and_facts(toy, hf_folder):

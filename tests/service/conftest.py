@@ -26,6 +26,7 @@ from retro.tokenizer import Tokenizer
 from service.app import create_app
 from service.settings import Settings
 from tests.index.conftest import TOPIC_DOCUMENTS
+from tests.tiny_gpt2 import save_tiny_gpt2
 
 # Zorbland (a fact only the index knows) and five of the index tests' distinct-topic documents.
 DOCUMENTS = [
@@ -85,33 +86,10 @@ def baseline_checkpoint(workdir, tokenizer) -> Path:
 @pytest.fixture(scope="session")
 def hf_model_dir(workdir) -> Path:
     """A tiny random GPT-2 and a byte-level BPE tokenizer trained here: no download anywhere."""
-    import torch
-    from tokenizers import Tokenizer as HFTokenizer
-    from tokenizers import decoders, models, pre_tokenizers, trainers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
-
-    bpe = HFTokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
+    texts = [d.text for d in DOCUMENTS] * 4
+    return save_tiny_gpt2(
+        workdir / "tiny-gpt2", texts, vocab_size=400, n_layer=2, n_embd=32, n_positions=128, seed=2
     )
-    bpe.train_from_iterator([d.text for d in DOCUMENTS] * 4, trainer=trainer)
-    hf_tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe, eos_token="<|endoftext|>", bos_token="<|endoftext|>"
-    )
-    torch.manual_seed(2)
-    config = GPT2Config(
-        n_layer=2, n_embd=32, n_head=2, n_positions=128, vocab_size=len(hf_tokenizer),
-        bos_token_id=hf_tokenizer.eos_token_id, eos_token_id=hf_tokenizer.eos_token_id,
-    )  # fmt: skip
-    folder = workdir / "tiny-gpt2"
-    GPT2LMHeadModel(config).save_pretrained(folder)
-    hf_tokenizer.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="session")
