@@ -1,6 +1,10 @@
 # The two commands of the README: `make demo` (serve the demo) and `make test` (lint + unit suite).
 # Both do their own set-up: a virtual environment in .venv with the project installed.
+# `make demo TRAIN=1` retrains the demo models here instead of using the ones in models/;
+# DATA (or RETRO_DATA_DIR) is where the demo caches its index and runs.
 VENV ?= .venv
+DATA ?= $(or $(RETRO_DATA_DIR),data)
+TRAIN ?=
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
@@ -20,6 +24,9 @@ lint: $(STAMP)
 
 test: lint
 	$(VENV)/bin/pytest -q
+
+demo: $(STAMP)
+	$(VENV)/bin/retro demo --data-dir $(DATA) $(if $(filter-out 0,$(TRAIN)),--train,)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -56,8 +56,13 @@ def save_checkpoint(
     tokenizer: Tokenizer,
     meta: dict | None = None,
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+    dtype: torch.dtype | None = None,
 ) -> Path:
-    """Writes the checkpoint atomically; `meta` is free-form JSON (training command, data, figures)."""
+    """Writes the checkpoint atomically; `meta` is free-form JSON (training command, data, figures).
+
+    `dtype` (e.g. torch.float16) stores floating-point weights in that type, to halve a published
+    checkpoint; `load_checkpoint` casts them back to the model's float32 parameters.
+    """
     folder = Path(folder)
     if tokenizer.vocab_size > model.config.vocab_size:
         raise ValueError(
@@ -66,6 +71,8 @@ def save_checkpoint(
         )
     folder.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         shards = _shards(state, max_shard_bytes)

@@ -62,3 +62,59 @@ def serve(
         if path is not None and not path.is_dir():
             fail(f"the {name} folder {path} does not exist")
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level)
+
+
+@app.command("demo")
+def demo(
+    data_dir: Path = typer.Option(
+        Path("data"), "--data-dir", envvar="RETRO_DATA_DIR", help="where the demo keeps its index and runs"
+    ),
+    train: bool = typer.Option(
+        False, "--train", help="train the demo models here (the models' recipe) instead of using models/"
+    ),
+    serve_after: bool = typer.Option(True, "--serve/--no-serve", help="serve when ready (default) or stop"),
+    host: str = typer.Option("127.0.0.1", envvar="RETRO_HOST", help="address to bind"),
+    port: int = typer.Option(8000, envvar="RETRO_PORT", help="port"),
+    device: str = typer.Option("auto", help="device of the models and the encoder: auto, cpu or cuda"),
+) -> None:
+    """Builds everything the demo needs under DATA_DIR (cached) and serves it on http://HOST:PORT."""
+    import threading
+
+    import uvicorn
+
+    from index.encoder import ChunkEncoder
+    from retro.checkpoint import CheckpointError
+    from service import demo as stages
+    from service.app import create_app
+    from service.settings import Settings
+
+    model_device = device
+    if device == "auto":
+        import torch
+
+        model_device = "cuda" if torch.cuda.is_available() else "cpu"
+    paths = stages.DemoPaths(data_dir.resolve())
+    try:
+        if train:
+            retro_dir, baseline_dir = stages.train_models(paths)
+        else:
+            retro_dir, baseline_dir = stages.shipped_models()
+        stages.console.print(f"models: {retro_dir} and {baseline_dir}", highlight=False)
+        with stages.console.status("loading the chunk encoder (all-MiniLM-L6-v2)"):
+            encoder = ChunkEncoder(device)
+        stages.ensure_index(paths.index, retro_dir, stages.INDEX_SOURCES, device, encoder)
+        stages.add_heldout_facts(paths.index, retro_dir, device, encoder)
+        settings = Settings(
+            model=retro_dir, index=paths.index, compare_model=baseline_dir, host=host, port=port,
+            device=model_device, index_device=device, rebuild_sources=["facts", "wiki-vital"],
+        )  # fmt: skip
+        settings.check_bind()
+    except (CheckpointError, RuntimeError, ValueError) as e:
+        hint = "" if train else " (or run `make demo TRAIN=1` to train the demo models here)"
+        fail(f"{e}{hint}")
+    if not serve_after:
+        stages.console.print(f"demo prepared under {paths.data}; serve it with `retro demo`", highlight=False)
+        return
+    base_url = f"http://{host}:{port}"
+    threading.Thread(target=stages.announce_when_ready, args=(base_url,), daemon=True).start()
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")

@@ -1,0 +1,257 @@
+"""`retro demo`: one command from a fresh checkout to a served demo, every stage cached.
+
+Stages, each with a Rich progress bar and an ETA where its length is known:
+
+1. models: the repository's demo checkpoints (`models/demo`, `models/demo-baseline`, trained on a
+   CPU by the recipe below), or, with `--train`, the same recipe run here into `DATA/runs/`
+   (minutes on a GPU, about an hour on a 2-core CPU);
+2. index: `wiki-vital` + the training facts (`facts:train`) cut and embedded with the RETRO model's
+   own tokenizer into `DATA/index`, reused when one with the same sources, tokenizer and chunk size
+   is already there;
+3. held-out facts: the entities the model never saw (`facts:heldout`) and the made-up ones
+   (`retro.fictional`) added live to that index, as a user would add new knowledge after training;
+4. serve: the API and the comparison page on http://HOST:PORT, with three example `curl` calls.
+
+This module owns the demo's recipe and its caching; the work is done by the same functions the
+`retro index` and `retro train` commands call, so the demo is the documented pipeline, not a copy.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+console = Console(stderr=True)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_MODELS = REPO_ROOT / "models"
+INDEX_SOURCES = ["wiki-vital", "facts:train"]  # what the demo models were trained on
+RETRO_RUN, BASELINE_RUN = "demo", "demo-baseline"
+
+# The recipe that produced models/demo and models/demo-baseline (their model cards quote it).
+# `{index}` and `{runs}` are filled in; everything else is exactly what was run.
+TRAIN_INDEX_COMMAND = (
+    "retro index build wiki-vital facts:train --out {index} --chunk-size 32 --vocab-size 8192"
+)
+TRAIN_RETRO_COMMAND = (
+    "retro train --preset demo --index {index} --out {runs}/demo --steps 3000 --batch-size 16 "
+    "--lr 1.5e-3 --ckpt-every 100 --recipe continuation_end=1.0"
+)
+TRAIN_BASELINE_COMMAND = (
+    "retro train --preset demo --baseline --index {index} --out {runs}/demo-baseline --steps 400 "
+    "--batch-size 16 --lr 1e-3 --ckpt-every 50"
+)
+
+
+@dataclass(frozen=True)
+class DemoPaths:
+    data: Path  # everything the demo writes lives here (RETRO_DATA_DIR)
+
+    @property
+    def index(self) -> Path:
+        return self.data / "index"
+
+    @property
+    def train_index(self) -> Path:
+        return self.data / "train-index"
+
+    @property
+    def runs(self) -> Path:
+        return self.data / "runs"
+
+
+def progress_bar() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+# --- stage 1: models ------------------------------------------------------------------------------
+def _run_recipe_command(template: str, paths: DemoPaths) -> None:
+    """Runs one recipe command with this interpreter's `retro`, its own bars on the terminal."""
+    command = template.format(index=paths.train_index, runs=paths.runs)
+    console.print(f"[bold]$ {command}[/]", highlight=False)
+    argv = shlex.split(command)
+    argv[0:1] = [sys.executable, "-m", "service.cli"]
+    if subprocess.run(argv, cwd=REPO_ROOT).returncode != 0:
+        raise RuntimeError(f"the demo recipe failed at: {command}")
+
+
+def train_models(paths: DemoPaths) -> tuple[Path, Path]:
+    """Runs the recipe into DATA/runs (a rerun resumes each command where it stopped)."""
+    paths.runs.mkdir(parents=True, exist_ok=True)
+    for template in (TRAIN_INDEX_COMMAND, TRAIN_RETRO_COMMAND, TRAIN_BASELINE_COMMAND):
+        if template is TRAIN_INDEX_COMMAND and (paths.train_index / "CURRENT").is_file():
+            console.print(f"training index: reusing {paths.train_index}", highlight=False)
+            continue
+        _run_recipe_command(template, paths)
+    return paths.runs / RETRO_RUN, paths.runs / BASELINE_RUN
+
+
+def shipped_models(models_dir: Path | None = None) -> tuple[Path, Path]:
+    """The repository's demo checkpoints; a CheckpointError names a missing or damaged one."""
+    from retro.checkpoint import read_config
+
+    models_dir = SHIPPED_MODELS if models_dir is None else models_dir
+    pair = models_dir / RETRO_RUN, models_dir / BASELINE_RUN
+    for folder in pair:
+        read_config(folder)  # a clear CheckpointError if the folder is missing or damaged
+    return pair
+
+
+# --- stage 2: index -------------------------------------------------------------------------------
+def reusable_index(index_dir: Path, tokenizer, chunk_size: int, sources: list[str]) -> str | None:
+    """The CURRENT version if it was built from `sources` with this tokenizer and chunk size."""
+    current = index_dir / "CURRENT"
+    if not current.is_file():
+        return None
+    version = current.read_text().strip()
+    try:
+        manifest = json.loads((index_dir / "versions" / version / "manifest.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    matches = (
+        manifest.get("sources") == sources
+        and manifest.get("tokenizer_fingerprint") == tokenizer.fingerprint
+        and manifest.get("chunk_size") == chunk_size
+    )
+    return version if matches else None
+
+
+def ensure_index(index_dir: Path, model_dir: Path, sources: list[str], device: str, encoder=None) -> str:
+    """Builds (or reuses) the serving index with the model's tokenizer; returns its version."""
+    from index.build import build_index
+    from index.corpus import read_sources
+    from retro.checkpoint import read_config
+    from retro.tokenizer import Tokenizer
+
+    config, _ = read_config(model_dir)
+    tokenizer = Tokenizer.load(model_dir)
+    version = reusable_index(index_dir, tokenizer, config.chunk_size, sources)
+    if version is not None:
+        console.print(f"index: reusing {index_dir} ({version})", highlight=False)
+        return version
+    if encoder is None:
+        from index.encoder import ChunkEncoder
+
+        with console.status("loading the chunk encoder (all-MiniLM-L6-v2)"):
+            encoder = ChunkEncoder(device)
+    skipped: list = []
+    with console.status(f"reading {', '.join(sources)}"):
+        documents = list(read_sources(sources, skipped))
+    labels = {"tokenize": "index: tokenizing", "embed": "index: embedding chunks", "index": "index: faiss"}
+    with progress_bar() as bars:
+        tasks: dict[str, int] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage in labels:
+                if stage not in tasks:
+                    tasks[stage] = bars.add_task(labels[stage], total=total)
+                bars.update(tasks[stage], completed=done, total=total)
+
+        report = build_index(
+            documents,
+            index_dir,
+            tokenizer,
+            encoder,
+            chunk_size=config.chunk_size,
+            skipped=skipped,
+            sources=sources,
+            progress=progress,
+        )
+    console.print(
+        f"index: built {report.version}, {report.n_documents:,} documents, {report.n_chunks:,} chunks "
+        f"in {report.build_seconds:.0f}s",
+        highlight=False,
+    )
+    return report.version
+
+
+# --- stage 3: knowledge added after training ------------------------------------------------------
+def heldout_documents() -> list:
+    from index.facts import fact_documents
+    from retro.fictional import fictional_documents
+
+    return [*fact_documents("heldout"), *fictional_documents()]
+
+
+def add_heldout_facts(index_dir: Path, model_dir: Path, device: str, encoder=None, documents=None) -> int:
+    """Adds the held-out and made-up fact documents (already present ones are skipped)."""
+    from index.store import IndexStore
+    from retro.tokenizer import Tokenizer
+
+    documents = heldout_documents() if documents is None else documents
+    store = IndexStore.open(index_dir, Tokenizer.load(model_dir), encoder=encoder, device=device)
+    missing = [d for d in documents if not store.has_document(d.doc_id)]
+    if not missing:
+        console.print(f"held-out facts: all {len(documents)} documents already in the index")
+        return 0
+    with progress_bar() as bars:
+        task = bars.add_task("held-out facts: adding", total=len(missing))
+        added = 0
+        for start in range(0, len(missing), 64):
+            report = store.add_documents(missing[start : start + 64])
+            added += report.n_documents
+            bars.update(task, completed=start + len(missing[start : start + 64]))
+    console.print(f"held-out facts: added {added} documents the model never saw", highlight=False)
+    return added
+
+
+# --- stage 4: serve -------------------------------------------------------------------------------
+def example_calls(base_url: str) -> list[str]:
+    return [
+        f"curl -s {base_url}/v1/completions -H 'content-type: application/json' "
+        '-d \'{"prompt": "The capital of Algeria is", "max_tokens": 8, "temperature": 0}\'',
+        f"curl -s {base_url}/v1/compare -H 'content-type: application/json' "
+        '-d \'{"prompt": "The chemical symbol of Tungsten is", "max_tokens": 8, "temperature": 0}\'',
+        f"curl -s {base_url}/v1/retrieve -H 'content-type: application/json' "
+        '-d \'{"query": "capital of Algeria", "k": 2}\'',
+    ]
+
+
+def print_ready(base_url: str) -> None:
+    console.print(f"\n[bold green]retro demo ready[/]: open {base_url}/ in a browser\n", highlight=False)
+    console.print("Try the API:", highlight=False)
+    for call in example_calls(base_url):
+        console.print(f"  {call}", highlight=False, soft_wrap=True)
+    console.print("")
+
+
+def announce_when_ready(base_url: str, timeout_s: float = 600.0) -> bool:
+    """Polls /health until the models have loaded, then prints what to open (run in a thread)."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{base_url}/health", timeout=2) as response:
+                if response.status == 200:
+                    print_ready(base_url)
+                    return True
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    console.print(f"[red]the service at {base_url} did not become ready in {timeout_s:.0f}s[/]")
+    return False

@@ -1,0 +1,50 @@
+"""`retro export` writes a loadable checkpoint in a smaller type and smaller shards, or says why not."""
+
+import json
+
+import torch
+from safetensors import safe_open
+from typer.testing import CliRunner
+
+from retro.checkpoint import load_checkpoint, save_checkpoint
+from service.cli import app
+
+from .conftest import make_model, tiny_config
+from .test_model import random_inputs
+
+
+def test_float16_export_loads_and_predicts_like_the_original(tokenizer, tmp_path):
+    model = make_model(tiny_config(vocab_size=tokenizer.vocab_size))
+    run = save_checkpoint(tmp_path / "run", model, tokenizer, meta={"training": {"step": 7}})
+    result = CliRunner().invoke(
+        app, ["export", str(run), "--out", str(tmp_path / "pub"), "--dtype", "float16", "--max-shard-mb", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    for shard in (tmp_path / "pub").glob("*.safetensors"):
+        with safe_open(str(shard), "pt") as f:
+            assert {f.get_tensor(name).dtype for name in f.keys()} <= {torch.float16, torch.int64}  # noqa: SIM118
+    loaded, loaded_tokenizer, meta = load_checkpoint(tmp_path / "pub")
+    assert meta["training"] == {"step": 7} and meta["exported"]["dtype"] == "float16"
+    assert loaded_tokenizer.fingerprint == tokenizer.fingerprint
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())  # cast back on load
+    tokens, neighbours = random_inputs(model.config)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(tokens, neighbours), model(tokens, neighbours), atol=2e-3, rtol=0)
+    body = json.loads((tmp_path / "pub" / "config.json").read_text())
+    assert body["config"] == model.config.to_dict()
+
+
+def test_export_refuses_bad_arguments(tokenizer, tmp_path):
+    run = save_checkpoint(
+        tmp_path / "run", make_model(tiny_config(vocab_size=tokenizer.vocab_size)), tokenizer
+    )
+    runner = CliRunner()
+
+    def error(*args) -> str:
+        result = runner.invoke(app, ["export", *args])
+        assert result.exit_code == 2
+        return " ".join(result.output.split())
+
+    assert "--dtype" in error(str(run), "--out", str(tmp_path / "x"), "--dtype", "int8")
+    assert "differ" in error(str(run), "--out", str(run))
+    assert "config.json" in error(str(tmp_path / "missing"), "--out", str(tmp_path / "y"))

@@ -1,0 +1,84 @@
+"""`retro demo`'s stages: the serving index is built once with the model's tokenizer and reused,
+held-out facts are added once, the printed example calls work, and missing models fail clearly."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+from typer.testing import CliRunner
+
+from index.corpus import Document
+from service import demo
+from service.cli import app
+from tests.index.hashing_encoder import HashingEncoder
+from tests.service.conftest import DOCUMENTS
+
+
+def _corpus(tmp_path) -> list[str]:
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("".join(json.dumps({"id": d.doc_id, "text": d.text}) + "\n" for d in DOCUMENTS))
+    return [str(path)]
+
+
+def test_index_is_built_with_the_models_tokenizer_then_reused(tmp_path, retro_checkpoint, tokenizer):
+    sources, encoder = _corpus(tmp_path), HashingEncoder()
+    index_dir = tmp_path / "index"
+    assert demo.reusable_index(index_dir, tokenizer, 16, sources) is None  # nothing there yet
+
+    version = demo.ensure_index(index_dir, retro_checkpoint, sources, "cpu", encoder)
+    manifest = json.loads((index_dir / "versions" / version / "manifest.json").read_text())
+    assert manifest["tokenizer_fingerprint"] == tokenizer.fingerprint and manifest["chunk_size"] == 16
+    encoded = encoder.texts_encoded
+
+    assert demo.ensure_index(index_dir, retro_checkpoint, sources, "cpu", encoder) == version
+    assert encoder.texts_encoded == encoded  # reused: nothing embedded again
+    assert sorted(p.name for p in (index_dir / "versions").iterdir()) == [version]
+    # other sources or another chunk size are not the demo's index: they are rebuilt
+    assert demo.reusable_index(index_dir, tokenizer, 16, sources + ["facts"]) is None
+    assert demo.reusable_index(index_dir, tokenizer, 32, sources) is None
+
+
+def test_heldout_facts_are_added_once(tmp_path, retro_checkpoint):
+    sources, encoder = _corpus(tmp_path), HashingEncoder()
+    index_dir = tmp_path / "index"
+    demo.ensure_index(index_dir, retro_checkpoint, sources, "cpu", encoder)
+    new = [Document("facts/country/quorvia/p2", "The capital of Quorvia is Lindenmoor.", "facts")]
+
+    assert demo.add_heldout_facts(index_dir, retro_checkpoint, "cpu", encoder, documents=new) == 1
+    assert demo.add_heldout_facts(index_dir, retro_checkpoint, "cpu", encoder, documents=new) == 0
+    from index.retriever import Retriever
+    from index.store import IndexStore
+    from retro.tokenizer import Tokenizer
+
+    store = IndexStore.open(index_dir, Tokenizer.load(retro_checkpoint), encoder=encoder)
+    (found,) = Retriever(store).search(["capital of Quorvia"], 1)
+    assert found.doc_ids[0] == "facts/country/quorvia/p2"
+
+
+def test_heldout_documents_are_exactly_the_heldout_and_made_up_entities():
+    from index.facts import fact_documents, heldout_entities
+
+    documents = demo.heldout_documents()
+    ids = {d.doc_id for d in documents}
+    heldout = heldout_entities()
+    assert {d.doc_id for d in fact_documents("heldout")} <= ids
+    assert not any(d.doc_id for d in fact_documents("train") if d.doc_id in ids)
+    assert all(d.doc_id.split("/", 1)[1].rsplit("/", 1)[0] in heldout for d in fact_documents("heldout"))
+
+
+def test_printed_example_calls_work_against_the_service(client):
+    for call in demo.example_calls("http://127.0.0.1:8000"):
+        words = shlex.split(call)
+        url = next(w for w in words if w.startswith("http://"))
+        body = json.loads(words[words.index("-d") + 1])
+        response = client.post(url.removeprefix("http://127.0.0.1:8000"), json=body)
+        assert response.status_code == 200, (call, response.text)
+
+
+def test_demo_without_models_fails_with_a_hint(tmp_path, monkeypatch):
+    monkeypatch.setattr(demo, "SHIPPED_MODELS", tmp_path / "no-models")
+    result = CliRunner().invoke(app, ["demo", "--data-dir", str(tmp_path / "data"), "--no-serve"])
+    output = " ".join(result.output.split())
+    assert result.exit_code == 2
+    assert "no-models/demo" in output and "TRAIN=1" in output
