@@ -75,7 +75,9 @@ def demo(
     serve_after: bool = typer.Option(True, "--serve/--no-serve", help="serve when ready (default) or stop"),
     host: str = typer.Option("127.0.0.1", envvar="RETRO_HOST", help="address to bind"),
     port: int = typer.Option(8000, envvar="RETRO_PORT", help="port"),
-    device: str = typer.Option("auto", help="device of the models and the encoder: auto, cpu or cuda"),
+    device: str = typer.Option(
+        "auto", envvar="RETRO_DEVICE", help="device of the models and the encoder: auto, cpu or cuda"
+    ),
 ) -> None:
     """Builds everything the demo needs under DATA_DIR (cached) and serves it on http://HOST:PORT."""
     import threading

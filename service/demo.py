@@ -19,6 +19,7 @@ This module owns the demo's recipe and its caching; the work is done by the same
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -38,7 +39,8 @@ from rich.progress import (
 console = Console(stderr=True)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SHIPPED_MODELS = REPO_ROOT / "models"
+# The demo checkpoints: the repository's models/ (the Docker image copies them and sets the variable)
+SHIPPED_MODELS = Path(os.environ.get("RETRO_DEMO_MODELS") or REPO_ROOT / "models")
 INDEX_SOURCES = ["wiki-vital", "facts:train"]  # what the demo models were trained on
 RETRO_RUN, BASELINE_RUN = "demo", "demo-baseline"
 

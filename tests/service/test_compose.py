@@ -22,8 +22,10 @@ def compose_binary() -> str:
     return found
 
 
-def compose_config(*args: str, api_key: str | None = "secret") -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RETRO_")}
+def compose_config(
+    *args: str, api_key: str | None = "secret", **settings: str
+) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RETRO_")} | settings
     if api_key is not None:
         env["RETRO_API_KEY"] = api_key
     return subprocess.run(
@@ -50,6 +52,13 @@ def test_cpu_default_serves_with_volume_healthcheck_and_settings(default_config)
     assert env["RETRO_DEVICE"] == "cpu"
     assert retro["ports"][0]["target"] == 8000
     assert "deploy" not in retro
+    assert retro["command"] == ["retro", "demo", "--data-dir", "/data"]  # the demo, on the volume
+
+
+def test_the_command_can_serve_your_own_runs():
+    result = compose_config(RETRO_COMMAND="retro serve")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["services"]["retro"]["command"] == ["retro", "serve"]
 
 
 def test_gpu_profile_reserves_a_gpu():
@@ -69,6 +78,7 @@ def test_a_missing_api_key_is_refused_with_a_reason():
     assert "required variable RETRO_API_KEY is missing" in result.stderr
 
 
-def test_dockerfile_runs_the_service():
+def test_dockerfile_runs_the_demo_with_its_models():
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert 'CMD ["retro", "serve"]' in dockerfile and "EXPOSE 8000" in dockerfile
+    assert 'CMD ["retro", "demo", "--data-dir", "/data"]' in dockerfile and "EXPOSE 8000" in dockerfile
+    assert "COPY models ./models" in dockerfile and "RETRO_DEMO_MODELS=/app/models" in dockerfile
