@@ -120,3 +120,7 @@ def demo(
     base_url = f"http://{host}:{port}"
     threading.Thread(target=stages.announce_when_ready, args=(base_url,), daemon=True).start()
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+
+
+if __name__ == "__main__":  # `python -m service.cli`, as the demo recipe runs its commands
+    app()

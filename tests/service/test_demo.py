@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shlex
 
+import pytest
 from typer.testing import CliRunner
 
 from index.corpus import Document
@@ -82,3 +83,33 @@ def test_demo_without_models_fails_with_a_hint(tmp_path, monkeypatch):
     output = " ".join(result.output.split())
     assert result.exit_code == 2
     assert "no-models/demo" in output and "TRAIN=1" in output
+
+
+def test_train_runs_the_recipe_commands_into_the_data_folder(tmp_path, monkeypatch):
+    """`make demo TRAIN=1` runs the recipe's commands; here the same code path with a tiny recipe."""
+    from retro.checkpoint import load_checkpoint
+
+    corpus = _corpus(tmp_path)[0]
+    monkeypatch.setattr(
+        demo, "TRAIN_INDEX_COMMAND", f"retro index build {corpus} --out {{index}} --chunk-size 16 "
+        "--vocab-size 400 --device cpu",
+    )  # fmt: skip
+    tiny = "--steps 2 --batch-size 2 --device cpu --ckpt-every 1"
+    monkeypatch.setattr(
+        demo, "TRAIN_RETRO_COMMAND", f"retro train --preset tiny --index {{index}} --out {{runs}}/demo {tiny}"
+    )
+    monkeypatch.setattr(
+        demo, "TRAIN_BASELINE_COMMAND",
+        f"retro train --preset tiny --baseline --index {{index}} --out {{runs}}/demo-baseline {tiny}",
+    )  # fmt: skip
+    paths = demo.DemoPaths(tmp_path / "data")
+    retro_dir, baseline_dir = demo.train_models(paths)
+    assert (retro_dir, baseline_dir) == (paths.runs / "demo", paths.runs / "demo-baseline")
+    model, tokenizer, meta = load_checkpoint(retro_dir)
+    baseline, baseline_tokenizer, _ = load_checkpoint(baseline_dir)
+    assert model.config.uses_retrieval and not baseline.config.uses_retrieval
+    assert meta["training"]["step"] == 2 and tokenizer.fingerprint == baseline_tokenizer.fingerprint
+
+    monkeypatch.setattr(demo, "TRAIN_RETRO_COMMAND", "retro train --preset no-such-preset --index {index}")
+    with pytest.raises(RuntimeError, match="no-such-preset"):
+        demo.train_models(paths)
