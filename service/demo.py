@@ -225,7 +225,7 @@ def example_calls(base_url: str) -> list[str]:
         f"curl -s {base_url}/v1/completions -H 'content-type: application/json' "
         '-d \'{"prompt": "The capital of Algeria is", "max_tokens": 8, "temperature": 0}\'',
         f"curl -s {base_url}/v1/compare -H 'content-type: application/json' "
-        '-d \'{"prompt": "The chemical symbol of Tungsten is", "max_tokens": 8, "temperature": 0}\'',
+        '-d \'{"prompt": "Hydrogen was discovered by", "max_tokens": 8, "temperature": 0}\'',
         f"curl -s {base_url}/v1/retrieve -H 'content-type: application/json' "
         '-d \'{"query": "capital of Algeria", "k": 2}\'',
     ]

@@ -83,3 +83,10 @@ def test_prompt_both_answers_and_passages_then_add_a_document(browser, settings,
         prompt.send_keys("The frindle bird nests only in")
         browser.find_element(By.ID, "run").click()
         wait.until(lambda d: "page/frindle" in d.find_element(By.ID, "passages").text)
+
+        # An example button fills the prompt and asks both models.
+        example = browser.find_elements(By.CSS_SELECTOR, "#examples .example")[0]
+        example.click()
+        assert browser.find_element(By.ID, "prompt").get_attribute("value") == example.text
+        wait.until(lambda d: d.find_element(By.ID, "compare-timing").text != "")
+        assert browser.find_element(By.ID, "error").text == ""
