@@ -40,6 +40,11 @@ class RetroConfig:
     # Copy head: a gated pointer distribution over the neighbour tokens a position may see, mixed
     # into the vocabulary distribution; forward then returns log-probabilities of the mixture.
     copy_head: bool = True
+    # Copy-head n-gram match: the pointer score of neighbour token j also gets a learned bonus for
+    # each of the position's last n tokens that equals the token the same distance before j, so a
+    # position ending in "of Algeria is" points at the token after "of Algeria is" in a neighbour
+    # from the first step, instead of learning that lookup through the decoder (0 = off).
+    copy_match_tokens: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cca_layers", tuple(int(i) for i in self.cca_layers))
@@ -63,6 +68,8 @@ class RetroConfig:
             problems.append(f"pad_id={self.pad_id} is outside the vocabulary of {self.vocab_size}")
         if self.neighbour_prev_tokens < 0:
             problems.append("neighbour_prev_tokens must be >= 0")
+        if self.copy_match_tokens < 0:
+            problems.append("copy_match_tokens must be >= 0")
         if problems:
             raise ValueError("invalid RetroConfig: " + "; ".join(problems))
 
@@ -143,6 +150,7 @@ PRESETS: dict[str, RetroConfig] = {
         enc_d_model=128,
         vocab_size=8192,
         cca_layers=(1, 3),
+        copy_match_tokens=3,
     ),
     "demo-baseline": _baseline(8, 320, 5, max_seq_len=256, chunk_size=32, retrieved_len=64, vocab_size=8192),
     # The measured prototype's size class, and the issue's `small` (~25M non-embedding parameters).

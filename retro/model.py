@@ -183,6 +183,8 @@ class NeighbourEncoder(nn.Module):
 # ----------------------------------------------------------------------------------------------
 # the copy head
 
+MATCH_BONUS_INIT = 3.0  # a full 3-token match starts 9 logits above an unmatched neighbour token
+
 
 class CopyHead(nn.Module):
     """A pointer over neighbour tokens with a learned null slot, mixed into the vocabulary softmax.
@@ -200,15 +202,35 @@ class CopyHead(nn.Module):
         self.key = nn.Linear(cfg.enc_d_model, cfg.d_model, bias=False)
         self.null = nn.Linear(cfg.d_model, 1)
         self.scale = 1.0 / math.sqrt(cfg.d_model)
+        self.pad_id = cfg.pad_id
+        # one learned bonus per matched offset (the last token, the one before, ...); see RetroConfig
+        self.match_bonus = (
+            nn.Parameter(torch.full((cfg.copy_match_tokens,), MATCH_BONUS_INIT))
+            if cfg.copy_match_tokens
+            else None
+        )
 
     def reset_parameters(self, n_keys: int) -> None:
         # Start with the null slot as likely as all keys together at uniform scores: p_null ~ 0.5.
         nn.init.zeros_(self.null.weight)
         nn.init.constant_(self.null.bias, math.log(max(n_keys, 1)))
 
-    def pointer(self, h, keys, valid):
-        """h (N, Tq, d), keys (N, S, d), valid (N, S) -> log-probs (N, Tq, 1+S): null slot first."""
+    def match(self, query_context, key_context):
+        """query_context (N, Tq, n): tokens t, t-1, ..; key_context (N, S, n): tokens j-1, j-2, ..
+        -> (N, Tq, S) bonus: sum of match_bonus[i] over offsets i where the two tokens are equal."""
+        same = query_context[:, :, None, :] == key_context[:, None, :, :]  # (N, Tq, S, n)
+        same &= (query_context != self.pad_id)[:, :, None, :]  # padding matches nothing
+        return (same.to(self.match_bonus.dtype) * self.match_bonus).sum(-1)
+
+    def pointer(self, h, keys, valid, query_context=None, key_context=None):
+        """h (N, Tq, d), keys (N, S, d), valid (N, S) -> log-probs (N, Tq, 1+S): null slot first.
+
+        With the n-gram match on, query_context (N, Tq, n) and key_context (N, S, n) hold the
+        tokens each position ends with and the tokens before each neighbour token (see `match`).
+        """
         scores = torch.einsum("ntd,nsd->nts", self.query(h), keys) * self.scale
+        if self.match_bonus is not None:
+            scores = scores + self.match(query_context, key_context).to(scores.dtype)
         scores = scores.masked_fill(~valid[:, None, :], float("-inf"))
         return torch.cat([self.null(h), scores], dim=-1).float().log_softmax(dim=-1)
 
@@ -265,6 +287,7 @@ class NeighbourMemory:
     copy_keys: torch.Tensor | None  # (B, S, d)
     copy_ids: torch.Tensor | None  # (B, S)
     copy_valid: torch.Tensor | None  # (B, S)
+    copy_context: torch.Tensor | None = None  # (B, S, n): tokens before each neighbour token
 
 
 @dataclass
@@ -276,6 +299,7 @@ class DecodeCache:
     pos: int = 0  # number of positions already processed
     memory: NeighbourMemory | None = None
     max_len: int = field(default=0)
+    recent: torch.Tensor | None = None  # (B, n): the last n tokens, newest first (copy-head match)
 
 
 def to_attending_chunks(x, m: int, n_chunks: int):
@@ -402,6 +426,24 @@ class Retro(nn.Module):
         ids = rearrange(neighbours, "b l k r -> b l (k r)")
         return memory, ids, rearrange(valid, "(b l k) r -> b l (k r)", b=B, l=L)
 
+    def _token_context(self, tokens):
+        """tokens (B, T) -> (B, T, n): [..., i] is the token i places before each position (pad
+        before the start): what a position ends with, for the copy head's n-gram match."""
+        n, T = self.config.copy_match_tokens, tokens.shape[1]
+        shifted = [F.pad(tokens, (i, 0), value=self.config.pad_id)[:, :T] for i in range(n)]
+        return torch.stack(shifted, dim=-1)
+
+    def _neighbour_context(self, neighbours):
+        """neighbours (B, L, k, r) -> (B, L, k*r, n): [..., i] is the token i + 1 places before each
+        neighbour token, within its own neighbour (pad before its start)."""
+        n, r = self.config.copy_match_tokens, neighbours.shape[-1]
+        shifted = [F.pad(neighbours, (i + 1, 0), value=self.config.pad_id)[..., :r] for i in range(n)]
+        return rearrange(torch.stack(shifted, dim=-1), "b l k r n -> b l (k r) n")
+
+    @property
+    def _matching(self) -> bool:
+        return self.copy_head is not None and self.copy_head.match_bonus is not None
+
     def _lm_head(self, h):
         return F.linear(h, self.wte.weight)  # output layer tied to the token embedding
 
@@ -448,8 +490,13 @@ class Retro(nn.Module):
 
         if cache is not None:
             cache.pos = T
+            if self._matching:
+                cache.recent = self._token_context(tokens)[:, -1]  # (B, n): newest first
             if use_retrieval:
-                cache.memory = self._memory_for_chunk(L - 1, memory[:, L - 1], ids[:, L - 1], valid[:, L - 1])
+                context = self._neighbour_context(neighbours)[:, L - 1] if self._matching else None
+                cache.memory = self._memory_for_chunk(
+                    L - 1, memory[:, L - 1], ids[:, L - 1], valid[:, L - 1], context
+                )
 
         copying = self.copy_head is not None and use_retrieval
         if targets is not None:
@@ -458,7 +505,7 @@ class Retro(nn.Module):
             safe = targets.clamp_min(0)
             logp = -F.cross_entropy(logits.flatten(0, 1).float(), safe.flatten(), reduction="none").view(B, T)
             if copying:
-                pointer, flat_ids = self._pointer(h, memory, ids, valid)
+                pointer, flat_ids = self._pointer(h, memory, ids, valid, tokens, neighbours)
                 att_logp = rearrange(to_attending_chunks(logp[..., None], m, L), "b l m one -> (b l) (m one)")
                 att_targets = rearrange(
                     to_attending_chunks(safe[..., None], m, L), "b l m one -> (b l) (m one)"
@@ -475,18 +522,25 @@ class Retro(nn.Module):
         plain = logits.float().log_softmax(dim=-1)  # with a copy head the output is always log-probs
         if not copying:
             return plain
-        pointer, flat_ids = self._pointer(h, memory, ids, valid)
+        pointer, flat_ids = self._pointer(h, memory, ids, valid, tokens, neighbours)
         vocab = rearrange(to_attending_chunks(logits, m, L), "b l m v -> (b l) m v")
         mixed = CopyHead.mix(vocab, pointer, flat_ids)  # ((B L), m, V)
         return _merge(plain, rearrange(mixed, "(b l) m v -> b l m v", b=B), m)
 
-    def _pointer(self, h, memory, ids, valid):
+    def _pointer(self, h, memory, ids, valid, tokens, neighbours):
         """The copy head's pointer for the attending positions: ((B L), m, 1+S) and ids ((B L), S)."""
         m, L = self.config.chunk_size, memory.shape[1]
+        query_context = key_context = None
+        if self._matching:
+            query_context = to_attending_chunks(self._token_context(tokens), m, L)  # (B, L, m, n)
+            query_context = rearrange(query_context, "b l m n -> (b l) m n")
+            key_context = rearrange(self._neighbour_context(neighbours), "b l s n -> (b l) s n")
         pointer = self.copy_head.pointer(
             rearrange(to_attending_chunks(h, m, L), "b l m d -> (b l) m d"),
             rearrange(self.copy_head.key(memory), "b l s d -> (b l) s d"),
             rearrange(valid, "b l s -> (b l) s"),
+            query_context,
+            key_context,
         )
         return pointer, rearrange(ids, "b l s -> (b l) s")
 
@@ -504,18 +558,24 @@ class Retro(nn.Module):
             for _ in range(cfg.n_layers)
         ]
         chunk_hidden = torch.zeros(batch_size, cfg.chunk_size, cfg.d_model, dtype=dtype, device=device)
-        return DecodeCache(layers=layers, chunk_hidden=chunk_hidden, max_len=max_len)
+        recent = None
+        if self._matching:
+            recent = torch.full(
+                (batch_size, cfg.copy_match_tokens), cfg.pad_id, dtype=torch.long, device=device
+            )
+        return DecodeCache(layers=layers, chunk_hidden=chunk_hidden, max_len=max_len, recent=recent)
 
     def prefill(self, tokens, neighbours=None, cache: DecodeCache | None = None):
         """Runs the prompt through the model and returns (logits (B, T, V), cache)."""
         cache = self.new_cache(tokens.shape[0]) if cache is None else cache
         return self.forward(tokens, neighbours, cache=cache), cache
 
-    def _memory_for_chunk(self, chunk: int, memory, ids, valid) -> NeighbourMemory:
-        """Projects one chunk's encoded neighbours (B, S, de) for every CCA layer and the copy head."""
+    def _memory_for_chunk(self, chunk: int, memory, ids, valid, context=None) -> NeighbourMemory:
+        """Projects one chunk's encoded neighbours (B, S, de) for every CCA layer and the copy head;
+        `context` (B, S, n) is what the copy head's n-gram match compares with."""
         cca = {i: b.cca.project_memory(memory, valid) for i, b in enumerate(self.blocks) if b.cca is not None}
         copy_keys = self.copy_head.key(memory) if self.copy_head is not None else None
-        return NeighbourMemory(chunk, cca, copy_keys, ids, valid)
+        return NeighbourMemory(chunk, cca, copy_keys, ids, valid, context)
 
     def decode_step(self, token, cache: DecodeCache, neighbours=None):
         """Feeds one token per sequence at position `cache.pos`; returns logits (B, V).
@@ -555,14 +615,19 @@ class Retro(nn.Module):
                         memory, ids, valid = self._encode_neighbours(
                             neighbours[:, None], cache.chunk_hidden[:, None]
                         )
+                        context = (
+                            self._neighbour_context(neighbours[:, None])[:, 0] if self._matching else None
+                        )
                         cache.memory = self._memory_for_chunk(
-                            (p + 1) // m - 1, memory[:, 0], ids[:, 0], valid[:, 0]
+                            (p + 1) // m - 1, memory[:, 0], ids[:, 0], valid[:, 0], context
                         )
             mem = cache.memory
             if block.cca is not None and mem is not None and mem.chunk == (p + 1) // m - 1:
                 x = x + block.cca.attend(block.ln_cca(x), *mem.cca[i])
             x = x + block.mlp(block.ln_mlp(x))
         cache.pos = p + 1
+        if self._matching:
+            cache.recent = torch.cat([token, cache.recent[:, :-1]], dim=1)  # newest first
         h = self.ln_f(x)
         logits = self._lm_head(h)  # (B, 1, V)
         mem = cache.memory
@@ -570,5 +635,6 @@ class Retro(nn.Module):
             return logits[:, 0]
         if mem is None or mem.chunk != (p + 1) // m - 1:
             return logits[:, 0].float().log_softmax(dim=-1)
-        pointer = self.copy_head.pointer(h, mem.copy_keys, mem.copy_valid)
+        recent = cache.recent[:, None, :] if self._matching else None  # (B, 1, n)
+        pointer = self.copy_head.pointer(h, mem.copy_keys, mem.copy_valid, recent, mem.copy_context)
         return CopyHead.mix(logits, pointer, mem.copy_ids)[:, 0]

@@ -27,6 +27,7 @@ def tiny_config(**overrides) -> RetroConfig:
 # Implementations x switches the causality and cache tests run over.
 CONFIGS = {
     "copy+prev2": tiny_config(),
+    "copy+prev2+match3": tiny_config(copy_match_tokens=3),
     "copy, no prev": tiny_config(neighbour_prev_tokens=0),
     "no copy head": tiny_config(copy_head=False, neighbour_prev_tokens=1),
     "baseline": tiny_config(cca_layers=(), copy_head=False, neighbour_prev_tokens=0),

@@ -43,7 +43,7 @@ def test_changing_token_p_moves_no_earlier_logit(name, p):
     assert not torch.allclose(a[:, p:], b[:, p:])
 
 
-@pytest.mark.parametrize("name", ["copy+prev2", "copy, no prev", "no copy head"])
+@pytest.mark.parametrize("name", ["copy+prev2", "copy+prev2+match3", "copy, no prev", "no copy head"])
 @pytest.mark.parametrize("u", [0, 1, 3])
 def test_neighbours_of_chunk_u_reach_only_positions_from_its_last_token(name, u):
     cfg = CONFIGS[name]
@@ -105,6 +105,25 @@ def test_copy_head_can_copy_a_neighbour_token():
     plain = model(tokens, None)[0, M - 1, target].exp()
     mixed = model(tokens, neighbours)[0, M - 1, target].exp()
     assert mixed > plain
+
+
+def test_ngram_match_points_at_the_token_after_the_same_three_tokens():
+    """With the n-gram match, an untrained model already copies the token that follows, in a
+    neighbour, the three tokens its position ends with; and not one that follows only two of them."""
+    cfg = CONFIGS["copy+prev2+match3"]
+    model = make_model(cfg)
+    tokens, neighbours = random_inputs(cfg)
+    t = M - 1  # the first position that sees chunk 0's neighbours
+    a, b, c = tokens[0, t - 2 : t + 1].tolist()
+    x, y = 7, 8  # their other occurrences in chunk 0's neighbours are replaced first
+    neighbours[0, 0] = torch.where(torch.isin(neighbours[0, 0], torch.tensor([x, y])), 9, neighbours[0, 0])
+    neighbours[0, 0, 0, 1:5] = torch.tensor([a, b, c, x])  # "a b c" -> x
+    neighbours[0, 0, 1, 1:5] = torch.tensor([5, b, c, y])  # "? b c" -> y: a weaker match
+    p = model(tokens, neighbours)[0, t].exp()
+    assert p[x] > 0.5 and p[x] > 5 * p[y]
+    with torch.no_grad():
+        model.copy_head.match_bonus.zero_()
+    assert model(tokens, neighbours)[0, t].exp()[x] < 0.1  # the match, not the random weights
 
 
 @pytest.mark.parametrize("name", CONFIGS)
