@@ -150,7 +150,7 @@ PRESETS: dict[str, RetroConfig] = {
         enc_d_model=128,
         vocab_size=8192,
         cca_layers=(1, 3),
-        copy_match_tokens=3,
+        copy_match_tokens=8,
     ),
     "demo-baseline": _baseline(8, 320, 5, max_seq_len=256, chunk_size=32, retrieved_len=64, vocab_size=8192),
     # The measured prototype's size class, and the issue's `small` (~25M non-embedding parameters).

@@ -183,7 +183,7 @@ class NeighbourEncoder(nn.Module):
 # ----------------------------------------------------------------------------------------------
 # the copy head
 
-MATCH_BONUS_INIT = 3.0  # a full 3-token match starts 9 logits above an unmatched neighbour token
+MATCH_BONUS_INIT = 3.0  # each matching previous token adds 3 logits at the start of training
 
 
 class CopyHead(nn.Module):
