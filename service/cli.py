@@ -84,7 +84,6 @@ def demo(
 
     import uvicorn
 
-    from index.encoder import ChunkEncoder
     from retro.checkpoint import CheckpointError
     from service import demo as stages
     from service.app import create_app
@@ -96,16 +95,17 @@ def demo(
 
         model_device = "cuda" if torch.cuda.is_available() else "cpu"
     paths = stages.DemoPaths(data_dir.resolve())
+    if serve_after and not stages.port_is_free(host, port):
+        fail(f"{host}:{port} is already in use: stop what serves there or pick another --port (RETRO_PORT)")
     try:
         if train:
             retro_dir, baseline_dir = stages.train_models(paths)
         else:
             retro_dir, baseline_dir = stages.shipped_models()
         stages.console.print(f"models: {retro_dir} and {baseline_dir}", highlight=False)
-        with stages.console.status("loading the chunk encoder (all-MiniLM-L6-v2)"):
-            encoder = ChunkEncoder(device)
-        stages.ensure_index(paths.index, retro_dir, stages.INDEX_SOURCES, device, encoder)
-        stages.add_heldout_facts(paths.index, retro_dir, device, encoder)
+        # the encoder loads only where something must be embedded: a cached demo starts faster
+        stages.ensure_index(paths.index, retro_dir, stages.INDEX_SOURCES, device)
+        stages.add_heldout_facts(paths.index, retro_dir, device)
         settings = Settings(
             model=retro_dir, index=paths.index, compare_model=baseline_dir, host=host, port=port,
             device=model_device, index_device=device, rebuild_sources=["facts", "wiki-vital"],

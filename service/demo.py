@@ -239,6 +239,17 @@ def print_ready(base_url: str) -> None:
     console.print("")
 
 
+def port_is_free(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host.strip("[]"), port))
+        except OSError:
+            return False
+    return True
+
+
 def announce_when_ready(base_url: str, timeout_s: float = 600.0) -> bool:
     """Polls /health until the models have loaded, then prints what to open (run in a thread)."""
     import time

@@ -77,6 +77,18 @@ def test_printed_example_calls_work_against_the_service(client):
         assert response.status_code == 200, (call, response.text)
 
 
+def test_demo_refuses_a_busy_port_before_any_work(tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = CliRunner().invoke(app, ["demo", "--data-dir", str(tmp_path / "data"), "--port", str(port)])
+    assert result.exit_code == 2 and "already in use" in " ".join(result.output.split())
+    assert not (tmp_path / "data").exists()
+
+
 def test_demo_without_models_fails_with_a_hint(tmp_path, monkeypatch):
     monkeypatch.setattr(demo, "SHIPPED_MODELS", tmp_path / "no-models")
     result = CliRunner().invoke(app, ["demo", "--data-dir", str(tmp_path / "data"), "--no-serve"])
@@ -113,3 +125,51 @@ def test_train_runs_the_recipe_commands_into_the_data_folder(tmp_path, monkeypat
     monkeypatch.setattr(demo, "TRAIN_RETRO_COMMAND", "retro train --preset no-such-preset --index {index}")
     with pytest.raises(RuntimeError, match="no-such-preset"):
         demo.train_models(paths)
+
+
+# --- the checkpoints the repository ships (models/) ---------------------------------------------
+
+
+def test_shipped_demo_models_load_fit_the_budget_and_carry_cards():
+    from retro.checkpoint import load_checkpoint
+
+    retro_dir, baseline_dir = demo.shipped_models()
+    files = [p for folder in (retro_dir, baseline_dir) for p in folder.iterdir()]
+    assert all(p.stat().st_size <= 16 * 2**20 for p in files if p.suffix == ".safetensors")
+    assert sum(p.stat().st_size for p in files) <= 40 * 2**20
+    model, tokenizer, _ = load_checkpoint(retro_dir)
+    baseline, baseline_tokenizer, _ = load_checkpoint(baseline_dir)
+    assert tokenizer.fingerprint == baseline_tokenizer.fingerprint
+    assert model.config.uses_retrieval and not baseline.config.uses_retrieval
+    small, large = model.parameter_counts(), baseline.parameter_counts()
+    assert large["total"] >= 4 * small["total"] and large["non_embedding"] >= 4 * small["non_embedding"]
+    for folder in (retro_dir, baseline_dir):
+        card = (folder / "README.md").read_text()
+        for needed in ("retro train", "retro export", "fact accuracy", "bits per byte", "Machine", "Date"):
+            assert needed in card, (folder, needed)
+
+
+def test_shipped_demo_model_answers_facts_it_only_finds_in_its_index(tmp_path, encoder):
+    """Held-out entities (never in training) are answered once their documents are indexed."""
+    from index.build import build_index
+    from index.facts import fact_documents, fact_pairs
+    from index.retriever import Retriever
+    from index.store import IndexStore
+    from retro.checkpoint import load_checkpoint
+    from retro.evaluate import evaluate_facts
+
+    retro_dir, _ = demo.shipped_models()
+    model, tokenizer, _ = load_checkpoint(retro_dir)
+    chosen = {"country/algeria", "country/belarus", "country/belgium", "country/azerbaijan"}
+    documents = [
+        d for d in fact_documents("heldout") if d.doc_id.split("/", 1)[1].rsplit("/", 1)[0] in chosen
+    ]
+    build_index(documents, tmp_path / "index", tokenizer, encoder, chunk_size=model.config.chunk_size)
+    retriever = Retriever(IndexStore.open(tmp_path / "index", tokenizer, encoder))
+    pairs = [p for p in fact_pairs("heldout") if p.entity in chosen]
+    with_index = evaluate_facts(model, tokenizer, retriever, pairs, use_retrieval=True)
+    without = evaluate_facts(model, tokenizer, retriever, pairs, use_retrieval=False)
+    assert len(pairs) == 16 and with_index.correct >= 12, [
+        (a.prompt, a.generated) for a in with_index.answers
+    ]
+    assert without.correct <= 2  # the weights alone do not know them
