@@ -54,8 +54,8 @@ TRAIN_RETRO_COMMAND = (
     "--lr 1.5e-3 --ckpt-every 100 --recipe continuation_end=1.0"
 )
 TRAIN_BASELINE_COMMAND = (
-    "retro train --preset demo --baseline --index {index} --out {runs}/demo-baseline --steps 400 "
-    "--batch-size 16 --lr 1e-3 --ckpt-every 50"
+    "retro train --preset demo --baseline --index {index} --out {runs}/demo-baseline --steps 800 "
+    "--batch-size 16 --lr 1e-3 --ckpt-every 100"
 )
 
 
