@@ -50,8 +50,8 @@ TRAIN_INDEX_COMMAND = (
     "retro index build wiki-vital facts:train --out {index} --chunk-size 32 --vocab-size 8192"
 )
 TRAIN_RETRO_COMMAND = (
-    "retro train --preset demo --index {index} --out {runs}/demo --steps 3000 --batch-size 16 "
-    "--lr 1.5e-3 --ckpt-every 100 --recipe continuation_end=1.0"
+    "retro train --preset demo --index {index} --out {runs}/demo --steps 2000 --batch-size 16 "
+    "--lr 1.5e-3 --ckpt-every 100 --recipe continuation_end=0.5 --recipe decay_from=0.2"
 )
 TRAIN_BASELINE_COMMAND = (
     "retro train --preset demo --baseline --index {index} --out {runs}/demo-baseline --steps 800 "
