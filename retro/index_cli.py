@@ -85,7 +85,8 @@ def _encoder(device: str):
         _fail(str(e))
 
 
-def _columns() -> tuple:
+def progress_columns() -> tuple:
+    """Description, bar, done/total, elapsed and ETA: the columns of every stage bar (the demo too)."""
     return (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -141,7 +142,7 @@ def build(
             except ValueError as e:
                 _fail(str(e))
     encoder = _encoder(device)
-    with Progress(*_columns(), console=console) as bars:
+    with Progress(*progress_columns(), console=console) as bars:
         tasks: dict[str, int] = {}
 
         def progress(stage: str, done: int, total: int) -> None:
@@ -243,7 +244,7 @@ def neighbours(
 
     if k < 1:
         _fail(f"-k must be >= 1, got {k}")
-    with Progress(*_columns(), console=console) as bars:
+    with Progress(*progress_columns(), console=console) as bars:
         task = bars.add_task("finding neighbours", total=None)
         try:
             path = precompute_neighbours(
