@@ -97,6 +97,21 @@ def progress_columns() -> tuple:
     )
 
 
+def stage_progress(bars: Progress, labels: dict[str, str]):
+    """The `progress(stage, done, total)` callback of `index.build.build_index`: one bar per
+    labelled stage, added when the stage first reports (unlabelled stages are not shown)."""
+    tasks: dict[str, int] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage not in labels:
+            return
+        if stage not in tasks:
+            tasks[stage] = bars.add_task(labels[stage], total=total)
+        bars.update(tasks[stage], completed=done, total=total)
+
+    return progress
+
+
 def _print_skipped(skipped: list, limit: int = 10) -> None:
     if skipped:
         console.print(f"[yellow]skipped {len(skipped)} inputs[/]")
@@ -143,15 +158,7 @@ def build(
                 _fail(str(e))
     encoder = _encoder(device)
     with Progress(*progress_columns(), console=console) as bars:
-        tasks: dict[str, int] = {}
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in STAGE_LABELS:
-                return
-            if stage not in tasks:
-                tasks[stage] = bars.add_task(STAGE_LABELS[stage], total=total)
-            bars.update(tasks[stage], completed=done, total=total)
-
+        progress = stage_progress(bars, STAGE_LABELS)
         try:
             report = build_index(
                 documents,

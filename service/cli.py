@@ -85,15 +85,15 @@ def demo(
     import uvicorn
 
     from retro.checkpoint import CheckpointError
+    from retro.train import resolve_device
     from service import demo as stages
     from service.app import create_app
     from service.settings import Settings
 
-    model_device = device
-    if device == "auto":
-        import torch
-
-        model_device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        model_device = str(resolve_device(device))
+    except ValueError as e:
+        fail(str(e))
     paths = stages.DemoPaths(data_dir.resolve())
     if serve_after and not stages.port_is_free(host, port):
         fail(f"{host}:{port} is already in use: stop what serves there or pick another --port (RETRO_PORT)")

@@ -18,7 +18,6 @@ This module owns the demo's recipe and its caching; the work is done by the same
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import subprocess
@@ -29,7 +28,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import Progress
 
-from retro.index_cli import progress_columns
+from retro.index_cli import STAGE_LABELS, progress_columns, stage_progress
 
 console = Console(stderr=True)
 
@@ -89,10 +88,11 @@ def _run_recipe_command(template: str, paths: DemoPaths) -> None:
 def train_models(paths: DemoPaths) -> tuple[Path, Path]:
     """Runs the recipe into DATA/runs (a rerun resumes each command where it stopped)."""
     paths.runs.mkdir(parents=True, exist_ok=True)
-    for template in (TRAIN_INDEX_COMMAND, TRAIN_RETRO_COMMAND, TRAIN_BASELINE_COMMAND):
-        if template is TRAIN_INDEX_COMMAND and (paths.train_index / "CURRENT").is_file():
-            console.print(f"training index: reusing {paths.train_index}", highlight=False)
-            continue
+    if (paths.train_index / "CURRENT").is_file():
+        console.print(f"training index: reusing {paths.train_index}", highlight=False)
+    else:
+        _run_recipe_command(TRAIN_INDEX_COMMAND, paths)
+    for template in (TRAIN_RETRO_COMMAND, TRAIN_BASELINE_COMMAND):  # a rerun resumes each run
         _run_recipe_command(template, paths)
     return paths.runs / RETRO_RUN, paths.runs / BASELINE_RUN
 
@@ -111,20 +111,19 @@ def shipped_models(models_dir: Path | None = None) -> tuple[Path, Path]:
 # --- stage 2: index -------------------------------------------------------------------------------
 def reusable_index(index_dir: Path, tokenizer, chunk_size: int, sources: list[str]) -> str | None:
     """The CURRENT version if it was built from `sources` with this tokenizer and chunk size."""
-    current = index_dir / "CURRENT"
-    if not current.is_file():
-        return None
-    version = current.read_text().strip()
+    from index.store import MANIFEST, read_json, resolve_version_dir
+
     try:
-        manifest = json.loads((index_dir / "versions" / version / "manifest.json").read_text())
-    except (OSError, json.JSONDecodeError):
+        version_dir = resolve_version_dir(index_dir)
+        manifest = read_json(version_dir / MANIFEST)
+    except (OSError, ValueError):  # no index yet, or a damaged one: build a new version
         return None
     matches = (
         manifest.get("sources") == sources
         and manifest.get("tokenizer_fingerprint") == tokenizer.fingerprint
         and manifest.get("chunk_size") == chunk_size
     )
-    return version if matches else None
+    return version_dir.name if matches else None
 
 
 def ensure_index(index_dir: Path, model_dir: Path, sources: list[str], device: str, encoder=None) -> str:
@@ -148,16 +147,9 @@ def ensure_index(index_dir: Path, model_dir: Path, sources: list[str], device: s
     skipped: list = []
     with console.status(f"reading {', '.join(sources)}"):
         documents = list(read_sources(sources, skipped))
-    labels = {"tokenize": "index: tokenizing", "embed": "index: embedding chunks", "index": "index: faiss"}
+    labels = {stage: f"index: {label}" for stage, label in STAGE_LABELS.items()}
     with progress_bar() as bars:
-        tasks: dict[str, int] = {}
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage in labels:
-                if stage not in tasks:
-                    tasks[stage] = bars.add_task(labels[stage], total=total)
-                bars.update(tasks[stage], completed=done, total=total)
-
+        progress = stage_progress(bars, labels)
         report = build_index(
             documents,
             index_dir,
