@@ -11,6 +11,12 @@ pieces of at most `max_shard_bytes`):
 Loading never unpickles. A save is atomic: it is written to a temporary sibling folder and renamed
 into place, so a crash mid-save leaves the previous checkpoint whole. Training state (optimizer,
 step, data position) is the trainer's business and lives beside, not inside, these files.
+
+Every save has a random `save_id`, written into config.json and into each shard's safetensors
+metadata. A trainer republishes into a live run folder file by file (`retro.train.publish_checkpoint`),
+so a load racing it could see shards of two steps; `load_checkpoint` detects that by the ids, waits
+and reads again, and reports a folder that stays mixed. Checkpoints saved before save ids existed
+load unchecked.
 """
 
 from __future__ import annotations
@@ -19,11 +25,13 @@ import json
 import os
 import shutil
 import tempfile
+import time
+import uuid
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from retro.config import RetroConfig
 from retro.model import Retro
@@ -32,10 +40,18 @@ from retro.tokenizer import Tokenizer
 FORMAT, VERSION = "retro-checkpoint", 1
 CONFIG_FILE, SINGLE_FILE, INDEX_FILE = "config.json", "model.safetensors", "model.safetensors.index.json"
 DEFAULT_MAX_SHARD_BYTES = 16 * 1024 * 1024
+SAVE_ID_KEY = "retro_save_id"  # in each shard's safetensors metadata; "save_id" in config.json
+# Waits before reading a mixed folder again: about 1.5 s in all, longer than a publish of the
+# checkpoints this project trains takes (tens of milliseconds for small models).
+TORN_RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8)
 
 
 class CheckpointError(ValueError):
     """A checkpoint folder is missing, corrupted, or does not match its own config."""
+
+
+class TornCheckpointError(CheckpointError):
+    """The folder holds files of two different saves (a save in progress, or one killed mid-way)."""
 
 
 def _shards(state: dict[str, torch.Tensor], max_bytes: int) -> list[dict[str, torch.Tensor]]:
@@ -73,21 +89,29 @@ def save_checkpoint(
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     if dtype is not None:
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    save_id = uuid.uuid4().hex
+    shard_metadata = {"format": "pt", SAVE_ID_KEY: save_id}
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         shards = _shards(state, max_shard_bytes)
         if len(shards) == 1:
-            save_file(shards[0], str(tmp / SINGLE_FILE), metadata={"format": "pt"})
+            save_file(shards[0], str(tmp / SINGLE_FILE), metadata=shard_metadata)
         else:
             weight_map = {}
             for i, shard in enumerate(shards, start=1):
                 name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-                save_file(shard, str(tmp / name), metadata={"format": "pt"})
+                save_file(shard, str(tmp / name), metadata=shard_metadata)
                 weight_map.update(dict.fromkeys(shard, name))
             total = sum(t.numel() * t.element_size() for t in state.values())
-            index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+            index = {"metadata": {"total_size": total, SAVE_ID_KEY: save_id}, "weight_map": weight_map}
             (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2))
-        body = {"format": FORMAT, "version": VERSION, "config": model.config.to_dict(), "meta": meta or {}}
+        body = {
+            "format": FORMAT,
+            "version": VERSION,
+            "save_id": save_id,
+            "config": model.config.to_dict(),
+            "meta": meta or {},
+        }
         (tmp / CONFIG_FILE).write_text(json.dumps(body, indent=2, sort_keys=True))
         tokenizer.save(tmp)
         _apply_umask(tmp)
@@ -120,6 +144,11 @@ def _apply_umask(folder: Path) -> None:
 
 def read_config(folder: str | Path) -> tuple[RetroConfig, dict]:
     """The model config and meta of a checkpoint, without loading any weights."""
+    config, meta, _save_id = _read_config_body(folder)
+    return config, meta
+
+
+def _read_config_body(folder: str | Path) -> tuple[RetroConfig, dict, str | None]:
     path = Path(folder) / CONFIG_FILE
     if not path.is_file():
         raise CheckpointError(f"{folder} is not a retro checkpoint: {CONFIG_FILE} is missing")
@@ -134,18 +163,22 @@ def read_config(folder: str | Path) -> tuple[RetroConfig, dict]:
             f"{path} has checkpoint version {body.get('version')}; this code reads {VERSION}"
         )
     try:
-        return RetroConfig.from_dict(body["config"]), body.get("meta", {})
+        return RetroConfig.from_dict(body["config"]), body.get("meta", {}), body.get("save_id")
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path} holds an invalid model config: {e}") from e
 
 
-def _load_state(folder: Path) -> dict[str, torch.Tensor]:
+def _load_state(folder: Path, save_id: str | None) -> dict[str, torch.Tensor]:
+    """All weight shards; with a `save_id`, every shard (and the shard index) must carry it."""
     index_path = folder / INDEX_FILE
     if index_path.is_file():
         try:
-            files = sorted(set(json.loads(index_path.read_text())["weight_map"].values()))
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            index = json.loads(index_path.read_text())
+            files = sorted(set(index["weight_map"].values()))
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
             raise CheckpointError(f"{index_path} is not a valid shard index: {e}") from e
+        if save_id is not None and index.get("metadata", {}).get(SAVE_ID_KEY) != save_id:
+            raise TornCheckpointError(f"{index_path} belongs to another save than {CONFIG_FILE}")
     elif (folder / SINGLE_FILE).is_file():
         files = [SINGLE_FILE]
     else:
@@ -154,18 +187,41 @@ def _load_state(folder: Path) -> dict[str, torch.Tensor]:
     for name in files:
         path = folder / name
         if not path.is_file():
-            raise CheckpointError(f"weight shard {path} is missing")
+            # a republish that changed the shard count may be between its renames
+            error = TornCheckpointError if save_id is not None else CheckpointError
+            raise error(f"weight shard {path} is missing")
         try:
-            state.update(load_file(str(path)))
+            with safe_open(str(path), framework="pt") as f:
+                shard_id = (f.metadata() or {}).get(SAVE_ID_KEY)
+                tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (no __iter__)
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"weight shard {path} is corrupted: {e}") from e
+        if save_id is not None and shard_id != save_id:
+            raise TornCheckpointError(f"weight shard {path} belongs to another save than {CONFIG_FILE}")
+        state.update(tensors)
     return state
+
+
+def _load_consistent_state(folder: Path) -> tuple[RetroConfig, dict, dict[str, torch.Tensor]]:
+    """(config, meta, weights) of one save, reading again while the folder is mixed (see module doc)."""
+    for delay in (*TORN_RETRY_DELAYS, None):
+        config, meta, save_id = _read_config_body(folder)
+        try:
+            return config, meta, _load_state(folder, save_id)
+        except TornCheckpointError as e:
+            if delay is None:
+                raise TornCheckpointError(
+                    f"{folder} mixes files of two saves ({e}): a save is still writing it, or one was "
+                    "killed mid-way (resuming the training run republishes its checkpoint)"
+                ) from e
+            time.sleep(delay)
+    raise AssertionError("unreachable")
 
 
 def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu") -> tuple[Retro, Tokenizer, dict]:
     """Returns (model in eval mode on `device`, tokenizer, meta). Raises CheckpointError on any defect."""
     folder = Path(folder)
-    config, meta = read_config(folder)
+    config, meta, state = _load_consistent_state(folder)
     try:
         tokenizer = Tokenizer.load(folder)
     except (FileNotFoundError, ValueError) as e:
@@ -176,7 +232,6 @@ def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu") -> t
             f"{config.vocab_size}"
         )
     model = Retro(config)
-    state = _load_state(folder)
     expected = model.state_dict()
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     wrong = [k for k in expected.keys() & state.keys() if expected[k].shape != state[k].shape]

@@ -36,7 +36,7 @@ import torch.distributed as dist
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
-from retro.checkpoint import CONFIG_FILE, replace_folder, save_checkpoint
+from retro.checkpoint import CONFIG_FILE, DEFAULT_MAX_SHARD_BYTES, replace_folder, save_checkpoint
 from retro.config import RetroConfig
 from retro.model import Retro
 from retro.tokenizer import Tokenizer
@@ -213,18 +213,22 @@ def _load_train_state(run_dir: Path, model: Retro, optimizer) -> dict:
     return body
 
 
-def publish_checkpoint(run_dir: Path, model: Retro, tokenizer: Tokenizer, meta: dict) -> None:
+def publish_checkpoint(
+    run_dir: Path,
+    model: Retro,
+    tokenizer: Tokenizer,
+    meta: dict,
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+) -> None:
     """Writes the servable checkpoint into `run_dir` beside train_state/ and log.jsonl.
 
     `save_checkpoint` replaces a whole folder, so it writes a staging folder whose files are then
-    moved in one by one with os.replace, config.json last: every file a reader opens is whole, but a
-    load racing a save may mix weight shards of two steps (a resume rewrites the checkpoint anyway).
+    moved in one by one with os.replace, config.json last, and shards the new save no longer has are
+    deleted after that. Every file a reader opens is whole; a load racing this sees files of two
+    saves, which `load_checkpoint` detects by their save ids and reads again.
     """
-    staged = save_checkpoint(run_dir / ".checkpoint-staging", model, tokenizer, meta)
+    staged = save_checkpoint(run_dir / ".checkpoint-staging", model, tokenizer, meta, max_shard_bytes)
     new_files = sorted(p.name for p in staged.iterdir())
-    for stale in run_dir.glob("model*.safetensors*"):
-        if stale.name not in new_files:
-            stale.unlink()
     # safetensors writes its files owner-only; give every file the umask's mode that config.json got,
     # so that a server running as another user can read the checkpoint
     mode = (staged / CONFIG_FILE).stat().st_mode & 0o777
@@ -232,6 +236,9 @@ def publish_checkpoint(run_dir: Path, model: Retro, tokenizer: Tokenizer, meta: 
         os.chmod(staged / name, mode)
         os.replace(staged / name, run_dir / name)
     staged.rmdir()
+    for stale in run_dir.glob("model*.safetensors*"):
+        if stale.name not in new_files:
+            stale.unlink()
 
 
 def _rewrite_log(run_dir: Path, up_to_step: int) -> None:

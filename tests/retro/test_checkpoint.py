@@ -88,3 +88,67 @@ def test_checkpoint_is_as_readable_as_the_umask_allows(model, tokenizer, tmp_pat
         os.umask(old)
     assert stat.S_IMODE(folder.stat().st_mode) == 0o755
     assert {stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()} == {0o644}
+
+
+def _weights(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _same(state, expected) -> bool:
+    return all(torch.equal(state[k], v) for k, v in expected.items())
+
+
+def test_shards_of_two_saves_are_a_clear_error(model, tokenizer, tmp_path, monkeypatch):
+    """A folder left mixed (a republish killed between its renames) is refused, not half-loaded."""
+    monkeypatch.setattr(ckpt, "TORN_RETRY_DELAYS", (0.0,))
+    first = save_checkpoint(tmp_path / "a", model, tokenizer, max_shard_bytes=20_000)
+    second = save_checkpoint(
+        tmp_path / "b", make_model(model.config, seed=5), tokenizer, max_shard_bytes=20_000
+    )
+    shard = sorted(first.glob("model-*.safetensors"))[1]
+    shard.write_bytes((second / shard.name).read_bytes())
+    with pytest.raises(CheckpointError, match="mixes files of two saves"):
+        load_checkpoint(first)
+
+
+def test_load_racing_a_republish_gets_one_whole_save(model, tokenizer, tmp_path):
+    """A server started while training republishes its run folder loads the weights of one step."""
+    import threading
+
+    from retro.train import publish_checkpoint
+
+    models = [model, make_model(model.config, seed=5)]
+    expected = [_weights(m) for m in models]
+    run = tmp_path / "run"
+    run.mkdir()
+    publish_checkpoint(run, models[0], tokenizer, {"step": 0}, max_shard_bytes=20_000)
+    assert len(list(run.glob("model-*.safetensors"))) > 1
+    stop = threading.Event()
+
+    def republish() -> None:
+        step = 1
+        while not stop.is_set():
+            publish_checkpoint(run, models[step % 2], tokenizer, {"step": step}, max_shard_bytes=20_000)
+            step += 1
+            stop.wait(0.005)  # a trainer publishes between steps, not back to back
+
+    writer = threading.Thread(target=republish)
+    writer.start()
+    try:
+        for _ in range(40):
+            loaded, _, meta = load_checkpoint(run)
+            state = loaded.state_dict()
+            assert _same(state, expected[meta["step"] % 2]), f"mixed weights at step {meta['step']}"
+    finally:
+        stop.set()
+        writer.join()
+
+
+def test_checkpoints_without_save_ids_still_load(model, tokenizer, tmp_path):
+    """Checkpoints written before save ids existed (the shipped demo models) load unchecked."""
+    folder = save_checkpoint(tmp_path / "run", model, tokenizer, max_shard_bytes=20_000)
+    body = json.loads((folder / "config.json").read_text())
+    del body["save_id"]
+    (folder / "config.json").write_text(json.dumps(body))
+    loaded, _, _ = load_checkpoint(folder)
+    assert _same(loaded.state_dict(), _weights(model))
