@@ -20,7 +20,7 @@ async def list_models(state: ReadyState):
                 "object": "model",
                 "created": created,
                 "owned_by": "retro",
-                "kind": model.kind,
+                "kind": model.kind,  # the checkpoint format: "retro" (ours) or "huggingface"
                 "role": "retro" if model is state.retro else "comparison",
                 "uses_retrieval": model.uses_retrieval and state.index is not None,
                 "parameters": model.parameters,

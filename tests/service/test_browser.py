@@ -59,6 +59,8 @@ def test_prompt_both_answers_and_passages_then_add_a_document(browser, settings,
         wait = WebDriverWait(browser, 30)
         wait.until(lambda d: "tiny-gpt2" in d.find_element(By.ID, "served").text)
         assert browser.find_element(By.ID, "retro-name").text == "tiny-retro"
+        served = browser.find_element(By.ID, "served").text
+        assert served == "tiny-retro (with retrieval) vs tiny-gpt2 (no retrieval)"
 
         browser.find_element(By.ID, "prompt").send_keys("Zorbland is a small island")
         browser.find_element(By.ID, "run").click()
