@@ -6,7 +6,9 @@ build finds it): the embeddings in shards of `shard_size` chunks, each written t
 renamed, while a producer thread tokenizes ahead. A rerun re-tokenizes (deterministic, cheap) and
 skips finished shards. Only when every shard exists is
 the version folder assembled (under a hidden name, renamed when complete) and `CURRENT` replaced,
-so a build killed at any moment leaves the previous version serving. It never imports `retro`.
+so a build killed at any moment leaves the previous version serving. From the hidden folder to the
+switch it holds the build lock of `index.prune`, which then deletes versions beyond
+`keep_versions` (all are kept by default). It never imports `retro`.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import numpy as np
 from index.chunker import chunk_token_lists, decode_chunks, tokenize_texts
 from index.corpus import Document, SkippedInput
 from index.faiss_index import VectorIndex
+from index.prune import STAGING_PREFIX, building, prune_versions
 from index.store import (
     CHUNK_DOC,
     CHUNK_POS,
@@ -64,6 +67,7 @@ class BuildReport:
     shards_reused: int  # finished shards found from an interrupted earlier run
     embed_seconds: float  # encoder time in this run (the benchmark compares rates with it)
     skipped: list[SkippedInput] = field(default_factory=list)
+    pruned: list[str] = field(default_factory=list)  # old versions deleted after the switch
 
 
 def corpus_fingerprint(documents: list[Document]) -> str:
@@ -163,12 +167,17 @@ def build_index(
     sources: list[str] | None = None,
     gpu: bool | None = None,
     progress: Progress | None = None,
+    keep_versions: int | None = None,
 ) -> BuildReport:
     """Builds a new version of the index in `out_dir` and makes it CURRENT.
 
     `skipped` carries the corpus readers' bad inputs into the report; duplicate doc_ids and
     documents without tokens are added to it. Raises ValueError when no document is left.
+    `keep_versions` (None: keep all) deletes the oldest versions after the switch, so that at most
+    that many remain (`index.prune.prune_versions`); a failure there is logged, not raised.
     """
+    if keep_versions is not None and keep_versions < 1:
+        raise ValueError(f"keep_versions must be >= 1 or None (keep all), got {keep_versions}")
     started = time.perf_counter()
     progress = progress or (lambda stage, done, total: None)
     skipped = list(skipped or [])
@@ -230,64 +239,75 @@ def build_index(
     # 3. Assemble the version folder under a hidden name; rename it only when complete.
     versions = out_dir / VERSIONS_DIR
     versions.mkdir(exist_ok=True)
-    staging = versions / f".building-{key}"
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir()
-    tokens.tofile(staging / CHUNKS)
-    doc_index.astype(np.int64).tofile(staging / CHUNK_DOC)
-    position.astype(np.int32).tofile(staging / CHUNK_POS)
-    with open(staging / EMBEDDINGS, "wb") as f:
-        for shard in range(n_shards):
-            f.write(np.load(_shard_path(work, shard)).tobytes())
-    embeddings = np.memmap(staging / EMBEDDINGS, dtype=np.float32, mode="r", shape=(n_chunks, encoder.dim))
-    firsts = np.cumsum(counts) - counts
-    with open(staging / DOCUMENTS, "w", encoding="utf-8") as f:
-        for d, first, count in zip(unique, firsts, counts, strict=True):
-            record = {"doc_id": d.doc_id, "source": d.source, "title": d.title}
-            f.write(
-                json.dumps({**record, "first_chunk": int(first), "n_chunks": int(count)}, ensure_ascii=False)
-                + "\n"
-            )
-    progress("index", 0, n_chunks)
-    vectors = VectorIndex.build(embeddings, factory, gpu)
-    faiss_file = f"faiss-{n_chunks}.index"
-    vectors.save(staging / faiss_file)
-    progress("index", n_chunks, n_chunks)
-    tokenizer.save(staging)
-    version = _next_version_name(versions)
-    n_tokens = int(np.count_nonzero(tokens != tokenizer.pad_id))
-    build_seconds = time.perf_counter() - started
-    manifest = {
-        "format": FORMAT_VERSION,
-        "version": version,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "n_documents": len(unique),
-        "n_chunks": n_chunks,
-        "n_tokens": n_tokens,
-        "chunk_size": chunk_size,
-        "pad_id": int(tokenizer.pad_id),
-        "vocab_size": int(tokenizer.vocab_size),
-        "tokenizer_fingerprint": tokenizer.fingerprint,
-        "encoder": encoder.name,
-        "embedding_dim": int(encoder.dim),
-        "faiss_factory": vectors.factory,
-        "faiss_file": faiss_file,
-        "corpus_fingerprint": corpus_fp,
-        "sources": list(sources or []),
-        "build_seconds": round(build_seconds, 3),
-        "shards": n_shards,
-        "shards_reused": reused,
-        "skipped": [asdict(s) for s in skipped],
-        "additions": [],
-    }
-    write_atomic(staging / MANIFEST, json.dumps(manifest, indent=1))
-    os.replace(staging, versions / version)
-    write_atomic(out_dir / CURRENT_FILE, version + "\n")
+    with building(out_dir):  # prune_versions leaves this build's folders alone
+        staging = versions / f"{STAGING_PREFIX}{key}"
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir()
+        tokens.tofile(staging / CHUNKS)
+        doc_index.astype(np.int64).tofile(staging / CHUNK_DOC)
+        position.astype(np.int32).tofile(staging / CHUNK_POS)
+        with open(staging / EMBEDDINGS, "wb") as f:
+            for shard in range(n_shards):
+                f.write(np.load(_shard_path(work, shard)).tobytes())
+        embeddings = np.memmap(
+            staging / EMBEDDINGS, dtype=np.float32, mode="r", shape=(n_chunks, encoder.dim)
+        )
+        firsts = np.cumsum(counts) - counts
+        with open(staging / DOCUMENTS, "w", encoding="utf-8") as f:
+            for d, first, count in zip(unique, firsts, counts, strict=True):
+                record = {"doc_id": d.doc_id, "source": d.source, "title": d.title}
+                f.write(
+                    json.dumps(
+                        {**record, "first_chunk": int(first), "n_chunks": int(count)}, ensure_ascii=False
+                    )
+                    + "\n"
+                )
+        progress("index", 0, n_chunks)
+        vectors = VectorIndex.build(embeddings, factory, gpu)
+        faiss_file = f"faiss-{n_chunks}.index"
+        vectors.save(staging / faiss_file)
+        progress("index", n_chunks, n_chunks)
+        tokenizer.save(staging)
+        version = _next_version_name(versions)
+        n_tokens = int(np.count_nonzero(tokens != tokenizer.pad_id))
+        build_seconds = time.perf_counter() - started
+        manifest = {
+            "format": FORMAT_VERSION,
+            "version": version,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "n_documents": len(unique),
+            "n_chunks": n_chunks,
+            "n_tokens": n_tokens,
+            "chunk_size": chunk_size,
+            "pad_id": int(tokenizer.pad_id),
+            "vocab_size": int(tokenizer.vocab_size),
+            "tokenizer_fingerprint": tokenizer.fingerprint,
+            "encoder": encoder.name,
+            "embedding_dim": int(encoder.dim),
+            "faiss_factory": vectors.factory,
+            "faiss_file": faiss_file,
+            "corpus_fingerprint": corpus_fp,
+            "sources": list(sources or []),
+            "build_seconds": round(build_seconds, 3),
+            "shards": n_shards,
+            "shards_reused": reused,
+            "skipped": [asdict(s) for s in skipped],
+            "additions": [],
+        }
+        write_atomic(staging / MANIFEST, json.dumps(manifest, indent=1))
+        os.replace(staging, versions / version)
+        write_atomic(out_dir / CURRENT_FILE, version + "\n")
     shutil.rmtree(work, ignore_errors=True)
     with contextlib.suppress(OSError):  # other interrupted builds may still have work folders
         (out_dir / WORK_DIR).rmdir()
     log.info("built %s: %d documents, %d chunks in %.1fs", version, len(unique), n_chunks, build_seconds)
+    pruned: list[str] = []
+    if keep_versions is not None:
+        try:  # the build itself succeeded and serves: a failed clean-up must not undo that
+            pruned = prune_versions(out_dir, keep_versions)
+        except (OSError, ValueError) as e:
+            log.warning("built %s, but pruning old versions failed: %s", version, e)
     progress("done", n_chunks, n_chunks)
     return BuildReport(
         version=version,
@@ -301,4 +321,5 @@ def build_index(
         shards_reused=reused,
         embed_seconds=embed_seconds,
         skipped=skipped,
+        pruned=pruned,
     )

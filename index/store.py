@@ -12,6 +12,8 @@ Layout of an index folder (written by `index.build`):
         embeddings.f32             [N, 384] float32 unit vectors
         faiss-<N>.index            the vector index (the manifest names the live file)
     OUT/work/<key>/                a build in progress (resumable embedding shards)
+    OUT/.build.lock                held (shared) by builds while they assemble a version; old
+                                   versions are deleted by `index.prune`
 
 The manifest's counts are the truth: rows past them (left by a crash mid-append) are ignored and
 truncated by the next append. This module owns opening a version, the lock discipline (searches
@@ -47,6 +49,7 @@ CHUNKS = "chunks.i32"
 CHUNK_DOC = "chunk_doc.i64"
 CHUNK_POS = "chunk_pos.i32"
 EMBEDDINGS = "embeddings.f32"
+APPEND_LOCK = ".append.lock"  # in each version folder: the write lock of `_version_lock`
 
 
 # --- small file helpers ---------------------------------------------------------------------------
@@ -434,7 +437,7 @@ class IndexStore:
 @contextmanager
 def _version_lock(version_dir: Path):
     """An exclusive advisory lock: one appending process per version at a time."""
-    with open(version_dir / ".append.lock", "a") as handle:
+    with open(version_dir / APPEND_LOCK, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

@@ -1,4 +1,4 @@
-"""`retro index ...`: build, extend, search and inspect a retrieval index from the command line.
+"""`retro index ...`: build, extend, search, inspect and prune a retrieval index from the command line.
 
 This module owns only argument handling, progress bars and printing; the work is done by the
 `index` package. When no tokenizer is given, `build` trains a byte-level BPE on the corpus and the
@@ -112,6 +112,16 @@ def stage_progress(bars: Progress, labels: dict[str, str]):
     return progress
 
 
+def format_bytes(n: float) -> str:
+    """1234567 -> '1.2 MB' (decimal units, like `df -H`)."""
+    unit = "B"
+    for larger in ("kB", "MB", "GB", "TB"):
+        if n < 1000:
+            break
+        n, unit = n / 1000, larger
+    return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+
+
 def _print_skipped(skipped: list, limit: int = 10) -> None:
     if skipped:
         console.print(f"[yellow]skipped {len(skipped)} inputs[/]")
@@ -139,10 +149,17 @@ def build(
     ),
     device: str = typer.Option("auto", help="encoder device: auto, cpu or cuda"),
     shard_size: int = typer.Option(4096, help="chunks per embedding shard (the unit a rerun resumes from)"),
+    keep_versions: int = typer.Option(
+        3,
+        "--keep-versions",
+        help="then delete older versions beyond the newest N (CURRENT stays); 0 keeps all",
+    ),
 ) -> None:
     """Builds a new index version from SOURCES (resuming an interrupted identical build)."""
     from index.build import build_index
 
+    if keep_versions < 0:
+        _fail(f"--keep-versions must be >= 0 (0 keeps all versions), got {keep_versions}")
     documents, skipped = _read_documents(sources)
     if not documents:
         _fail(f"no readable documents in {', '.join(sources)} ({len(skipped)} inputs skipped)")
@@ -171,6 +188,7 @@ def build(
                 skipped=skipped,
                 sources=sources,
                 progress=progress,
+                keep_versions=keep_versions or None,
             )
         except ValueError as e:
             _fail(str(e))
@@ -181,6 +199,10 @@ def build(
         f"factory {report.faiss_factory}, {report.build_seconds:.1f}s{reused} -> {report.version_dir}",
         highlight=False,
     )
+    if report.pruned:
+        output.print(
+            f"deleted old versions {', '.join(report.pruned)} (keeping {keep_versions})", highlight=False
+        )
 
 
 @index_app.command("add")
@@ -267,8 +289,10 @@ def info(
     index_dir: Path = typer.Argument(..., help="an index folder or a version folder"),
     as_json: bool = typer.Option(False, "--json", help="print the whole manifest as JSON"),
 ) -> None:
-    """Prints the current version's manifest: counts, tokenizer, encoder, factory, skipped inputs."""
-    from index.store import MANIFEST, VERSIONS_DIR, read_json, resolve_version_dir
+    """Prints the current version's manifest: counts, tokenizer, encoder, factory, skipped inputs,
+    and the index's version folders with their sizes."""
+    from index.prune import folder_bytes, version_names
+    from index.store import CURRENT_FILE, MANIFEST, VERSIONS_DIR, read_json, resolve_version_dir
 
     try:
         version_dir = resolve_version_dir(index_dir)
@@ -278,11 +302,8 @@ def info(
     if as_json:
         output.print_json(json.dumps(manifest))
         return
-    versions = (
-        sorted(p.name for p in (version_dir.parent).glob("v[0-9]*"))
-        if version_dir.parent.name == VERSIONS_DIR
-        else []
-    )
+    root = version_dir.parent.parent if version_dir.parent.name == VERSIONS_DIR else None
+    versions = version_names(root) if root is not None else []
     table = Table(title=f"index {index_dir} (serving {manifest['version']})", show_header=False)
     for key in (
         "n_documents", "n_chunks", "n_tokens", "chunk_size", "vocab_size", "encoder",
@@ -294,5 +315,44 @@ def info(
     table.add_row("skipped inputs", str(len(manifest.get("skipped", []))))
     table.add_row("live additions", str(len(manifest.get("additions", []))))
     if versions:
-        table.add_row("versions", ", ".join(versions))
+        current_file = root / CURRENT_FILE
+        current = current_file.read_text(encoding="utf-8").strip() if current_file.is_file() else None
+        sizes = {name: folder_bytes(root / VERSIONS_DIR / name) for name in versions}
+        lines = [
+            f"{name}  {format_bytes(size):>9}" + ("  CURRENT" if name == current else "")
+            for name, size in sizes.items()
+        ]
+        table.add_row(f"versions ({format_bytes(sum(sizes.values()))})", "\n".join(lines))
     output.print(table)
+
+
+@index_app.command("prune")
+def prune(
+    index_dir: Path = typer.Argument(..., help="an index folder"),
+    keep: int = typer.Option(3, "--keep", help="versions to keep: the newest N (CURRENT always stays)"),
+) -> None:
+    """Deletes the oldest versions so that at most KEEP remain; never CURRENT, never one being added to."""
+    from index.prune import folder_bytes, prune_versions, version_names
+    from index.store import CURRENT_FILE, VERSIONS_DIR
+
+    if keep < 1:
+        _fail(f"--keep must be >= 1 (the CURRENT version always stays), got {keep}")
+    sizes = {name: folder_bytes(index_dir / VERSIONS_DIR / name) for name in version_names(index_dir)}
+    try:
+        deleted = prune_versions(index_dir, keep)
+    except (ValueError, OSError) as e:
+        _fail(str(e))
+    for name in deleted:
+        output.print(f"deleted {name} ({format_bytes(sizes.get(name, 0))})", highlight=False)
+    remaining = version_names(index_dir)
+    current = (index_dir / CURRENT_FILE).read_text(encoding="utf-8").strip()
+    freed = f"freed {format_bytes(sum(sizes.get(n, 0) for n in deleted))}" if deleted else "nothing to delete"
+    output.print(
+        f"{freed}; {len(remaining)} versions remain: {', '.join(remaining)} (CURRENT {current})",
+        highlight=False,
+    )
+    if len(remaining) > keep:
+        console.print(
+            f"[yellow]more than {keep} remain: a version being added to, or newer than CURRENT while a "
+            "build runs, is kept; prune again later[/]"
+        )

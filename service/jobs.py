@@ -3,8 +3,9 @@
 A rebuild reads an allowed corpus, calls `index.build.build_index` (which writes a new version and
 switches CURRENT atomically), then the `IndexHandle` reopens CURRENT and swaps it in. Documents
 added through the API while the rebuild ran are added again to the new version before the swap,
-so no acknowledged document is lost. This module owns the job table and the source checks; it
-knows nothing of HTTP beyond raising `APIError`.
+so no acknowledged document is lost. After the swap, versions beyond the newest `keep_versions`
+are deleted (`index.prune`). This module owns the job table and the source checks; it knows
+nothing of HTTP beyond raising `APIError`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from index.build import build_index
 from index.corpus import NAMED_SOURCES, Document, SkippedInput, read_sources
+from index.prune import prune_versions
 from service.errors import APIError
 from service.retrieval import IndexHandle
 
@@ -79,8 +81,9 @@ class RebuildJob:
 
 
 class RebuildJobs:
-    def __init__(self, handle: IndexHandle, chunk_size: int, on_swap=None):
+    def __init__(self, handle: IndexHandle, chunk_size: int, on_swap=None, keep_versions: int | None = None):
         self.handle, self.chunk_size = handle, chunk_size
+        self.keep_versions = keep_versions  # None keeps every version
         self._jobs: dict[str, RebuildJob] = {}
         self._lock = threading.Lock()
         self._running: RebuildJob | None = None
@@ -119,6 +122,19 @@ class RebuildJobs:
 
         return note
 
+    def _prune(self) -> list[str]:
+        """Deletes old versions once the new one serves. Not inside build_index (keep_versions): between
+        its CURRENT switch and the swap, API additions still go to the old version, which it could
+        delete under them; from the swap on (under the lock) they go to the new one. Searches still
+        running on the old version keep their memmaps. A failure here does not fail the rebuild."""
+        if self.keep_versions is None:
+            return []
+        try:
+            return prune_versions(self.handle.path, self.keep_versions)
+        except (OSError, ValueError):
+            log.exception("pruning old index versions of %s failed", self.handle.path)
+            return []
+
     def _run(self, job: RebuildJob) -> None:
         job.status = "running"
         try:
@@ -145,12 +161,14 @@ class RebuildJobs:
                     snapshot.store.add_documents(added)
                 self._running = None
             self._on_swap(snapshot)
+            pruned = self._prune()
             job.version = snapshot.store.version
             job.report = {
                 "documents": report.n_documents,
                 "chunks": report.n_chunks,
                 "skipped": len(report.skipped),
                 "readded_live_documents": len(added),
+                "pruned_versions": pruned,
                 "seconds": round(report.build_seconds, 3),
             }
             job.status, job.stage = "succeeded", "done"

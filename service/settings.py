@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     # Rebuilds read only corpora under this root (or the named bundled sources listed below).
     corpus_root: Path | None = None
     rebuild_sources: list[str] = Field(default_factory=list)  # e.g. ["facts", "wiki-vital"]
+    # After a rebuild has swapped in, older index versions beyond the newest N are deleted.
+    keep_index_versions: int = Field(3, ge=1)
 
     def check_bind(self) -> None:
         """Refuses to listen beyond this machine without an API key."""

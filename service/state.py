@@ -66,7 +66,12 @@ class ServiceState:
         if s.index is not None:
             self.index = IndexHandle(s.index, self.retro.tokenizer, s.index_device)
             self._check_index_fits(self.index.current)
-            self.jobs = RebuildJobs(self.index, self.index.current.store.chunk_size, on_swap=self.note_index)
+            self.jobs = RebuildJobs(
+                self.index,
+                self.index.current.store.chunk_size,
+                on_swap=self.note_index,
+                keep_versions=s.keep_index_versions,
+            )
             self.note_index(self.index.current)
         for model in self.models.values():
             gauge = self.metrics.queue_depth.labels(model.id)

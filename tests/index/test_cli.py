@@ -1,13 +1,16 @@
-"""`retro index build/add/search/info` through Typer's CliRunner: results, exit codes, messages."""
+"""`retro index build/add/search/info/prune` through Typer's CliRunner: results, exit codes, messages."""
 
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from typer.testing import CliRunner
 
 import index.encoder
+from index.build import build_index
+from index.prune import version_names
 from retro.cli import app
 from retro.tokenizer import Tokenizer
 
@@ -105,6 +108,10 @@ def test_build_with_a_given_tokenizer_then_mismatch_exits_2(tmp_path, corpus, to
         (["info", "{tmp}"], "is not an index"),
         (["add", "{tmp}", "facts"], "is not an index"),
         (["neighbours", "{tmp}"], "is not an index"),
+        (["prune", "{tmp}", "--keep", "1"], "is not an index folder"),
+        (["prune", "{tmp}/missing"], "is not an index folder"),
+        (["prune", "{tmp}", "--keep", "0"], "--keep must be >= 1"),
+        (["build", "{tmp}", "--out", "{tmp}/ix", "--keep-versions", "-1"], "--keep-versions must be >= 0"),
     ],
 )
 def test_bad_input_exits_2_with_a_message(tmp_path, monkeypatch, args, message):
@@ -113,3 +120,48 @@ def test_bad_input_exits_2_with_a_message(tmp_path, monkeypatch, args, message):
     result = _run(*[a.format(tmp=tmp_path) for a in args])
     assert result.exit_code == 2
     assert message in _error_line(result) and "Traceback" not in result.output
+
+
+def test_build_keeps_three_versions_by_default(tmp_path, corpus, tokenizer):
+    out = tmp_path / "ix"
+    tokenizer.save(tmp_path / "tok.json")
+    common = ["build", str(corpus), "--out", str(out), "--tokenizer", str(tmp_path / "tok.json")]
+    for _ in range(3):
+        assert _run(*common).exit_code == 0
+    fourth = _run(*common)
+    assert fourth.exit_code == 0, fourth.output
+    assert "deleted old versions v0001 (keeping 3)" in _error_line(fourth)
+    assert version_names(out) == ["v0002", "v0003", "v0004"]
+    assert "deleted" in _error_line(_run(*common, "--keep-versions", "1"))
+    assert version_names(out) == ["v0005"]
+    kept_all = _run(*common, "--keep-versions", "0")
+    assert kept_all.exit_code == 0 and "deleted" not in kept_all.output
+    assert version_names(out) == ["v0005", "v0006"]
+
+
+def test_info_lists_versions_and_prune_deletes_the_oldest(tmp_path, topic_documents, tokenizer):
+    from tests.index.hashing_encoder import HashingEncoder
+
+    out = tmp_path / "ix"
+    for i in range(3):
+        build_index(topic_documents[: i + 2], out, tokenizer, HashingEncoder(), chunk_size=16)
+    (out / "CURRENT").write_text("v0002\n")
+
+    info = _run("info", str(out))
+    assert info.exit_code == 0, info.output
+    rows = [re.search(r"(v000\d) +[\d.]+ kB( +CURRENT)?", line) for line in info.stdout.splitlines()]
+    listed = {row.group(1): bool(row.group(2)) for row in rows if row}
+    assert listed == {"v0001": False, "v0002": True, "v0003": False}  # sizes, CURRENT marked
+
+    refused = _run("prune", str(out), "--keep", "0")
+    assert refused.exit_code == 2 and "--keep must be >= 1" in _error_line(refused)
+    assert version_names(out) == ["v0001", "v0002", "v0003"]
+
+    pruned = _run("prune", str(out), "--keep", "1")
+    assert pruned.exit_code == 0, pruned.output
+    text = _error_line(pruned)
+    assert "deleted v0001 (" in text and "deleted v0003 (" in text and "freed" in text
+    assert "1 versions remain: v0002 (CURRENT v0002)" in text
+    assert version_names(out) == ["v0002"]
+    again = _run("prune", str(out), "--keep", "1")
+    assert again.exit_code == 0 and "nothing to delete" in again.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from service.cli import app
@@ -11,7 +12,8 @@ from service.settings import Settings, is_loopback
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch):
-    for name in ("RETRO_API_KEY", "RETRO_HOST", "RETRO_MODEL", "RETRO_INDEX", "RETRO_PORT"):
+    names = ("RETRO_API_KEY", "RETRO_HOST", "RETRO_MODEL", "RETRO_INDEX", "RETRO_PORT")
+    for name in (*names, "RETRO_KEEP_INDEX_VERSIONS"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -42,6 +44,17 @@ def test_settings_come_from_the_environment(monkeypatch, tmp_path):
     assert settings.model == tmp_path and settings.max_queue == 3
     assert settings.api_key.get_secret_value() == "s3cr3t-value" and "s3cr3t" not in repr(settings)
     settings.check_bind()  # a key is set: a public bind is allowed
+
+
+def test_keep_index_versions_is_read_and_must_be_at_least_one(monkeypatch):
+    assert Settings().keep_index_versions == 3
+    monkeypatch.setenv("RETRO_KEEP_INDEX_VERSIONS", "5")
+    assert Settings().keep_index_versions == 5
+    monkeypatch.setenv("RETRO_KEEP_INDEX_VERSIONS", "0")
+    with pytest.raises(ValidationError, match="keep_index_versions"):
+        Settings()
+    with pytest.raises(ValidationError, match="greater than or equal to 1"):
+        Settings(keep_index_versions=0)
 
 
 @pytest.mark.parametrize(

@@ -176,6 +176,7 @@ def test_rebuild_swaps_versions_without_failing_a_request(make_client, settings,
         worker.join()
     assert job["status"] == "succeeded", job
     assert job["progress"]["stage"] == "done" and job["report"]["readded_live_documents"] == 1
+    assert job["report"]["pruned_versions"] == []  # the default keeps 3 versions
     assert failures == [] and answered[0] > 4
     after = test_client.get("/info").json()["index"]
     assert after["version"] == job["version"] != before["version"]
@@ -185,6 +186,23 @@ def test_rebuild_swaps_versions_without_failing_a_request(make_client, settings,
     orlic = test_client.post("/v1/retrieve", json={"query": "Orlic tea brewed cold", "k": 1}).json()
     assert orlic["data"][0]["doc_id"] == "live/orlic"
     assert "retro_index_documents 4.0" in test_client.get("/metrics").text
+
+
+def test_rebuild_deletes_versions_beyond_keep_index_versions(make_client, settings, fresh_index):
+    from index.prune import version_names
+
+    assert version_names(fresh_index) == ["v0001"]
+    test_client = make_client(
+        make_settings(**{**settings.model_dump(), "index": fresh_index, "keep_index_versions": 1})
+    )
+    job = wait_for_job(test_client, test_client.post("/v1/index/rebuild", json={"source": "new"}).json())
+    assert job["status"] == "succeeded", job
+    assert job["report"]["pruned_versions"] == ["v0001"] and job["version"] == "v0002"
+    assert version_names(fresh_index) == ["v0002"]
+    top = test_client.post("/v1/retrieve", json={"query": "Pelnic cheese aged in caves", "k": 1})
+    assert top.status_code == 200 and top.json()["data"][0]["doc_id"].endswith("doc2.txt")
+    added = test_client.post("/v1/documents", json={"documents": [{"text": "Orlic tea is brewed cold."}]})
+    assert added.status_code == 200, added.text
 
 
 def test_failed_rebuild_keeps_the_old_index(make_client, settings, fresh_index, corpus_root):
