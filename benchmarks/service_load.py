@@ -4,7 +4,9 @@ Prints requests/s, p50/p99 latency and errors (which must be 0) for a steady pha
 during which an index rebuild runs (the old version serves until the new one swaps in). By default
 it builds its own test-sized setup in a temp folder (a BPE tokenizer and the `tiny` RETRO preset with
 random weights, an index of fact documents, a held-out corpus to rebuild from); `--model/--index`
-measure a real run instead. Figures and the command go into docs/service_load.md.
+measure a real run instead (with `--compare-model` and `--endpoint compare`, side-by-side requests).
+`--torch-threads` sets the service's RETRO_TORCH_THREADS (0: torch's default, one per core).
+Figures and the command go into docs/service_load.md.
 
     PYTHONPATH=. python benchmarks/service_load.py --clients 8 --seconds 20
 """
@@ -81,8 +83,16 @@ def start_server(settings):
     raise SystemExit("the server did not become ready")
 
 
-def run_clients(base: str, prompts: list[str], clients: int, until, max_tokens: int, stream: bool) -> dict:
-    """Each client sends completions back to back until `until()` is true."""
+def run_clients(
+    base: str,
+    prompts: list[str],
+    clients: int,
+    until,
+    max_tokens: int,
+    stream: bool,
+    endpoint: str = "completions",
+) -> dict:
+    """Each client sends completions (or comparisons) back to back until `until()` is true."""
     latencies: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
@@ -92,10 +102,12 @@ def run_clients(base: str, prompts: list[str], clients: int, until, max_tokens: 
         with httpx.Client(base_url=base, timeout=120) as http:
             while not until():
                 body = {"prompt": rng.choice(prompts), "max_tokens": max_tokens, "temperature": 0.7,
-                        "seed": rng.randrange(1 << 30), "stream": stream}  # fmt: skip
+                        "seed": rng.randrange(1 << 30)}  # fmt: skip
+                if endpoint == "completions":
+                    body["stream"] = stream
                 started = time.perf_counter()
                 try:
-                    response = http.post("/v1/completions", json=body)
+                    response = http.post(f"/v1/{endpoint}", json=body)
                     ok = response.status_code == 200 and (
                         not stream or response.text.rstrip().endswith("[DONE]")
                     )
@@ -138,6 +150,11 @@ def main() -> None:
     parser.add_argument("--stream", action="store_true", help="use SSE streaming requests")
     parser.add_argument("--model", type=Path, help="a real checkpoint (default: build a tiny random one)")
     parser.add_argument("--index", type=Path, help="the real index for --model")
+    parser.add_argument("--compare-model", type=Path, help="a comparison model for --model")
+    parser.add_argument("--endpoint", choices=("completions", "compare"), default="completions")
+    parser.add_argument(
+        "--torch-threads", type=int, default=1, help="the service's torch threads per op (0: torch's default)"
+    )
     parser.add_argument("--index-docs", type=int, default=300, help="tiny setup: documents in the index")
     parser.add_argument(
         "--rebuild-docs", type=int, default=300, help="tiny setup: extra documents in the rebuild"
@@ -157,12 +174,15 @@ def main() -> None:
         settings = Settings(
             model=setup["model"], index=setup["index"], corpus_root=setup["corpus_root"], index_device="cpu",
             max_queue=max(16, 2 * args.clients), max_tokens_cap=256,
+            compare_model=args.compare_model, torch_threads=args.torch_threads or None,
         )  # fmt: skip
         server, base = start_server(settings)
         info = httpx.get(f"{base}/info").json()
         print(f"model {info['models'][0]['id']} {info['models'][0]['parameters']}, index {info['index']}")
         print(f"machine: {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} CPUs")
-        run_clients(base, setup["prompts"], 2, lambda: True, args.max_tokens, args.stream)  # connect once
+        print(f"torch threads per op in the service: {args.torch_threads or 'torch default'}")
+        # connect once
+        run_clients(base, setup["prompts"], 2, lambda: True, args.max_tokens, args.stream, args.endpoint)
         results = {}
         deadline = time.monotonic() + args.seconds
         results["steady"] = run_clients(
@@ -172,6 +192,7 @@ def main() -> None:
             lambda: time.monotonic() > deadline,
             args.max_tokens,
             args.stream,
+            args.endpoint,
         )
         if not args.no_rebuild and setup["rebuild_source"]:
             job = httpx.post(f"{base}/v1/index/rebuild", json={"source": setup["rebuild_source"]}).json()
@@ -186,7 +207,13 @@ def main() -> None:
 
             threading.Thread(target=watch, daemon=True).start()
             results["during_rebuild"] = run_clients(
-                base, setup["prompts"], args.clients, finished.is_set, args.max_tokens, args.stream
+                base,
+                setup["prompts"],
+                args.clients,
+                finished.is_set,
+                args.max_tokens,
+                args.stream,
+                args.endpoint,
             )
             results["during_rebuild"]["rebuild"] = {
                 k: job.get(k) for k in ("status", "version", "report", "error")

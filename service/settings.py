@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     compare_model_name: str | None = None
     device: str = "cpu"  # torch device for the models ("cpu", "cuda", "cuda:0")
     index_device: str = "auto"  # the chunk encoder's device
+    # CPU threads per torch op. Each model decodes in its own worker thread, and per-token ops of a
+    # small model gain nothing from being split across cores: on the 2-core CPU, 1 instead of torch's
+    # default 2 made /v1/compare with the demo models 1.7x faster (docs/service_load.md).
+    # None keeps torch's default (one per core).
+    torch_threads: int | None = Field(1, ge=1)
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)

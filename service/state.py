@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import time
 
+import torch
+
 from service.jobs import RebuildJobs
 from service.language_models import LanguageModel, load_language_model
 from service.metrics import ServiceMetrics
@@ -57,6 +59,9 @@ class ServiceState:
         s = self.settings
         if s.model is None:
             raise ValueError("no model configured: pass --model or set RETRO_MODEL")
+        if s.torch_threads is not None:
+            # before the worker threads start: a thread takes the intra-op thread count it is born with
+            torch.set_num_threads(s.torch_threads)
         self.retro = load_language_model(s.model, s.retro_model_id, s.device)
         if s.compare_model is not None:
             compare_id = s.compare_model_id

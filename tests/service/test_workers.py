@@ -92,3 +92,15 @@ def test_an_awaiting_task_cancelled_while_queued_cancels_its_job(worker):
 
     assert asyncio.run(scenario()) == "alive"
     assert started == []
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_model_workers_run_torch_with_the_configured_threads(make_client, settings, threads):
+    """RETRO_TORCH_THREADS reaches the threads that run the models (a thread keeps the count it was
+    born with, so the service must set it before starting them)."""
+    import torch
+
+    test_client = make_client(settings.model_copy(update={"torch_threads": threads}))
+    service = test_client.app.state.service
+    seen = [worker.submit(torch.get_num_threads).result(timeout=10) for worker in service.workers.values()]
+    assert seen == [threads] * len(service.workers) and seen
