@@ -159,6 +159,7 @@ def ensure_index(index_dir: Path, model_dir: Path, sources: list[str], device: s
             skipped=skipped,
             sources=sources,
             progress=progress,
+            keep_versions=1,  # the demo owns DATA/index: a version it no longer serves is only disk
         )
     console.print(
         f"index: built {report.version}, {report.n_documents:,} documents, {report.n_chunks:,} chunks "

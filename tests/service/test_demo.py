@@ -40,6 +40,18 @@ def test_index_is_built_with_the_models_tokenizer_then_reused(tmp_path, retro_ch
     assert demo.reusable_index(index_dir, tokenizer, 32, sources) is None
 
 
+def test_a_rebuilt_demo_index_replaces_the_old_version(tmp_path, retro_checkpoint):
+    """New demo sources (or models) rebuild the index; the version no longer served is deleted."""
+    sources, encoder = _corpus(tmp_path), HashingEncoder()
+    index_dir = tmp_path / "index"
+    first = demo.ensure_index(index_dir, retro_checkpoint, sources, "cpu", encoder)
+    extra = tmp_path / "extra.jsonl"
+    extra.write_text(json.dumps({"id": "more", "text": "Quorvia is a made-up country."}) + "\n")
+    second = demo.ensure_index(index_dir, retro_checkpoint, [*sources, str(extra)], "cpu", encoder)
+    assert second != first
+    assert sorted(p.name for p in (index_dir / "versions").iterdir()) == [second]
+
+
 def test_heldout_facts_are_added_once(tmp_path, retro_checkpoint):
     sources, encoder = _corpus(tmp_path), HashingEncoder()
     index_dir = tmp_path / "index"
