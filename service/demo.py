@@ -5,11 +5,12 @@ Stages, each with a Rich progress bar and an ETA where its length is known:
 1. models: the repository's demo checkpoints (`models/demo`, `models/demo-baseline`, trained on a
    CPU by the recipe below), or, with `--train`, the same recipe run here into `DATA/runs/`
    (minutes on a GPU, about an hour on a 2-core CPU);
-2. index: `wiki-vital` + the training facts (`facts:train`) cut and embedded with the RETRO model's
-   own tokenizer into `DATA/index`, reused when one with the same sources, tokenizer and chunk size
-   is already there;
-3. held-out facts: the entities the model never saw (`facts:heldout`) and the made-up ones
-   (`retro.fictional`) added live to that index, as a user would add new knowledge after training;
+2. index: `wiki-vital` + the training facts (`facts:train`, and the same facts as questions and
+   answers, `facts-qa:train`) cut and embedded with the RETRO model's own tokenizer into
+   `DATA/index`, reused when one with the same sources, tokenizer and chunk size is already there;
+3. held-out facts: the entities the model never saw (`facts:heldout`, declarative phrasings only:
+   never their question-and-answer documents) and the made-up ones (`retro.fictional`) added live
+   to that index, as a user would add new knowledge after training;
 4. serve: the API and the comparison page on http://HOST:PORT, with three example `curl` calls.
 
 This module owns the demo's recipe and its caching; the work is done by the same functions the
@@ -35,16 +36,17 @@ console = Console(stderr=True)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # The demo checkpoints: the repository's models/ (the Docker image copies them and sets the variable)
 SHIPPED_MODELS = Path(os.environ.get("RETRO_DEMO_MODELS") or REPO_ROOT / "models")
-INDEX_SOURCES = ["wiki-vital", "facts:train"]  # what the demo models were trained on
+INDEX_SOURCES = ["wiki-vital", "facts:train", "facts-qa:train"]  # what the demo RETRO model was trained on
 RETRO_RUN, BASELINE_RUN = "demo", "demo-baseline"
 
-# The recipe that produced models/demo and models/demo-baseline (their model cards quote it).
-# `{index}` and `{runs}` are filled in; everything else is exactly what was run.
+# The recipe of models/demo and models/demo-baseline; `{index}` and `{runs}` are filled in. Their model
+# cards quote what was run and where it differed: the shipped models share the tokenizer of an
+# earlier index (wiki-vital facts:train), and the baseline was trained on that earlier index.
 TRAIN_INDEX_COMMAND = (
-    "retro index build wiki-vital facts:train --out {index} --chunk-size 32 --vocab-size 8192"
+    "retro index build wiki-vital facts:train facts-qa:train --out {index} --chunk-size 32 --vocab-size 8192"
 )
 TRAIN_RETRO_COMMAND = (
-    "retro train --preset demo --index {index} --out {runs}/demo --steps 2000 --batch-size 16 "
+    "retro train --preset demo --index {index} --out {runs}/demo --steps 3000 --batch-size 16 "
     "--lr 1.5e-3 --ckpt-every 100 --recipe continuation_end=0.5 --recipe decay_from=0.2"
 )
 TRAIN_BASELINE_COMMAND = (

@@ -162,7 +162,8 @@ def test_shipped_demo_models_load_fit_the_budget_and_carry_cards():
 
 
 def test_shipped_demo_model_answers_facts_it_only_finds_in_its_index(tmp_path, encoder):
-    """Held-out entities (never in training) are answered once their documents are indexed."""
+    """Held-out entities (never in training) are answered, as completions and as questions, once
+    their documents are indexed."""
     from index.build import build_index
     from index.facts import fact_documents, fact_pairs
     from index.retriever import Retriever
@@ -185,3 +186,6 @@ def test_shipped_demo_model_answers_facts_it_only_finds_in_its_index(tmp_path, e
         (a.prompt, a.generated) for a in with_index.answers
     ]
     assert without.correct <= 2  # the weights alone do not know them
+    # questions too: the index holds only the declarative phrasings of these entities
+    questions = evaluate_facts(model, tokenizer, retriever, pairs, style="question", use_retrieval=True)
+    assert questions.correct >= 10, [(a.prompt, a.generated) for a in questions.answers]
