@@ -292,7 +292,7 @@ def info(
     """Prints the current version's manifest: counts, tokenizer, encoder, factory, skipped inputs,
     and the index's version folders with their sizes."""
     from index.prune import folder_bytes, version_names
-    from index.store import CURRENT_FILE, MANIFEST, VERSIONS_DIR, read_json, resolve_version_dir
+    from index.store import MANIFEST, VERSIONS_DIR, read_json, resolve_version_dir
 
     try:
         version_dir = resolve_version_dir(index_dir)
@@ -315,8 +315,7 @@ def info(
     table.add_row("skipped inputs", str(len(manifest.get("skipped", []))))
     table.add_row("live additions", str(len(manifest.get("additions", []))))
     if versions:
-        current_file = root / CURRENT_FILE
-        current = current_file.read_text(encoding="utf-8").strip() if current_file.is_file() else None
+        current = resolve_version_dir(root).name
         sizes = {name: folder_bytes(root / VERSIONS_DIR / name) for name in versions}
         lines = [
             f"{name}  {format_bytes(size):>9}" + ("  CURRENT" if name == current else "")
@@ -333,7 +332,7 @@ def prune(
 ) -> None:
     """Deletes the oldest versions so that at most KEEP remain; never CURRENT, never one being added to."""
     from index.prune import folder_bytes, prune_versions, version_names
-    from index.store import CURRENT_FILE, VERSIONS_DIR
+    from index.store import VERSIONS_DIR, resolve_version_dir
 
     if keep < 1:
         _fail(f"--keep must be >= 1 (the CURRENT version always stays), got {keep}")
@@ -345,7 +344,7 @@ def prune(
     for name in deleted:
         output.print(f"deleted {name} ({format_bytes(sizes.get(name, 0))})", highlight=False)
     remaining = version_names(index_dir)
-    current = (index_dir / CURRENT_FILE).read_text(encoding="utf-8").strip()
+    current = resolve_version_dir(index_dir).name
     freed = f"freed {format_bytes(sum(sizes.get(n, 0) for n in deleted))}" if deleted else "nothing to delete"
     output.print(
         f"{freed}; {len(remaining)} versions remain: {', '.join(remaining)} (CURRENT {current})",
