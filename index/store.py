@@ -26,6 +26,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import threading
 import time
 from collections.abc import Iterable
@@ -443,6 +444,19 @@ def _version_lock(version_dir: Path):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def copy_serving_version(index_dir: str | Path, dest: str | Path) -> Path:
+    """Copies the version an index serves into `dest` as a one-version index (`dest/CURRENT`,
+    `dest/versions/<name>`) and returns `dest`: somewhere to add documents without touching the
+    original. The copy is taken under the version's write lock, so no live addition is half in it."""
+    version_dir = resolve_version_dir(index_dir)
+    dest = Path(dest)
+    target = dest / VERSIONS_DIR / version_dir.name
+    with _version_lock(version_dir):
+        shutil.copytree(version_dir, target, ignore=shutil.ignore_patterns(".*"))
+    write_atomic(dest / CURRENT_FILE, version_dir.name + "\n")
+    return dest
 
 
 def _append_documents(path: Path, records: list[dict], n_before: int) -> None:

@@ -3,8 +3,9 @@
 This module owns the evaluation protocol, not the metrics (`retro.evaluate`) or the files
 (`retro.report`): which documents are scored, which fact sets are asked, in which settings. The
 held-out fact entities (`index.facts`, split "heldout") and the made-up entities
-(`retro.fictional`) have their documents added to the index with `IndexStore.add_documents` when
-they are missing (so the knowledge is in the index but was never in training), then:
+(`retro.fictional`) have their documents added with `IndexStore.add_documents` when they are
+missing (so the knowledge is in the index but was never in training) to a scratch copy of the
+index's serving version, which is deleted afterwards (`--in-place`: to the index itself), then:
 
 - bits per byte on the held-out fact documents: retrieval on / leakage-free / random / off; and,
   when a run was trained with `--validation-fraction`, on the index's validation-split documents
@@ -21,6 +22,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -142,12 +144,41 @@ def run_evaluation(
     extra_documents: list | None = None,
     bpb_documents: list | None = None,
     log=print,
+    in_place: bool = False,
 ) -> dict:
     """Loads every run, extends the index with the evaluation documents, and returns the results.
 
     `fact_sets` ({name: [FactPair]}), `extra_documents` (added to the index) and `bpb_documents`
     default to the held-out real facts and the made-up entities; tests pass small ones instead.
+    The documents go into a scratch copy of the index's serving version, deleted afterwards, unless
+    `in_place` adds them to the index itself (saving the copy of a large index; a later `retro
+    train` on it would then see the evaluation documents and must recompute its neighbour table).
     """
+    if in_place:
+        return _evaluate(runs, index_dir, index_dir, compare_model, max_facts, max_docs, device, encoder,
+                         fact_sets, extra_documents, bpb_documents, log)  # fmt: skip
+    from index.store import copy_serving_version
+
+    with tempfile.TemporaryDirectory(prefix="retro-eval-") as scratch:
+        work_index = copy_serving_version(index_dir, scratch)
+        return _evaluate(runs, index_dir, work_index, compare_model, max_facts, max_docs, device, encoder,
+                         fact_sets, extra_documents, bpb_documents, log)  # fmt: skip
+
+
+def _evaluate(
+    runs: list[Path],
+    index_dir: Path,
+    work_index: Path,
+    compare_model: Path | None,
+    max_facts: int | None,
+    max_docs: int | None,
+    device: str,
+    encoder,
+    fact_sets: dict | None,
+    extra_documents: list | None,
+    bpb_documents: list | None,
+    log,
+) -> dict:
     from index.retriever import Retriever
     from index.store import IndexStore
     from retro.checkpoint import load_checkpoint
@@ -167,7 +198,7 @@ def run_evaluation(
                 "share the index's tokenizer"
             )
     store = IndexStore.open(
-        index_dir, tokenizer, encoder, device="cuda" if device.startswith("cuda") else "cpu"
+        work_index, tokenizer, encoder, device="cuda" if device.startswith("cuda") else "cpu"
     )
     retriever = Retriever(store)
 
@@ -188,9 +219,10 @@ def run_evaluation(
     added = store.add_documents(extra_documents)
     fraction = max(float(meta.get("validation_fraction") or 0.0) for *_, meta in loaded)
     validation = validation_documents(store, fraction, max_docs) if fraction > 0 else []
-    log(
-        f"index {store.version_dir}: added {added.n_documents} evaluation documents ({added.n_chunks} chunks)"
+    where = f"index {index_dir}" + (
+        "" if work_index == index_dir else " (a scratch copy of its serving version)"
     )
+    log(f"{where}: added {added.n_documents} evaluation documents ({added.n_chunks} chunks)")
 
     results: dict = {
         "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -202,6 +234,7 @@ def run_evaluation(
             "chunks": store.n_chunks,
             "documents": store.n_documents,
             "documents added for evaluation": added.n_documents,
+            "evaluated on": "the index itself" if work_index == index_dir else "a scratch copy",
         },
         "protocol": {
             "bpb_documents": len(bpb_documents),
@@ -250,6 +283,9 @@ def eval_command(
     max_facts: int | None = typer.Option(None, "--max-facts", help="ask at most N facts per fact set"),
     max_docs: int = typer.Option(DEFAULT_MAX_DOCS, "--max-docs", help="score at most N documents for bpb"),
     device: str = typer.Option("auto", "--device", help="cpu, cuda or auto"),
+    in_place: bool = typer.Option(
+        False, "--in-place", help="add the evaluation documents to INDEX itself, not to a scratch copy"
+    ),
 ) -> None:
     """Evaluates models: bits per byte with/without retrieval, fact accuracy, speed; writes a report."""
     import torch
@@ -275,6 +311,7 @@ def eval_command(
             max_docs,
             device,
             log=lambda s: console.print(s, highlight=False),
+            in_place=in_place,
         )
     except (CheckpointError, ValueError) as e:
         _fail(str(e))

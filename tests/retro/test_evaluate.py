@@ -395,3 +395,33 @@ def test_eval_command_refuses_missing_folders(tmp_path):
     )
     assert result.exit_code == 2
     assert "does not exist" in result.output
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+def test_evaluation_documents_go_to_a_scratch_copy_unless_in_place(toy, tmp_path, in_place):
+    """`retro eval` must not grow the index it is given (a later training run on it would see the
+    evaluation documents) unless asked to."""
+    import shutil
+
+    from index.store import IndexStore
+
+    index_dir = tmp_path / "index"
+    shutil.copytree(toy.index_dir, index_dir)
+    before = IndexStore.open(index_dir, toy.tokenizer, toy.encoder).n_documents
+    run = save_checkpoint(tmp_path / "toy-retro", toy.model, toy.tokenizer)
+    new = [Document("toy/country/quorvia/p1", "Quorvia has its capital at Lindenmoor.", "toy")]
+    results = run_evaluation(
+        [run],
+        index_dir,
+        encoder=toy.encoder,
+        fact_sets={"toy held-out": toy.pairs[:2]},
+        extra_documents=new,
+        bpb_documents=new,
+        log=lambda s: None,
+        in_place=in_place,
+    )
+    assert results["index"]["documents added for evaluation"] == 1
+    assert results["index"]["path"] == str(index_dir)
+    after = IndexStore.open(index_dir, toy.tokenizer, toy.encoder).n_documents
+    assert after == before + (1 if in_place else 0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index", "toy-retro"]
