@@ -426,19 +426,22 @@ class Retro(nn.Module):
         ids = rearrange(neighbours, "b l k r -> b l (k r)")
         return memory, ids, rearrange(valid, "(b l k) r -> b l (k r)", b=B, l=L)
 
+    def _preceding(self, x, first: int):
+        """x (..., T) -> (..., T, n): [..., i] is the token first + i places before each position
+        along the last axis (pad before the start): the copy head's n-gram match compares these."""
+        n, T = self.config.copy_match_tokens, x.shape[-1]
+        return torch.stack(
+            [F.pad(x, (first + i, 0), value=self.config.pad_id)[..., :T] for i in range(n)], -1
+        )
+
     def _token_context(self, tokens):
-        """tokens (B, T) -> (B, T, n): [..., i] is the token i places before each position (pad
-        before the start): what a position ends with, for the copy head's n-gram match."""
-        n, T = self.config.copy_match_tokens, tokens.shape[1]
-        shifted = [F.pad(tokens, (i, 0), value=self.config.pad_id)[:, :T] for i in range(n)]
-        return torch.stack(shifted, dim=-1)
+        """tokens (B, T) -> (B, T, n): the tokens each position ends with, itself first."""
+        return self._preceding(tokens, 0)
 
     def _neighbour_context(self, neighbours):
-        """neighbours (B, L, k, r) -> (B, L, k*r, n): [..., i] is the token i + 1 places before each
-        neighbour token, within its own neighbour (pad before its start)."""
-        n, r = self.config.copy_match_tokens, neighbours.shape[-1]
-        shifted = [F.pad(neighbours, (i + 1, 0), value=self.config.pad_id)[..., :r] for i in range(n)]
-        return rearrange(torch.stack(shifted, dim=-1), "b l k r n -> b l (k r) n")
+        """neighbours (B, L, k, r) -> (B, L, k*r, n): the tokens before each neighbour token,
+        within its own neighbour."""
+        return rearrange(self._preceding(neighbours, 1), "b l k r n -> b l (k r) n")
 
     @property
     def _matching(self) -> bool:
@@ -488,12 +491,15 @@ class Retro(nn.Module):
         h = self.ln_f(x)
         logits = self._lm_head(h)  # (B, T, V)
 
+        # the copy head's n-gram match compares what positions and neighbour tokens end with
+        token_context = self._token_context(tokens) if self._matching else None
+        neighbour_context = self._neighbour_context(neighbours) if self._matching and use_retrieval else None
         if cache is not None:
             cache.pos = T
             if self._matching:
-                cache.recent = self._token_context(tokens)[:, -1]  # (B, n): newest first
+                cache.recent = token_context[:, -1]  # (B, n): newest first
             if use_retrieval:
-                context = self._neighbour_context(neighbours)[:, L - 1] if self._matching else None
+                context = neighbour_context[:, L - 1] if self._matching else None
                 cache.memory = self._memory_for_chunk(
                     L - 1, memory[:, L - 1], ids[:, L - 1], valid[:, L - 1], context
                 )
@@ -505,7 +511,7 @@ class Retro(nn.Module):
             safe = targets.clamp_min(0)
             logp = -F.cross_entropy(logits.flatten(0, 1).float(), safe.flatten(), reduction="none").view(B, T)
             if copying:
-                pointer, flat_ids = self._pointer(h, memory, ids, valid, tokens, neighbours)
+                pointer, flat_ids = self._pointer(h, memory, ids, valid, token_context, neighbour_context)
                 att_logp = rearrange(to_attending_chunks(logp[..., None], m, L), "b l m one -> (b l) (m one)")
                 att_targets = rearrange(
                     to_attending_chunks(safe[..., None], m, L), "b l m one -> (b l) (m one)"
@@ -522,19 +528,19 @@ class Retro(nn.Module):
         plain = logits.float().log_softmax(dim=-1)  # with a copy head the output is always log-probs
         if not copying:
             return plain
-        pointer, flat_ids = self._pointer(h, memory, ids, valid, tokens, neighbours)
+        pointer, flat_ids = self._pointer(h, memory, ids, valid, token_context, neighbour_context)
         vocab = rearrange(to_attending_chunks(logits, m, L), "b l m v -> (b l) m v")
         mixed = CopyHead.mix(vocab, pointer, flat_ids)  # ((B L), m, V)
         return _merge(plain, rearrange(mixed, "(b l) m v -> b l m v", b=B), m)
 
-    def _pointer(self, h, memory, ids, valid, tokens, neighbours):
+    def _pointer(self, h, memory, ids, valid, token_context, neighbour_context):
         """The copy head's pointer for the attending positions: ((B L), m, 1+S) and ids ((B L), S)."""
         m, L = self.config.chunk_size, memory.shape[1]
         query_context = key_context = None
         if self._matching:
-            query_context = to_attending_chunks(self._token_context(tokens), m, L)  # (B, L, m, n)
+            query_context = to_attending_chunks(token_context, m, L)  # (B, L, m, n)
             query_context = rearrange(query_context, "b l m n -> (b l) m n")
-            key_context = rearrange(self._neighbour_context(neighbours), "b l s n -> (b l) s n")
+            key_context = rearrange(neighbour_context, "b l s n -> (b l) s n")
         pointer = self.copy_head.pointer(
             rearrange(to_attending_chunks(h, m, L), "b l m d -> (b l) m d"),
             rearrange(self.copy_head.key(memory), "b l s d -> (b l) s d"),
