@@ -394,8 +394,13 @@ def train(
         dist.init_process_group(backend="nccl" if torch_device.type == "cuda" else "gloo")
         started_group = True
     try:
-        return _run(run_dir, config, data, tokenizer, args, ckpt_every, log_every, torch_device,
-                    dist_env, on_step, meta, progress)  # fmt: skip
+        result = _run(run_dir, config, data, tokenizer, args, ckpt_every, log_every, torch_device,
+                      dist_env, on_step, meta, progress)  # fmt: skip
+        if started_group:
+            # every rank is done before any tears the group down: a gloo rank whose peer closed
+            # its connections mid-teardown can abort (seen once in CI: SIGABRT in rank 1)
+            dist.barrier()
+        return result
     finally:
         if started_group:
             dist.destroy_process_group()
