@@ -38,6 +38,7 @@ from safetensors.torch import load_file, save_file
 
 from retro.checkpoint import CONFIG_FILE, DEFAULT_MAX_SHARD_BYTES, replace_folder, save_checkpoint
 from retro.config import RetroConfig
+from retro.devices import Distributed, distributed_from_env, process_group, resolve_device, wrap_for_ddp
 from retro.model import Retro
 from retro.tokenizer import Tokenizer
 
@@ -260,39 +261,7 @@ def _rewrite_log(run_dir: Path, up_to_step: int) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# devices and processes
-
-
-@dataclass(frozen=True)
-class Distributed:
-    rank: int
-    local_rank: int
-    world_size: int
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def distributed_from_env() -> Distributed:
-    """torchrun sets RANK, LOCAL_RANK and WORLD_SIZE; a plain run is rank 0 of 1."""
-    return Distributed(
-        rank=int(os.environ.get("RANK", "0")),
-        local_rank=int(os.environ.get("LOCAL_RANK", "0")),
-        world_size=int(os.environ.get("WORLD_SIZE", "1")),
-    )
-
-
-def resolve_device(device: str, local_rank: int = 0) -> torch.device:
-    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
-        raise ValueError(f"device must be auto, cpu, cuda or cuda:N; got {device!r}")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ValueError("device cuda was asked for but torch sees no CUDA GPU (use --device cpu)")
-        return torch.device(device if ":" in device else f"cuda:{local_rank}")
-    return torch.device("cpu")
+# one step's helpers
 
 
 def _step_seed(seed: int, step: int, rank: int) -> int:
@@ -387,23 +356,9 @@ def train(
         # many times slower: a demo run fell from 5,500 to 650 tokens/s within 300 steps.
         torch.set_flush_denormal(True)
 
-    started_group = False
-    if dist_env.world_size > 1 and not dist.is_initialized():
-        if torch_device.type == "cuda":
-            torch.cuda.set_device(torch_device)
-        dist.init_process_group(backend="nccl" if torch_device.type == "cuda" else "gloo")
-        started_group = True
-    try:
-        result = _run(run_dir, config, data, tokenizer, args, ckpt_every, log_every, torch_device,
-                      dist_env, on_step, meta, progress)  # fmt: skip
-        if started_group:
-            # every rank is done before any tears the group down: a gloo rank whose peer closed
-            # its connections mid-teardown can abort (seen once in CI: SIGABRT in rank 1)
-            dist.barrier()
-        return result
-    finally:
-        if started_group:
-            dist.destroy_process_group()
+    with process_group(dist_env, torch_device):
+        return _run(run_dir, config, data, tokenizer, args, ckpt_every, log_every, torch_device,
+                    dist_env, on_step, meta, progress)  # fmt: skip
 
 
 def _identity(config: RetroConfig, args: TrainArgs, meta: dict) -> dict:
@@ -447,13 +402,7 @@ def _run(run_dir, config, data, tokenizer, args: TrainArgs, ckpt_every, log_ever
         run_dir.mkdir(parents=True, exist_ok=True)
         _rewrite_log(run_dir, start_step)
 
-    trained = model
-    if dist_env.world_size > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        # Every parameter takes part in every step (a RETRO model's batches must carry neighbours
-        # under DDP, checked in _train_step), so DDP need not search the graph for unused ones.
-        trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    trained = wrap_for_ddp(model, device) if dist_env.world_size > 1 else model
 
     def checkpoint(step: int, loss: float | None, elapsed: float, with_state: bool = True) -> None:
         if dist_env.is_main:

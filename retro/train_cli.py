@@ -137,8 +137,8 @@ def train_command(
 ) -> None:
     """Trains a model on an index; rerun the same command to resume after an interruption."""
     from index.store import MANIFEST, read_json, resolve_version_dir
+    from retro.devices import distributed_from_env, resolve_device
     from retro.tokenizer import Tokenizer
-    from retro.train import distributed_from_env, resolve_device
 
     try:
         resolve_device(device)

@@ -85,7 +85,7 @@ def demo(
     import uvicorn
 
     from retro.checkpoint import CheckpointError
-    from retro.train import resolve_device
+    from retro.devices import resolve_device
     from service import demo as stages
     from service.app import create_app
     from service.settings import Settings
