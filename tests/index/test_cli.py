@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 import index.encoder
 from index.build import build_index
 from index.prune import version_names
-from retro.cli import app
 from retro.tokenizer import Tokenizer
+from service.cli import app
 
 runner = CliRunner()
 

@@ -27,7 +27,6 @@ from index.store import IndexStore
 from retro.checkpoint import save_checkpoint
 from retro.config import RetroConfig
 from retro.data import Recipe, TrainingData
-from retro.eval_cli import run_evaluation, spread, validation_documents
 from retro.evaluate import (
     answer_found,
     bits_per_byte,
@@ -37,6 +36,7 @@ from retro.evaluate import (
     same_entity_doc_ids,
     training_tokens,
 )
+from retro.evaluation import run_evaluation, spread, validation_documents
 from retro.fictional import fictional_documents, fictional_pairs
 from retro.model import Retro
 from retro.report import BPB_PLOT, FACTS_PLOT, REPORT_JSON, REPORT_MD, write_report
@@ -388,7 +388,7 @@ def test_validation_documents_are_decoded_back_from_the_index(toy):
 
 
 def test_eval_command_refuses_missing_folders(tmp_path):
-    from retro.cli import app
+    from service.cli import app
 
     result = CliRunner().invoke(
         app, ["eval", str(tmp_path / "nope"), "--index", str(tmp_path), "--out", str(tmp_path / "r")]

@@ -371,7 +371,7 @@ def build_tiny_index(folder: Path, tokenizer, chunk_size: int) -> Path:
 def run_cli(*args: str):
     from typer.testing import CliRunner
 
-    from retro.cli import app
+    from service.cli import app
 
     result = CliRunner().invoke(app, ["train", *args])
     return result, " ".join(result.output.split())

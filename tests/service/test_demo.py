@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from index.corpus import Document
-from service import demo
 from service.cli import app
+from service.cli import demo_stages as demo
 from tests.index.hashing_encoder import HashingEncoder
 from tests.service.conftest import DOCUMENTS
 

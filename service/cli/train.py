@@ -5,7 +5,7 @@ the index's tokenizer, equal chunk sizes), precomputes the index's training neig
 missing, builds `retro.data.TrainingData` and hands over to `retro.train.train`. Rerunning the same
 command continues from the run folder's last checkpoint. Multi-GPU: `torchrun --nproc_per_node=N
 --no-python retro train ...` (rank 0 precomputes and writes; the others wait and read). Bad input
-exits with code 2 and one line via `retro.cli.fail` (imported late: `retro.cli` mounts this command).
+exits with code 2 and one line (`service.cli.console.fail`).
 """
 
 from __future__ import annotations
@@ -14,43 +14,36 @@ import time
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
-console = Console(stderr=True)
-output = Console()
+from service.cli.console import console, fail, output
+
 NEIGHBOUR_WAIT_S = 2 * 3600  # how long ranks > 0 wait for rank 0 to precompute neighbours
-
-
-def _fail(message: str) -> None:
-    from retro.cli import fail
-
-    fail(message)
 
 
 def _training_config(preset: str, baseline: bool, chunk_size: int, pad_id: int, vocab_size: int):
     from retro.config import PRESETS
 
     if preset not in PRESETS:
-        _fail(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
+        fail(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
     name = preset
     if baseline and PRESETS[preset].uses_retrieval:
         name = f"{preset}-baseline"
         if name not in PRESETS:
-            _fail(f"preset {preset!r} has no no-retrieval baseline ({name!r} is not a preset)")
+            fail(f"preset {preset!r} has no no-retrieval baseline ({name!r} is not a preset)")
     config = PRESETS[name].replace(vocab_size=vocab_size)
     if config.chunk_size != chunk_size:
-        _fail(
+        fail(
             f"preset {name!r} has chunk_size={config.chunk_size} but the index was cut into chunks of "
             f"{chunk_size} tokens: rebuild the index with --chunk-size {config.chunk_size} or pick a preset "
             f"with chunk_size={chunk_size}"
         )
     if config.pad_id != pad_id:
-        _fail(f"the index pads with token {pad_id} but preset {name!r} expects pad_id={config.pad_id}")
+        fail(f"the index pads with token {pad_id} but preset {name!r} expects pad_id={config.pad_id}")
     return name, config
 
 
 def _recipe(overrides: list[str]):
-    """`--recipe name=value` pairs -> retro.data.Recipe (the data recipe's knobs, DESIGN.md)."""
+    """`--recipe name=value` pairs -> retro.data.Recipe (the data recipe's knobs, docs/design.md)."""
     import dataclasses
 
     from retro.data import Recipe
@@ -60,7 +53,7 @@ def _recipe(overrides: list[str]):
     for item in overrides:
         name, sep, text = item.partition("=")
         if not sep or name not in fields:
-            _fail(f"--recipe takes name=value with a name among {', '.join(fields)}; got {item!r}")
+            fail(f"--recipe takes name=value with a name among {', '.join(fields)}; got {item!r}")
         kind = str(fields[name].type)  # "float", "int | None", ...
         try:
             if text.lower() == "none" and "None" in kind:
@@ -68,7 +61,7 @@ def _recipe(overrides: list[str]):
             else:
                 values[name] = int(text) if kind.startswith("int") else float(text)
         except ValueError:
-            _fail(f"--recipe {name}: {text!r} is not a number")
+            fail(f"--recipe {name}: {text!r} is not a number")
     return Recipe(**values)
 
 
@@ -93,7 +86,7 @@ def _ensure_neighbours(version_dir: Path, k: int, rank: int) -> None:
         deadline = time.monotonic() + NEIGHBOUR_WAIT_S
         while not (path.is_file() and _covers_all_chunks(version_dir, path)):
             if time.monotonic() > deadline:
-                _fail(f"rank {rank} waited {NEIGHBOUR_WAIT_S}s for rank 0 to write {path}")
+                fail(f"rank {rank} waited {NEIGHBOUR_WAIT_S}s for rank 0 to write {path}")
             time.sleep(2)
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -146,9 +139,9 @@ def train_command(
         manifest = read_json(version_dir / MANIFEST)
         tokenizer = Tokenizer.load(version_dir)
     except (ValueError, FileNotFoundError) as e:
-        _fail(str(e))
+        fail(str(e))
     if not 0.0 <= validation_fraction < 1.0:
-        _fail(f"--validation-fraction must lie in [0, 1); got {validation_fraction}")
+        fail(f"--validation-fraction must lie in [0, 1); got {validation_fraction}")
     name, config = _training_config(
         preset, baseline, manifest["chunk_size"], manifest["pad_id"], tokenizer.vocab_size
     )
@@ -167,7 +160,7 @@ def train_command(
             validation_fraction=validation_fraction,
         )  # fmt: skip
     except ValueError as e:
-        _fail(str(e))
+        fail(str(e))
     meta = {
         "preset": name,
         "baseline": no_retrieval,
@@ -191,7 +184,7 @@ def train_command(
             meta=meta,
         )  # fmt: skip
     except ValueError as e:
-        _fail(str(e))
+        fail(str(e))
     except FloatingPointError as e:
         console.print(f"[bold red]error:[/] {e}", highlight=False)
         raise typer.Exit(code=1) from e

@@ -1,4 +1,4 @@
-"""`retro demo`: one command from a fresh checkout to a served demo, every stage cached.
+"""The demo's stages and the recipe of its models: what `retro demo` (`service.cli.demo`) runs, cached.
 
 Stages, each with a Rich progress bar and an ETA where its length is known:
 
@@ -15,6 +15,7 @@ Stages, each with a Rich progress bar and an ETA where its length is known:
 
 This module owns the demo's recipe and its caching; the work is done by the same functions the
 `retro index` and `retro train` commands call, so the demo is the documented pipeline, not a copy.
+The recipe's commands run as `python -m service.cli ...` with this interpreter.
 """
 
 from __future__ import annotations
@@ -26,14 +27,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from rich.console import Console
-from rich.progress import Progress
+from service.cli.console import INDEX_STAGE_LABELS, console, progress_bar, stage_progress
 
-from retro.index_cli import STAGE_LABELS, progress_columns, stage_progress
-
-console = Console(stderr=True)
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 # The demo checkpoints: the repository's models/ (the Docker image copies them and sets the variable)
 SHIPPED_MODELS = Path(os.environ.get("RETRO_DEMO_MODELS") or REPO_ROOT / "models")
 INDEX_SOURCES = ["wiki-vital", "facts:train", "facts-qa:train"]  # what the demo RETRO model was trained on
@@ -70,10 +66,6 @@ class DemoPaths:
     @property
     def runs(self) -> Path:
         return self.data / "runs"
-
-
-def progress_bar() -> Progress:
-    return Progress(*progress_columns(), console=console)
 
 
 # --- stage 1: models ------------------------------------------------------------------------------
@@ -149,7 +141,7 @@ def ensure_index(index_dir: Path, model_dir: Path, sources: list[str], device: s
     skipped: list = []
     with console.status(f"reading {', '.join(sources)}"):
         documents = list(read_sources(sources, skipped))
-    labels = {stage: f"index: {label}" for stage, label in STAGE_LABELS.items()}
+    labels = {stage: f"index: {label}" for stage, label in INDEX_STAGE_LABELS.items()}
     with progress_bar() as bars:
         progress = stage_progress(bars, labels)
         report = build_index(

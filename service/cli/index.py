@@ -1,9 +1,9 @@
 """`retro index ...`: build, extend, search, inspect and prune a retrieval index from the command line.
 
-This module owns only argument handling, progress bars and printing; the work is done by the
-`index` package. When no tokenizer is given, `build` trains a byte-level BPE on the corpus and the
-index keeps it (the model is later trained with the index's tokenizer). Bad input exits with code 2
-and a one-line message via `retro.cli.fail` (imported late: `retro.cli` mounts this app).
+This module owns only argument handling and printing; the work is done by the `index` package.
+When no tokenizer is given, `build` trains a byte-level BPE on the corpus and the index keeps it
+(the model is later trained with the index's tokenizer). Bad input exits with code 2 and a
+one-line message (`service.cli.console.fail`).
 """
 
 from __future__ import annotations
@@ -12,34 +12,13 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
+
+from service.cli.console import INDEX_STAGE_LABELS, console, fail, output, progress_bar, stage_progress
 
 index_app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="Build, extend, search and inspect an index."
 )
-console = Console(stderr=True)
-output = Console()
-
-STAGE_LABELS = {
-    "tokenize": "tokenizing documents",
-    "embed": "embedding chunks",
-    "index": "building faiss index",
-}
-
-
-def _fail(message: str) -> None:
-    from retro.cli import fail
-
-    fail(message)
 
 
 def _read_documents(sources: list[str]):
@@ -51,7 +30,7 @@ def _read_documents(sources: list[str]):
         with console.status("reading documents"):
             documents = list(read_sources(sources, skipped))
     except ValueError as e:
-        _fail(str(e))
+        fail(str(e))
     return documents, skipped
 
 
@@ -61,7 +40,7 @@ def _load_tokenizer(path: Path):
     try:
         return Tokenizer.load(path)
     except (FileNotFoundError, ValueError) as e:
-        _fail(str(e))
+        fail(str(e))
 
 
 def _open_store(index_dir: Path, tokenizer_path: Path | None, device: str = "auto"):
@@ -72,7 +51,7 @@ def _open_store(index_dir: Path, tokenizer_path: Path | None, device: str = "aut
         tokenizer = _load_tokenizer(tokenizer_path or version_dir)
         return IndexStore.open(version_dir, tokenizer, device=device)
     except ValueError as e:
-        _fail(str(e))
+        fail(str(e))
 
 
 def _encoder(device: str):
@@ -82,34 +61,7 @@ def _encoder(device: str):
         with console.status("loading the chunk encoder"):
             return ChunkEncoder(device)
     except ValueError as e:
-        _fail(str(e))
-
-
-def progress_columns() -> tuple:
-    """Description, bar, done/total, elapsed and ETA: the columns of every stage bar (the demo too)."""
-    return (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-    )
-
-
-def stage_progress(bars: Progress, labels: dict[str, str]):
-    """The `progress(stage, done, total)` callback of `index.build.build_index`: one bar per
-    labelled stage, added when the stage first reports (unlabelled stages are not shown)."""
-    tasks: dict[str, int] = {}
-
-    def progress(stage: str, done: int, total: int) -> None:
-        if stage not in labels:
-            return
-        if stage not in tasks:
-            tasks[stage] = bars.add_task(labels[stage], total=total)
-        bars.update(tasks[stage], completed=done, total=total)
-
-    return progress
+        fail(str(e))
 
 
 def format_bytes(n: float) -> str:
@@ -159,10 +111,10 @@ def build(
     from index.build import build_index
 
     if keep_versions < 0:
-        _fail(f"--keep-versions must be >= 0 (0 keeps all versions), got {keep_versions}")
+        fail(f"--keep-versions must be >= 0 (0 keeps all versions), got {keep_versions}")
     documents, skipped = _read_documents(sources)
     if not documents:
-        _fail(f"no readable documents in {', '.join(sources)} ({len(skipped)} inputs skipped)")
+        fail(f"no readable documents in {', '.join(sources)} ({len(skipped)} inputs skipped)")
     if tokenizer is not None:
         lm_tokenizer = _load_tokenizer(tokenizer)
     else:
@@ -172,10 +124,10 @@ def build(
             try:
                 lm_tokenizer = Tokenizer.train((d.text for d in documents), vocab_size=vocab_size)
             except ValueError as e:
-                _fail(str(e))
+                fail(str(e))
     encoder = _encoder(device)
-    with Progress(*progress_columns(), console=console) as bars:
-        progress = stage_progress(bars, STAGE_LABELS)
+    with progress_bar() as bars:
+        progress = stage_progress(bars, INDEX_STAGE_LABELS)
         try:
             report = build_index(
                 documents,
@@ -191,7 +143,7 @@ def build(
                 keep_versions=keep_versions or None,
             )
         except ValueError as e:
-            _fail(str(e))
+            fail(str(e))
     _print_skipped(report.skipped)
     reused = f", {report.shards_reused} of {report.shards} shards reused" if report.shards_reused else ""
     output.print(
@@ -242,7 +194,7 @@ def search(
     from index.retriever import Retriever
 
     if k < 1:
-        _fail(f"-k must be >= 1, got {k}")
+        fail(f"-k must be >= 1, got {k}")
     store = _open_store(index_dir, tokenizer, device)
     (found,) = Retriever(store).search([text], k)
     rows = [
@@ -272,15 +224,15 @@ def neighbours(
     from index.neighbours import precompute_neighbours
 
     if k < 1:
-        _fail(f"-k must be >= 1, got {k}")
-    with Progress(*progress_columns(), console=console) as bars:
+        fail(f"-k must be >= 1, got {k}")
+    with progress_bar() as bars:
         task = bars.add_task("finding neighbours", total=None)
         try:
             path = precompute_neighbours(
                 index_dir, k, progress=lambda done, total: bars.update(task, completed=done, total=total)
             )
         except ValueError as e:
-            _fail(str(e))
+            fail(str(e))
     output.print(f"wrote {path}", highlight=False)
 
 
@@ -297,7 +249,7 @@ def info(
     try:
         version_dir = resolve_version_dir(index_dir)
     except ValueError as e:
-        _fail(str(e))
+        fail(str(e))
     manifest = read_json(version_dir / MANIFEST)
     if as_json:
         output.print_json(json.dumps(manifest))
@@ -335,12 +287,12 @@ def prune(
     from index.store import VERSIONS_DIR, resolve_version_dir
 
     if keep < 1:
-        _fail(f"--keep must be >= 1 (the CURRENT version always stays), got {keep}")
+        fail(f"--keep must be >= 1 (the CURRENT version always stays), got {keep}")
     sizes = {name: folder_bytes(index_dir / VERSIONS_DIR / name) for name in version_names(index_dir)}
     try:
         deleted = prune_versions(index_dir, keep)
     except (ValueError, OSError) as e:
-        _fail(str(e))
+        fail(str(e))
     for name in deleted:
         output.print(f"deleted {name} ({format_bytes(sizes.get(name, 0))})", highlight=False)
     remaining = version_names(index_dir)

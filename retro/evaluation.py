@@ -1,11 +1,11 @@
-"""`retro eval`: evaluate checkpoints (and optionally a Hugging Face model) into a report folder.
+"""The evaluation protocol: which documents are scored, which fact sets are asked, in which settings.
 
-This module owns the evaluation protocol, not the metrics (`retro.evaluate`) or the files
-(`retro.report`): which documents are scored, which fact sets are asked, in which settings. The
-held-out fact entities (`index.facts`, split "heldout") and the made-up entities
-(`retro.fictional`) have their documents added with `IndexStore.add_documents` when they are
-missing (so the knowledge is in the index but was never in training) to a scratch copy of the
-index's serving version, which is deleted afterwards (`--in-place`: to the index itself), then:
+Not the metrics (`retro.evaluate`) nor the report files (`retro.report`), and no terminal: progress
+goes through a `log` callable (the `retro eval` command passes its console). The held-out fact
+entities (`index.facts`, split "heldout") and the made-up entities (`retro.fictional`) have their
+documents added with `IndexStore.add_documents` when they are missing (so the knowledge is in the
+index but was never in training) to a scratch copy of the index's serving version, which is
+deleted afterwards (`in_place`: to the index itself), then:
 
 - bits per byte on the held-out fact documents: retrieval on / leakage-free / random / off; and,
   when a run was trained with `--validation-fraction`, on the index's validation-split documents
@@ -13,30 +13,18 @@ index's serving version, which is deleted afterwards (`--in-place`: to the index
 - fact accuracy for both fact sets, as completion prompts and as questions, retrieval on and off;
 - parameters, training tokens (checkpoint meta), decode tokens/s and seconds per answer.
 
-Bad input exits with code 2 and one line via `retro.cli.fail` (imported late: `retro.cli` mounts
-this command).
+`run_evaluation` returns the results dict that `retro.report.write_report` writes.
 """
 
 from __future__ import annotations
 
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import typer
-from rich.console import Console
-
-console = Console(stderr=True)
 DEFAULT_MAX_DOCS = 120
-
-
-def _fail(message: str) -> None:
-    from retro.cli import fail
-
-    fail(message)
 
 
 def spread(items: list, limit: int | None) -> list:
@@ -67,7 +55,8 @@ def validation_documents(store, fraction: float, limit: int | None) -> list:
     return documents
 
 
-def _machine(device: str) -> str:
+def machine_description(device: str) -> str:
+    """The GPU, or the CPU with its thread and core counts, and the host: where the numbers were measured."""
     import torch
 
     if device.startswith("cuda") and torch.cuda.is_available():
@@ -145,6 +134,7 @@ def run_evaluation(
     bpb_documents: list | None = None,
     log=print,
     in_place: bool = False,
+    command: str | None = None,
 ) -> dict:
     """Loads every run, extends the index with the evaluation documents, and returns the results.
 
@@ -153,16 +143,17 @@ def run_evaluation(
     The documents go into a scratch copy of the index's serving version, deleted afterwards, unless
     `in_place` adds them to the index itself (saving the copy of a large index; a later `retro
     train` on it would then see the evaluation documents and must recompute its neighbour table).
+    `command` is the command line recorded in the results (None when not run from one).
     """
     if in_place:
         return _evaluate(runs, index_dir, index_dir, compare_model, max_facts, max_docs, device, encoder,
-                         fact_sets, extra_documents, bpb_documents, log)  # fmt: skip
+                         fact_sets, extra_documents, bpb_documents, log, command)  # fmt: skip
     from index.store import copy_serving_version
 
     with tempfile.TemporaryDirectory(prefix="retro-eval-") as scratch:
         work_index = copy_serving_version(index_dir, scratch)
         return _evaluate(runs, index_dir, work_index, compare_model, max_facts, max_docs, device, encoder,
-                         fact_sets, extra_documents, bpb_documents, log)  # fmt: skip
+                         fact_sets, extra_documents, bpb_documents, log, command)  # fmt: skip
 
 
 def _evaluate(
@@ -178,6 +169,7 @@ def _evaluate(
     extra_documents: list | None,
     bpb_documents: list | None,
     log,
+    command: str | None,
 ) -> dict:
     from index.retriever import Retriever
     from index.store import IndexStore
@@ -226,8 +218,8 @@ def _evaluate(
 
     results: dict = {
         "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "command": " ".join(["retro", *sys.argv[1:]]) if Path(sys.argv[0]).name == "retro" else None,
-        "machine": _machine(device),
+        "command": command,
+        "machine": machine_description(device),
         "index": {
             "path": str(index_dir),
             "version": store.version,
@@ -269,51 +261,3 @@ def _evaluate(
             "(each document's first token is context, not predicted, for every model)."
         )
     return results
-
-
-def eval_command(
-    runs: list[Path] = typer.Argument(
-        ..., help="run folders (retro checkpoints): RETRO models and baselines"
-    ),
-    index: Path = typer.Option(..., "--index", help="the index folder (its CURRENT version is used)"),
-    out: Path = typer.Option(..., "--out", help="report folder: report.md, report.json, plots"),
-    compare_model: Path | None = typer.Option(
-        None, "--compare-model", help="a Hugging Face causal LM folder (save_pretrained) to compare"
-    ),
-    max_facts: int | None = typer.Option(None, "--max-facts", help="ask at most N facts per fact set"),
-    max_docs: int = typer.Option(DEFAULT_MAX_DOCS, "--max-docs", help="score at most N documents for bpb"),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda or auto"),
-    in_place: bool = typer.Option(
-        False, "--in-place", help="add the evaluation documents to INDEX itself, not to a scratch copy"
-    ),
-) -> None:
-    """Evaluates models: bits per byte with/without retrieval, fact accuracy, speed; writes a report."""
-    import torch
-
-    from retro.checkpoint import CheckpointError
-    from retro.report import write_report
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    for run in runs:
-        if not run.is_dir():
-            _fail(f"run folder {run} does not exist")
-    if not index.is_dir():
-        _fail(f"index folder {index} does not exist")
-    if max_facts is not None and max_facts < 1:
-        _fail(f"--max-facts must be >= 1; got {max_facts}")
-    try:
-        results = run_evaluation(
-            runs,
-            index,
-            compare_model,
-            max_facts,
-            max_docs,
-            device,
-            log=lambda s: console.print(s, highlight=False),
-            in_place=in_place,
-        )
-    except (CheckpointError, ValueError) as e:
-        _fail(str(e))
-    paths = write_report(results, out)
-    console.print(f"report written: {', '.join(str(p) for p in paths)}", highlight=False)

@@ -1,0 +1,44 @@
+"""`retro export`: a run's checkpoint without its training state, in smaller shards or a smaller type.
+
+The files are written by `retro.checkpoint.save_checkpoint` (the same format a run folder holds),
+so an exported folder loads wherever a checkpoint does; weights are cast back to float32 on load.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from service.cli.console import console, fail
+
+EXPORT_DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
+
+
+def export_command(
+    run: Path = typer.Argument(..., help="a checkpoint folder (a run folder of `retro train`)"),
+    out: Path = typer.Option(..., "--out", help="the folder to write: weights, config.json, tokenizer.json"),
+    dtype: str = typer.Option("float32", help="weight type on disk: float32, float16 or bfloat16"),
+    max_shard_mb: int = typer.Option(16, help="largest safetensors shard, in MiB"),
+) -> None:
+    """Writes a run's checkpoint without its training state, in smaller shards or a smaller type."""
+    import torch
+
+    from retro.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+    if dtype not in EXPORT_DTYPES:
+        fail(f"--dtype must be one of {', '.join(EXPORT_DTYPES)}; got {dtype!r}")
+    if max_shard_mb < 1:
+        fail(f"--max-shard-mb must be >= 1; got {max_shard_mb}")
+    if out.resolve() == run.resolve():
+        fail("--out must differ from the run folder")
+    try:
+        model, tokenizer, meta = load_checkpoint(run)
+    except CheckpointError as e:
+        fail(str(e))
+    meta = {**meta, "exported": {"from": str(run), "dtype": dtype}}
+    save_checkpoint(
+        out, model, tokenizer, meta, max_shard_bytes=max_shard_mb * 1024 * 1024, dtype=getattr(torch, dtype)
+    )
+    size = sum(p.stat().st_size for p in out.iterdir())
+    console.print(f"exported {run} -> {out} ({size / 2**20:.1f} MiB, {dtype})", highlight=False)
