@@ -13,7 +13,7 @@ This module owns the numbers an evaluation report holds and how each is computed
 
 Models are `retro.model.Retro` or, for comparison, `retro.hf_model.HFCausalLM` (never retrieves).
 It reads an index through `index.retriever.Retriever` and never modifies it; adding documents and
-writing files belong to `retro.eval_cli` and `retro.report`.
+writing files belong to `retro.evaluation` and `retro.report`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Evaluation reports: report.json, a side-by-side report.md and PNG plots from one results dict.
 
 This module owns the on-disk shape of a report and nothing else: it computes no metric (that is
-`retro.evaluate`) and loads no model (that is `retro.eval_cli`). The results dict it takes:
+`retro.evaluate`) and loads no model (that is `retro.evaluation`). The results dict it takes:
 
     {"created": "...", "command": "...", "machine": "...", "index": {...}, "notes": [...],
      "models": {name: {"kind": ..., "parameters": {"total", "non_embedding"}, "training_tokens": ...,
