@@ -13,7 +13,9 @@ deleted afterwards (`in_place`: to the index itself), then:
 - fact accuracy for both fact sets, as completion prompts and as questions, retrieval on and off;
 - parameters, training tokens (checkpoint meta), decode tokens/s and seconds per answer.
 
-`run_evaluation` returns the results dict that `retro.report.write_report` writes.
+`run_evaluation` returns the results dict that `retro.report.write_report` writes. Models, torch
+and faiss are imported inside the functions: the command line imports this module at start-up and
+`retro --help` should not wait for them.
 """
 
 from __future__ import annotations
