@@ -23,10 +23,10 @@ import numpy as np
 
 from index.build import build_index
 from index.chunker import chunk_token_lists, decode_chunks, tokenize_texts
-from index.corpus import read_sources
 from index.encoder import ChunkEncoder
-from index.faiss_index import VectorIndex
+from index.faiss_index import FaissIndex
 from index.retriever import Retriever
+from index.sources import read_sources
 from index.store import IndexStore
 from retro.tokenizer import Tokenizer
 
@@ -157,7 +157,7 @@ def main() -> None:
         np.float32
     )
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-    exact = VectorIndex.build(embeddings, "Flat")
+    exact = FaissIndex.build(embeddings, "Flat")
     t0 = time.perf_counter()
     _, exact_ids = exact.search(queries, args.k)
     rows.append(
@@ -169,7 +169,7 @@ def main() -> None:
     )
     for factory in factories:
         t0 = time.perf_counter()
-        approximate = VectorIndex.build(embeddings, factory)
+        approximate = FaissIndex.build(embeddings, factory)
         build_seconds = time.perf_counter() - t0
         t0 = time.perf_counter()
         _, ids = approximate.search(queries, args.k)

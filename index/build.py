@@ -7,8 +7,9 @@ renamed, while a producer thread tokenizes ahead. A rerun re-tokenizes (determin
 skips finished shards. Only when every shard exists is
 the version folder assembled (under a hidden name, renamed when complete) and `CURRENT` replaced,
 so a build killed at any moment leaves the previous version serving. From the hidden folder to the
-switch it holds the build lock of `index.prune`, which then deletes versions beyond
-`keep_versions` (all are kept by default). It never imports `retro`.
+switch it holds the build lock (`index.locks.building`); `index.prune` then deletes versions
+beyond `keep_versions` (all are kept by default). The file names are `index.layout`'s, the vector
+index is whatever `index.vector_store.build_vector_store` makes. It never imports `retro`.
 """
 
 from __future__ import annotations
@@ -30,9 +31,7 @@ import numpy as np
 
 from index.chunker import chunk_token_lists, decode_chunks, tokenize_texts
 from index.corpus import Document, SkippedInput
-from index.faiss_index import VectorIndex
-from index.prune import STAGING_PREFIX, building, prune_versions
-from index.store import (
+from index.layout import (
     CHUNK_DOC,
     CHUNK_POS,
     CHUNKS,
@@ -41,10 +40,16 @@ from index.store import (
     EMBEDDINGS,
     FORMAT_VERSION,
     MANIFEST,
+    STAGING_PREFIX,
     VERSIONS_DIR,
     WORK_DIR,
+    atomic_writer,
+    vector_file,
     write_atomic,
 )
+from index.locks import building
+from index.prune import prune_versions
+from index.vector_store import build_vector_store
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +83,8 @@ def corpus_fingerprint(documents: list[Document]) -> str:
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
+    with atomic_writer(path, binary=True) as f:
         np.save(f, array)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _next_version_name(versions: Path) -> str:
@@ -264,8 +265,8 @@ def build_index(
                     + "\n"
                 )
         progress("index", 0, n_chunks)
-        vectors = VectorIndex.build(embeddings, factory, gpu)
-        faiss_file = f"faiss-{n_chunks}.index"
+        vectors = build_vector_store(embeddings, factory, gpu)
+        faiss_file = vector_file(n_chunks)
         vectors.save(staging / faiss_file)
         progress("index", n_chunks, n_chunks)
         tokenizer.save(staging)

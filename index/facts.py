@@ -5,7 +5,9 @@ entity as separate documents (doc_ids `facts/<kind>/<slug>/p1..p3`), so that a f
 documents and a model can learn to copy it from a neighbour, and (2) `FactPair`s (a question-style
 prompt, a completion-style prompt and the short answer) for evaluation. A deterministic split by
 entity marks ~20% of entities as held out: their documents must only enter an index after training.
-It reads only the two PyPI packages' data and never imports `retro`.
+Its rows of the named-source table (`SOURCES`, collected by `index.sources`): `facts`,
+`facts:train`, `facts:heldout` and the question-and-answer documents `facts-qa`, `facts-qa:train`,
+`facts-qa:heldout`. It reads only the two PyPI packages' data and never imports `retro`.
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from index.corpus import Document
+from index.corpus import Document, NamedSource
 
 HELDOUT_FRACTION = 0.2
 SPLITS = ("all", "train", "heldout")
@@ -256,3 +258,18 @@ def qa_documents(split: str = "all", fraction: float = HELDOUT_FRACTION) -> Iter
                 f"{p.question} {p.answer}." for p in pairs
             )
             yield Document(doc_id=f"facts-qa/{entity.key}", text=text, source="facts-qa", title=entity.name)
+
+
+# --- named sources --------------------------------------------------------------------------------
+def _split_source(documents: Callable[[str], Iterator[Document]], split: str) -> NamedSource:
+    return NamedSource(read=lambda skipped: documents(split))  # rendered data: nothing is skipped
+
+
+SOURCES = {
+    "facts": _split_source(fact_documents, "all"),
+    "facts:train": _split_source(fact_documents, "train"),
+    "facts:heldout": _split_source(fact_documents, "heldout"),
+    "facts-qa": _split_source(qa_documents, "all"),
+    "facts-qa:train": _split_source(qa_documents, "train"),
+    "facts-qa:heldout": _split_source(qa_documents, "heldout"),
+}

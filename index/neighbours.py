@@ -1,10 +1,12 @@
 """Training support: precomputed neighbours of every chunk, and read-only accessors for a trainer.
 
-This module owns `neighbours-k<k>.npy`, a .npy memmap [N, k] int64 in a version folder: for every chunk
-of the version, its k nearest chunks from OTHER documents (RETRO section 2.3: a training sequence
-must not retrieve its own document), found with the stored embeddings (nothing is re-encoded) and
-the version's faiss index; -1 where fewer than k exist. `TrainingChunks` opens a version without a
-tokenizer or an encoder (cheap enough for data-loader workers) and gives the arrays a trainer needs.
+This module owns `neighbours-k<k>.npy` (named by `index.layout`), a .npy memmap [N, k] int64 in a
+version folder: for every chunk of the version, its k nearest chunks from OTHER documents (RETRO
+section 2.3: a training sequence must not retrieve its own document), found with the stored
+embeddings (nothing is re-encoded) and the version's vector store; -1 where fewer than k exist.
+`TrainingChunks` opens a version without a tokenizer or an encoder (cheap enough for data-loader
+workers; its arrays come from `index.version.VersionArrays`, as the live store's do) and gives
+the arrays a trainer needs.
 
 Caveat: documents added live after a precompute have no rows in the table (`n_precomputed` says
 how many chunks it covers); rerun `precompute_neighbours` after additions. It never imports `retro`.
@@ -13,32 +15,25 @@ how many chunks it covers); rerun `precompute_neighbours` after additions. It ne
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from index.chunker import TOKEN_DTYPE, continuation_ids
-from index.faiss_index import VectorIndex
-from index.store import (
-    CHUNK_DOC,
-    CHUNK_POS,
-    CHUNKS,
-    EMBEDDINGS,
+from index.chunker import continuation_ids
+from index.layout import (
     MANIFEST,
-    chunks_with_continuations,
-    open_rows,
+    neighbours_file,
+    neighbours_info_file,
     read_documents,
     read_json,
+    replacing,
     resolve_version_dir,
     write_atomic,
 )
-
-
-def neighbours_file(k: int) -> str:
-    return f"neighbours-k{k}.npy"
+from index.vector_store import open_vector_store
+from index.version import VersionArrays
 
 
 def precompute_neighbours(
@@ -58,37 +53,35 @@ def precompute_neighbours(
         raise ValueError(f"k must be >= 1, got {k}")
     version_dir = resolve_version_dir(index_dir)
     manifest = read_json(version_dir / MANIFEST)
-    n_chunks, dim = manifest["n_chunks"], manifest["embedding_dim"]
-    embeddings = open_rows(version_dir / EMBEDDINGS, np.float32, n_chunks, dim)
-    doc_index = open_rows(version_dir / CHUNK_DOC, np.int64, n_chunks)
+    arrays = VersionArrays.open(version_dir, manifest)
+    n_chunks, embeddings, doc_index = arrays.n_chunks, arrays.embeddings, arrays.doc_index
     chunks_per_doc = np.bincount(doc_index, minlength=manifest["n_documents"]) if n_chunks else np.zeros(0)
-    vectors = VectorIndex.load(version_dir / manifest["faiss_file"], manifest["faiss_factory"], gpu)
+    vectors = open_vector_store(version_dir, manifest, gpu)
     started = time.perf_counter()
-    tmp = version_dir / f".{neighbours_file(k)}.tmp-{os.getpid()}"
-    table = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int64, shape=(n_chunks, k))
-    for lo in range(0, n_chunks, batch_size):
-        hi = min(n_chunks, lo + batch_size)
-        own = doc_index[lo:hi]
-        k_search = min(vectors.ntotal, k + int(chunks_per_doc[own].max()))
-        _, found = vectors.search(np.asarray(embeddings[lo:hi]), k_search)
-        found_docs = doc_index[np.maximum(found, 0)]
-        keep = (found >= 0) & (found_docs != own[:, None])
-        # Stable sort puts kept columns first in their original (best-first) order.
-        order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
-        picked = np.take_along_axis(found, order, axis=1)
-        picked[~np.take_along_axis(keep, order, axis=1)] = -1
-        if picked.shape[1] < k:
-            picked = np.pad(picked, ((0, 0), (0, k - picked.shape[1])), constant_values=-1)
-        table[lo:hi] = picked
-        if progress:
-            progress(hi, n_chunks)
-    table.flush()
-    del table
     final = version_dir / neighbours_file(k)
-    os.replace(tmp, final)
+    with replacing(final) as tmp:
+        table = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int64, shape=(n_chunks, k))
+        for lo in range(0, n_chunks, batch_size):
+            hi = min(n_chunks, lo + batch_size)
+            own = doc_index[lo:hi]
+            k_search = min(vectors.ntotal, k + int(chunks_per_doc[own].max()))
+            _, found = vectors.search(np.asarray(embeddings[lo:hi]), k_search)
+            found_docs = doc_index[np.maximum(found, 0)]
+            keep = (found >= 0) & (found_docs != own[:, None])
+            # Stable sort puts kept columns first in their original (best-first) order.
+            order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
+            picked = np.take_along_axis(found, order, axis=1)
+            picked[~np.take_along_axis(keep, order, axis=1)] = -1
+            if picked.shape[1] < k:
+                picked = np.pad(picked, ((0, 0), (0, k - picked.shape[1])), constant_values=-1)
+            table[lo:hi] = picked
+            if progress:
+                progress(hi, n_chunks)
+        table.flush()
+        del table
     info = {"k": k, "n_chunks": n_chunks, "faiss_factory": manifest["faiss_factory"]}
     info["seconds"] = round(time.perf_counter() - started, 3)
-    write_atomic(version_dir / f"neighbours-k{k}.json", json.dumps(info))
+    write_atomic(version_dir / neighbours_info_file(k), json.dumps(info))
     return final
 
 
@@ -105,9 +98,10 @@ class TrainingChunks:
         self.chunk_size: int = self.manifest["chunk_size"]
         self.pad_id: int = self.manifest["pad_id"]
         self.n_chunks: int = self.manifest["n_chunks"]
-        self.tokens = open_rows(self.version_dir / CHUNKS, TOKEN_DTYPE, self.n_chunks, self.chunk_size)
-        self.doc_index = open_rows(self.version_dir / CHUNK_DOC, np.int64, self.n_chunks)
-        self.position = open_rows(self.version_dir / CHUNK_POS, np.int32, self.n_chunks)
+        self._arrays = VersionArrays.open(self.version_dir, self.manifest)
+        self.tokens = self._arrays.tokens
+        self.doc_index = self._arrays.doc_index
+        self.position = self._arrays.position
         self.continuation = continuation_ids(self.doc_index)
         self.doc_ids = [d["doc_id"] for d in read_documents(self.version_dir, self.manifest["n_documents"])]
         self.neighbours: np.ndarray | None = None
@@ -125,7 +119,7 @@ class TrainingChunks:
 
     def neighbour_tokens(self, chunk_ids: np.ndarray) -> np.ndarray:
         """[..., 2m] int64: chunk + continuation for chunk ids of any shape (-1 -> all pad_id)."""
-        return chunks_with_continuations(self.tokens, self.doc_index, chunk_ids, self.pad_id)
+        return self._arrays.with_continuations(chunk_ids, self.pad_id)
 
     def doc_chunks(self, doc_id: str) -> np.ndarray:
         """The chunk ids of one document, in order."""

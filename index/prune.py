@@ -1,12 +1,12 @@
 """Deleting old index versions, so that an index rebuilt every day does not fill the disk.
 
 Every `index.build.build_index` adds a folder under `OUT/versions/`; this module owns removing
-them again (`prune_versions`) and the build lock that keeps it away from a build in progress
-(`building`). The rules:
+them again (`prune_versions`); the build lock that keeps it away from a build in progress is
+`index.locks.building`. The rules:
 
 - at most `keep` version folders remain: the newest by number, and the one named by `CURRENT`
   always counts as kept, even when it is the oldest (CURRENT pointed back by hand);
-- a version whose write lock is held right now (`index.store._version_lock`, taken by
+- a version whose write lock is held right now (`index.locks.version_lock`, taken by
   `IndexStore.add_documents` in any process) is skipped, so a live addition is never cut; a store
   that tries to add to a version after it was deleted fails with FileNotFoundError;
 - a version is renamed to a hidden `versions/.deleting-*` name while its lock is held (one atomic
@@ -21,24 +21,20 @@ files, faiss loaded in memory) keeps answering; the disk space comes back when i
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import re
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from pathlib import Path
 
-from index.store import APPEND_LOCK, CURRENT_FILE, VERSIONS_DIR, resolve_version_dir
+from index.layout import CURRENT_FILE, DELETING_PREFIX, STAGING_PREFIX, VERSIONS_DIR, resolve_version_dir
+from index.locks import excluding_builds, version_lock
 
 log = logging.getLogger(__name__)
 
-BUILD_LOCK = ".build.lock"  # in the index folder
-STAGING_PREFIX = ".building-"  # a build's version folder while it is assembled (index.build)
-DELETING_PREFIX = ".deleting-"  # a version on its way out
 # Crashed builds' staging folders are removed only this long after their last write, besides the
 # lock: a build running code from before the lock existed (a service not yet restarted) is spared.
 STALE_STAGING_SECONDS = 3600.0
@@ -74,34 +70,6 @@ def folder_bytes(path: str | Path) -> int:
     return total
 
 
-@contextmanager
-def building(out_dir: str | Path) -> Iterator[None]:
-    """Held (shared, so builds do not wait for each other) by a build from the moment it creates
-    its staging folder until CURRENT names the new version: `prune_versions` then neither removes
-    the staging folder nor deletes the new version before CURRENT points at it."""
-    with open(Path(out_dir) / BUILD_LOCK, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_SH)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-@contextmanager
-def _try_exclusive(path: Path) -> Iterator[bool]:
-    """A non-blocking exclusive flock on path (created if missing): yields False if it is held."""
-    with open(path, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _trash_name(path: Path) -> Path:
     return path.with_name(f"{DELETING_PREFIX}{path.name.lstrip('.')}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
@@ -109,7 +77,7 @@ def _trash_name(path: Path) -> Path:
 def _take_version(version_dir: Path) -> Path | None:
     """Renames a version out of the way under its write lock; None if busy or already gone."""
     try:
-        with _try_exclusive(version_dir / APPEND_LOCK) as free:
+        with version_lock(version_dir, wait=False) as free:
             if not free:
                 log.warning("kept %s: a live addition holds its write lock", version_dir)
                 return None
@@ -169,7 +137,7 @@ def prune_versions(out_dir: str | Path, keep: int) -> list[str]:
     versions = out_dir / VERSIONS_DIR
     deleted: list[str] = []
     trash: list[Path] = []
-    with _try_exclusive(out_dir / BUILD_LOCK) as no_build:
+    with excluding_builds(out_dir) as no_build:
         current = resolve_version_dir(out_dir).name  # raises if CURRENT names no version
         others = [name for name in version_names(out_dir) if name != current]
         doomed = others[: max(0, len(others) - (keep - 1))]

@@ -1,31 +1,18 @@
-"""The versioned on-disk store: one folder per build, a `CURRENT` pointer, live additions.
+"""The live store: one version of an index opened for search and for live additions.
 
-Layout of an index folder (written by `index.build`):
-
-    OUT/CURRENT                    the name of the serving version, switched with os.replace
-    OUT/versions/v0001/            one complete build:
-        manifest.json              counts, fingerprints, encoder, chunk size, faiss factory, report
-        tokenizer.json             the LM tokenizer the chunks were cut with
-        documents.jsonl            one line per document: doc_id, source, title, first_chunk, n_chunks
-        chunks.i32                 [N, chunk_size] int32 token ids (raw, memmapped)
-        chunk_doc.i64, chunk_pos.i32   [N] document index and position of each chunk
-        embeddings.f32             [N, 384] float32 unit vectors
-        faiss-<N>.index            the vector index (the manifest names the live file)
-    OUT/work/<key>/                a build in progress (resumable embedding shards)
-    OUT/.build.lock                held (shared) by builds while they assemble a version; old
-                                   versions are deleted by `index.prune`
-
-The manifest's counts are the truth: rows past them (left by a crash mid-append) are ignored and
-truncated by the next append. This module owns opening a version, the lock discipline (searches
-share a read lock; `add_documents` holds the write lock only while it appends in memory) and live
-additions. It takes a tokenizer object and an encoder and never imports `retro`.
+This module owns searching a version (with exact exclusion of given documents) and appending
+documents to it while it serves, crash-safely: files first (rows past the manifest's counts are
+invisible, `index.layout`), then memory, then the vector file and the manifest. The lock discipline
+(`index.locks`): searches share a read lock; `add_documents` holds the version's file lock while it
+appends and the in-memory write lock only while the new rows enter the index. The folder layout is
+`index.layout`'s, the arrays are opened by `index.version`, the vectors are a
+`index.vector_store.VectorStore`. It takes a tokenizer object and an encoder and never imports
+`retro`.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import shutil
 import threading
 import time
@@ -36,145 +23,34 @@ from pathlib import Path
 
 import numpy as np
 
-from index.chunker import TOKEN_DTYPE, chunk_token_lists, decode_chunks, tokenize_texts
+import index.encoder  # as a module: tests and the CLI swap its ChunkEncoder
+from index.chunker import chunk_token_lists, decode_chunks, tokenize_texts
 from index.corpus import Document, SkippedInput
-from index.faiss_index import VectorIndex
-
-FORMAT_VERSION = 1
-CURRENT_FILE = "CURRENT"
-VERSIONS_DIR = "versions"
-WORK_DIR = "work"
-MANIFEST = "manifest.json"
-DOCUMENTS = "documents.jsonl"
-CHUNKS = "chunks.i32"
-CHUNK_DOC = "chunk_doc.i64"
-CHUNK_POS = "chunk_pos.i32"
-EMBEDDINGS = "embeddings.f32"
-APPEND_LOCK = ".append.lock"  # in each version folder: the write lock of `_version_lock`
-
-
-# --- small file helpers ---------------------------------------------------------------------------
-def write_atomic(path: Path, text: str) -> None:
-    """Writes a temp file in the same folder, fsyncs it, then os.replace: readers see old or new."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def read_json(path: Path) -> dict:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+from index.layout import (
+    CHUNK_DOC,
+    CHUNK_POS,
+    CHUNKS,
+    CURRENT_FILE,
+    DOCUMENTS,
+    EMBEDDINGS,
+    FORMAT_VERSION,
+    MANIFEST,
+    TOKENIZER_FILE,
+    VERSIONS_DIR,
+    append_lines,
+    append_rows,
+    read_documents,
+    read_json,
+    replacing,
+    resolve_version_dir,
+    vector_file,
+    write_atomic,
+)
+from index.locks import ReadWriteLock, version_lock
+from index.vector_store import open_vector_store
+from index.version import VersionArrays
 
 
-def resolve_version_dir(path: str | Path) -> Path:
-    """An index folder (follows CURRENT) or a version folder -> the version folder."""
-    path = Path(path)
-    if (path / MANIFEST).is_file():
-        return path
-    current = path / CURRENT_FILE
-    if not current.is_file():
-        raise ValueError(
-            f"{path} is not an index: no {CURRENT_FILE} file (build one with `retro index build`)"
-        )
-    version_dir = path / VERSIONS_DIR / current.read_text(encoding="utf-8").strip()
-    if not (version_dir / MANIFEST).is_file():
-        raise ValueError(f"{current} points to {version_dir}, which has no {MANIFEST}")
-    return version_dir
-
-
-def open_rows(path: Path, dtype, n_rows: int, width: int | None = None) -> np.ndarray:
-    """A read-only memmap of the first n_rows rows (an empty array when there are none)."""
-    shape = (n_rows,) if width is None else (n_rows, width)
-    if n_rows == 0:
-        return np.zeros(shape, dtype=dtype)
-    return np.memmap(path, dtype=dtype, mode="r", shape=shape)
-
-
-def append_rows(path: Path, array: np.ndarray, rows_before: int) -> None:
-    """Appends after exactly `rows_before` rows (dropping any tail a crash left), then fsyncs."""
-    row_bytes = array.dtype.itemsize * int(np.prod(array.shape[1:], dtype=np.int64))
-    with open(path, "r+b") as f:
-        f.truncate(rows_before * row_bytes)
-        f.seek(0, os.SEEK_END)
-        f.write(np.ascontiguousarray(array).tobytes())
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def read_documents(version_dir: Path, n_documents: int) -> list[dict]:
-    records = []
-    with open(version_dir / DOCUMENTS, encoding="utf-8") as f:
-        for line in f:
-            if len(records) == n_documents:
-                break
-            records.append(json.loads(line))
-    if len(records) != n_documents:
-        raise ValueError(
-            f"{version_dir / DOCUMENTS} has {len(records)} documents, manifest says {n_documents}"
-        )
-    return records
-
-
-def chunks_with_continuations(
-    tokens: np.ndarray, doc_index: np.ndarray, chunk_ids: np.ndarray, pad_id: int
-) -> np.ndarray:
-    """[..., 2*m] int64 for chunk ids of any shape: the chunk, then the next chunk of the same
-    document (RETRO's continuation); all pad_id for id -1, pad_id halves where no continuation."""
-    chunk_ids = np.asarray(chunk_ids, dtype=np.int64)
-    flat = chunk_ids.reshape(-1)
-    n_chunks, m = tokens.shape
-    out = np.full((len(flat), 2 * m), pad_id, dtype=np.int64)
-    valid = flat >= 0
-    if np.any(flat >= n_chunks):
-        raise ValueError(f"chunk id {int(flat.max())} is out of range: the store has {n_chunks} chunks")
-    out[valid, :m] = tokens[flat[valid]]
-    following = flat + 1
-    has_next = valid & (following < n_chunks)
-    has_next[has_next] = doc_index[following[has_next]] == doc_index[flat[has_next]]
-    out[has_next, m:] = tokens[following[has_next]]
-    return out.reshape(*chunk_ids.shape, 2 * m)
-
-
-# --- locking --------------------------------------------------------------------------------------
-class ReadWriteLock:
-    """Many concurrent readers (searches) or one writer (the in-memory part of an append)."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._readers = 0
-        self._writing = False
-
-    @contextmanager
-    def read(self):
-        with self._cond:
-            while self._writing:
-                self._cond.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                self._cond.notify_all()
-
-    @contextmanager
-    def write(self):
-        with self._cond:
-            while self._writing or self._readers:
-                self._cond.wait()
-            self._writing = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._writing = False
-                self._cond.notify_all()
-
-
-# --- the store ------------------------------------------------------------------------------------
 @dataclass
 class AddReport:
     n_documents: int = 0  # documents added
@@ -193,17 +69,6 @@ class NearestChunks:
     tokens: np.ndarray
 
 
-class _Snapshot:
-    """Read-only views of one consistent state; replaced (never mutated) by an append."""
-
-    def __init__(self, version_dir: Path, n_chunks: int, chunk_size: int, dim: int):
-        self.n_chunks = n_chunks
-        self.tokens = open_rows(version_dir / CHUNKS, TOKEN_DTYPE, n_chunks, chunk_size)
-        self.doc_index = open_rows(version_dir / CHUNK_DOC, np.int64, n_chunks)
-        self.position = open_rows(version_dir / CHUNK_POS, np.int32, n_chunks)
-        self.embeddings = open_rows(version_dir / EMBEDDINGS, np.float32, n_chunks, dim)
-
-
 class IndexStore:
     """One version of an index, opened for search and live additions (thread-safe)."""
 
@@ -219,7 +84,7 @@ class IndexStore:
             raise ValueError(
                 f"tokenizer mismatch: the index at {self.version_dir} was built with tokenizer "
                 f"{expected[:12]}, this one is {tokenizer.fingerprint[:12]}; load the index's own "
-                f"tokenizer ({self.version_dir / 'tokenizer.json'}) or rebuild the index"
+                f"tokenizer ({self.version_dir / TOKENIZER_FILE}) or rebuild the index"
             )
         self.tokenizer = tokenizer
         self._encoder = encoder
@@ -230,10 +95,9 @@ class IndexStore:
         self.dim: int = self.manifest["embedding_dim"]
         self._documents = read_documents(self.version_dir, self.manifest["n_documents"])
         self._doc_index_of = {d["doc_id"]: i for i, d in enumerate(self._documents)}
-        self._snapshot = _Snapshot(self.version_dir, self.manifest["n_chunks"], self.chunk_size, self.dim)
-        self.vectors = VectorIndex.load(
-            self.version_dir / self.manifest["faiss_file"], self.manifest["faiss_factory"], gpu
-        )
+        # One consistent state of the arrays; replaced (never mutated) by an append.
+        self._snapshot = VersionArrays.open(self.version_dir, self.manifest)
+        self.vectors = open_vector_store(self.version_dir, self.manifest, gpu)
         if self.vectors.ntotal != self._snapshot.n_chunks:
             raise ValueError(
                 f"{self.manifest['faiss_file']} holds {self.vectors.ntotal} vectors, the manifest "
@@ -241,8 +105,7 @@ class IndexStore:
             )
         self._rw = ReadWriteLock()
         self._add_lock = threading.Lock()
-        # A GPU faiss index must not be searched from two threads at once.
-        self._search_lock = threading.Lock() if self.vectors.on_gpu else None
+        self._search_lock = None if self.vectors.concurrent_search else threading.Lock()
 
     @classmethod
     def open(
@@ -268,9 +131,7 @@ class IndexStore:
     def encoder(self):
         """The chunk encoder: the one given to `open`, else a ChunkEncoder made on first use."""
         if self._encoder is None:
-            from index.encoder import ChunkEncoder
-
-            self._encoder = ChunkEncoder(self._device)
+            self._encoder = index.encoder.ChunkEncoder(self._device)
             self._check_encoder(self._encoder)
         return self._encoder
 
@@ -334,11 +195,10 @@ class IndexStore:
         return {self._doc_index_of[d] for d in doc_ids if d in self._doc_index_of}
 
     def chunks_with_continuations(
-        self, chunk_ids: np.ndarray, snapshot: _Snapshot | None = None
+        self, chunk_ids: np.ndarray, snapshot: VersionArrays | None = None
     ) -> np.ndarray:
         """[..., 2*chunk_size] int64: each chunk then its continuation; pad_id for -1 or no continuation."""
-        snapshot = snapshot or self._snapshot
-        return chunks_with_continuations(snapshot.tokens, snapshot.doc_index, chunk_ids, self.pad_id)
+        return (snapshot or self._snapshot).with_continuations(chunk_ids, self.pad_id)
 
     # --- live additions -------------------------------------------------------------------------
     def add_documents(
@@ -370,7 +230,7 @@ class IndexStore:
                 tokenize_texts(self.tokenizer, [d.text for d in batch]), self.chunk_size, self.pad_id
             )
             embeddings = self.encoder.encode(decode_chunks(self.tokenizer, chunks.tokens, self.pad_id))
-            with _version_lock(self.version_dir):
+            with version_lock(self.version_dir):
                 self._append(batch, chunks, embeddings)
                 report.n_documents, report.n_chunks = len(batch), len(chunks)
                 report.seconds = time.perf_counter() - started
@@ -406,8 +266,8 @@ class IndexStore:
         append_rows(self.version_dir / CHUNK_DOC, chunks.doc_index + n_docs_before, n_chunks_before)
         append_rows(self.version_dir / CHUNK_POS, chunks.position, n_chunks_before)
         append_rows(self.version_dir / EMBEDDINGS, embeddings, n_chunks_before)
-        _append_documents(self.version_dir / DOCUMENTS, records, n_docs_before)
-        snapshot = _Snapshot(self.version_dir, n_chunks_before + len(chunks), self.chunk_size, self.dim)
+        append_lines(self.version_dir / DOCUMENTS, records, n_docs_before)
+        snapshot = VersionArrays.open(self.version_dir, self.manifest, n_chunks_before + len(chunks))
         with self._rw.write():  # the only moment searches wait
             self.vectors.add(embeddings)
             self._documents = self._documents + records
@@ -416,10 +276,9 @@ class IndexStore:
 
     def _persist_addition(self, report: AddReport) -> None:
         old_file = self.manifest["faiss_file"]
-        new_file = f"faiss-{self._snapshot.n_chunks}.index"
-        with self._reading():
-            self.vectors.save(self.version_dir / f".{new_file}.tmp")
-        os.replace(self.version_dir / f".{new_file}.tmp", self.version_dir / new_file)
+        new_file = vector_file(self._snapshot.n_chunks)
+        with self._reading(), replacing(self.version_dir / new_file) as tmp:
+            self.vectors.save(tmp)
         manifest = dict(self.manifest)
         manifest.update(
             n_documents=len(self._documents),
@@ -435,17 +294,6 @@ class IndexStore:
             (self.version_dir / old_file).unlink(missing_ok=True)
 
 
-@contextmanager
-def _version_lock(version_dir: Path):
-    """An exclusive advisory lock: one appending process per version at a time."""
-    with open(version_dir / APPEND_LOCK, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def copy_serving_version(index_dir: str | Path, dest: str | Path) -> Path:
     """Copies the version an index serves into `dest` as a one-version index (`dest/CURRENT`,
     `dest/versions/<name>`) and returns `dest`: somewhere to add documents without touching the
@@ -453,21 +301,7 @@ def copy_serving_version(index_dir: str | Path, dest: str | Path) -> Path:
     version_dir = resolve_version_dir(index_dir)
     dest = Path(dest)
     target = dest / VERSIONS_DIR / version_dir.name
-    with _version_lock(version_dir):
+    with version_lock(version_dir):
         shutil.copytree(version_dir, target, ignore=shutil.ignore_patterns(".*"))
     write_atomic(dest / CURRENT_FILE, version_dir.name + "\n")
     return dest
-
-
-def _append_documents(path: Path, records: list[dict], n_before: int) -> None:
-    """Appends JSON lines after exactly n_before lines (dropping a crash's partial tail)."""
-    with open(path, "rb") as f:
-        keep = 0
-        for _ in range(n_before):
-            keep += len(f.readline())
-    with open(path, "r+b") as f:
-        f.truncate(keep)
-        f.seek(0, os.SEEK_END)
-        f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8"))
-        f.flush()
-        os.fsync(f.fileno())

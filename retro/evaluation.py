@@ -2,7 +2,7 @@
 
 Not the metrics (`retro.evaluate`) nor the report files (`retro.report`), and no terminal: progress
 goes through a `log` callable (the `retro eval` command passes its console). The held-out fact
-entities (`index.facts`, split "heldout") and the made-up entities (`retro.fictional`) have their
+entities (`index.facts`, split "heldout") and the made-up entities (`index.fictional`) have their
 documents added with `IndexStore.add_documents` when they are missing (so the knowledge is in the
 index but was never in training) to a scratch copy of the index's serving version, which is
 deleted afterwards (`in_place`: to the index itself), then:
@@ -198,7 +198,7 @@ def _evaluate(
 
     if fact_sets is None or extra_documents is None or bpb_documents is None:
         from index.facts import fact_documents, fact_pairs
-        from retro.fictional import fictional_documents, fictional_pairs
+        from index.fictional import fictional_documents, fictional_pairs
 
         heldout_docs = list(fact_documents("heldout"))
         if fact_sets is None:

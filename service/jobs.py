@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from index.build import build_index
-from index.corpus import NAMED_SOURCES, Document, SkippedInput, read_sources
+from index.corpus import Document, SkippedInput
 from index.prune import prune_versions
+from index.sources import NAMED_SOURCES, read_sources
 from service.errors import APIError
 from service.retrieval import IndexHandle
 

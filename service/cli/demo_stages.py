@@ -9,7 +9,7 @@ Stages, each with a Rich progress bar and an ETA where its length is known:
    answers, `facts-qa:train`) cut and embedded with the RETRO model's own tokenizer into
    `DATA/index`, reused when one with the same sources, tokenizer and chunk size is already there;
 3. held-out facts: the entities the model never saw (`facts:heldout`, declarative phrasings only:
-   never their question-and-answer documents) and the made-up ones (`retro.fictional`) added live
+   never their question-and-answer documents) and the made-up ones (`index.fictional`) added live
    to that index, as a user would add new knowledge after training;
 4. serve: the API and the comparison page on http://HOST:PORT, with three example `curl` calls.
 
@@ -105,7 +105,7 @@ def shipped_models(models_dir: Path | None = None) -> tuple[Path, Path]:
 # --- stage 2: index -------------------------------------------------------------------------------
 def reusable_index(index_dir: Path, tokenizer, chunk_size: int, sources: list[str]) -> str | None:
     """The CURRENT version if it was built from `sources` with this tokenizer and chunk size."""
-    from index.store import MANIFEST, read_json, resolve_version_dir
+    from index.layout import MANIFEST, read_json, resolve_version_dir
 
     try:
         version_dir = resolve_version_dir(index_dir)
@@ -123,7 +123,7 @@ def reusable_index(index_dir: Path, tokenizer, chunk_size: int, sources: list[st
 def ensure_index(index_dir: Path, model_dir: Path, sources: list[str], device: str, encoder=None) -> str:
     """Builds (or reuses) the serving index with the model's tokenizer; returns its version."""
     from index.build import build_index
-    from index.corpus import read_sources
+    from index.sources import read_sources
     from retro.checkpoint import read_config
     from retro.tokenizer import Tokenizer
 
@@ -166,7 +166,7 @@ def ensure_index(index_dir: Path, model_dir: Path, sources: list[str], device: s
 # --- stage 3: knowledge added after training ------------------------------------------------------
 def heldout_documents() -> list:
     from index.facts import fact_documents
-    from retro.fictional import fictional_documents
+    from index.fictional import fictional_documents
 
     return [*fact_documents("heldout"), *fictional_documents()]
 

@@ -22,7 +22,7 @@ index_app = typer.Typer(
 
 
 def _read_documents(sources: list[str]):
-    from index.corpus import check_sources, read_sources
+    from index.sources import check_sources, read_sources
 
     try:
         check_sources(sources)
@@ -44,7 +44,8 @@ def _load_tokenizer(path: Path):
 
 
 def _open_store(index_dir: Path, tokenizer_path: Path | None, device: str = "auto"):
-    from index.store import IndexStore, resolve_version_dir
+    from index.layout import resolve_version_dir
+    from index.store import IndexStore
 
     try:
         version_dir = resolve_version_dir(index_dir)
@@ -243,8 +244,8 @@ def info(
 ) -> None:
     """Prints the current version's manifest: counts, tokenizer, encoder, factory, skipped inputs,
     and the index's version folders with their sizes."""
+    from index.layout import MANIFEST, VERSIONS_DIR, read_json, resolve_version_dir
     from index.prune import folder_bytes, version_names
-    from index.store import MANIFEST, VERSIONS_DIR, read_json, resolve_version_dir
 
     try:
         version_dir = resolve_version_dir(index_dir)
@@ -283,8 +284,8 @@ def prune(
     keep: int = typer.Option(3, "--keep", help="versions to keep: the newest N (CURRENT always stays)"),
 ) -> None:
     """Deletes the oldest versions so that at most KEEP remain; never CURRENT, never one being added to."""
+    from index.layout import VERSIONS_DIR, resolve_version_dir
     from index.prune import folder_bytes, prune_versions, version_names
-    from index.store import VERSIONS_DIR, resolve_version_dir
 
     if keep < 1:
         fail(f"--keep must be >= 1 (the CURRENT version always stays), got {keep}")

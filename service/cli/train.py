@@ -77,7 +77,8 @@ def _covers_all_chunks(version_dir: Path, path: Path) -> bool:
 
 def _ensure_neighbours(version_dir: Path, k: int, rank: int) -> None:
     """Training needs every chunk's k nearest chunks of other documents; compute them once."""
-    from index.neighbours import neighbours_file, precompute_neighbours
+    from index.layout import neighbours_file
+    from index.neighbours import precompute_neighbours
 
     path = version_dir / neighbours_file(k)
     if path.is_file() and _covers_all_chunks(version_dir, path):
@@ -129,7 +130,7 @@ def train_command(
     ),
 ) -> None:
     """Trains a model on an index; rerun the same command to resume after an interruption."""
-    from index.store import MANIFEST, read_json, resolve_version_dir
+    from index.layout import MANIFEST, read_json, resolve_version_dir
     from retro.devices import distributed_from_env, resolve_device
     from retro.tokenizer import Tokenizer
 

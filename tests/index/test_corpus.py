@@ -8,7 +8,8 @@ import json
 import pytest
 
 from index import facts
-from index.corpus import Document, SkippedInput, check_sources, read_source, read_sources
+from index.corpus import Document, SkippedInput
+from index.sources import check_sources, read_source, read_sources
 
 
 def _read(source) -> tuple[list[Document], list[SkippedInput]]:

@@ -10,9 +10,11 @@ import pytest
 
 from index.build import build_index
 from index.corpus import Document
-from index.prune import BUILD_LOCK, STAGING_PREFIX, building, prune_versions, version_names
+from index.layout import BUILD_LOCK, CURRENT_FILE, STAGING_PREFIX
+from index.locks import building, version_lock
+from index.prune import prune_versions, version_names
 from index.retriever import Retriever
-from index.store import CURRENT_FILE, IndexStore, _version_lock
+from index.store import IndexStore
 
 CHUNK = 16
 
@@ -63,7 +65,7 @@ def test_current_is_kept_even_when_it_is_the_oldest(five_versions, tokenizer, ha
 
 
 def test_a_version_whose_write_lock_is_held_is_skipped(five_versions):
-    with _version_lock(five_versions / "versions" / "v0002"):  # what add_documents holds
+    with version_lock(five_versions / "versions" / "v0002"):  # what add_documents holds
         assert prune_versions(five_versions, keep=2) == ["v0001", "v0003"]
         assert version_names(five_versions) == ["v0002", "v0004", "v0005"]
     assert prune_versions(five_versions, keep=2) == ["v0002"]  # free again

@@ -15,9 +15,11 @@ import numpy as np
 import pytest
 
 from index.build import build_index
-from index.corpus import Document, read_sources
+from index.corpus import Document
+from index.layout import CURRENT_FILE
 from index.retriever import Retriever
-from index.store import CURRENT_FILE, IndexStore
+from index.sources import read_sources
+from index.store import IndexStore
 from retro.tokenizer import Tokenizer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -213,7 +215,7 @@ KILLED_BUILD_SCRIPT = textwrap.dedent(
     """
     import os, signal, sys
     from index.build import build_index
-    from index.corpus import read_sources
+    from index.sources import read_sources
     from retro.tokenizer import Tokenizer
     from tests.index.hashing_encoder import HashingEncoder
 

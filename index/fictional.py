@@ -4,7 +4,8 @@ This module owns a fixed list of invented countries and elements (names, capital
 symbols, atomic numbers) rendered in three phrasings per entity, in the style of `index.facts`
 (doc ids `fictional/<kind>/<slug>/p1..p3`), so that retrieval finds them the same way. A model
 can answer these only by reading its neighbours, never from its weights. The names were checked to
-be absent from the bundled corpora. It builds no index and imports nothing from the service.
+be absent from the bundled corpora. Evaluation and the demo add these documents to an index live
+(they are not a named source). It builds no index and never imports `retro`.
 """
 
 from __future__ import annotations

@@ -1,0 +1,158 @@
+"""The on-disk layout of an index folder, and the helpers that write its files safely.
+
+This module is the one place that names the files of an index (see docs/design.md, "on-disk
+format"):
+
+    OUT/CURRENT                    the name of the serving version, switched with os.replace
+    OUT/.build.lock                held (shared) by builds while they assemble a version (index.locks)
+    OUT/work/<key>/                a build in progress (resumable embedding shards, index.build)
+    OUT/versions/.building-<key>/  a version being assembled; renamed to vNNNN when complete
+    OUT/versions/.deleting-*/      a version on its way out (index.prune)
+    OUT/versions/v0001/            one complete build:
+        manifest.json              counts, fingerprints, encoder, chunk size, faiss factory, report
+        tokenizer.json             the LM tokenizer the chunks were cut with (its own `save` writes it)
+        documents.jsonl            one line per document: doc_id, source, title, first_chunk, n_chunks
+        chunks.i32                 [N, chunk_size] int32 token ids (raw, memmapped)
+        chunk_doc.i64, chunk_pos.i32   [N] document index and position of each chunk
+        embeddings.f32             [N, dim] float32 unit vectors
+        faiss-<N>.index            the vector index (the manifest names the live file)
+        neighbours-k<k>.npy/.json  precomputed training neighbours (index.neighbours)
+        .append.lock               the write lock of live additions (index.locks)
+
+The manifest's counts are the truth: rows past them (left by a crash mid-append) are ignored and
+truncated by the next append (`append_rows`, `append_lines`). Files that readers may open while
+they change are replaced whole: written under a temp name in the same folder, then os.replace'd
+(`replacing`, `write_atomic`), so a reader sees the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+FORMAT_VERSION = 1
+# The index folder.
+CURRENT_FILE = "CURRENT"
+VERSIONS_DIR = "versions"
+WORK_DIR = "work"
+BUILD_LOCK = ".build.lock"
+STAGING_PREFIX = ".building-"  # a build's version folder while it is assembled (index.build)
+DELETING_PREFIX = ".deleting-"  # a version on its way out (index.prune)
+# A version folder.
+MANIFEST = "manifest.json"
+TOKENIZER_FILE = "tokenizer.json"
+DOCUMENTS = "documents.jsonl"
+CHUNKS = "chunks.i32"
+CHUNK_DOC = "chunk_doc.i64"
+CHUNK_POS = "chunk_pos.i32"
+EMBEDDINGS = "embeddings.f32"
+APPEND_LOCK = ".append.lock"
+
+
+def vector_file(n_chunks: int) -> str:
+    """The vector index's file name once it holds n_chunks vectors (a new name after each append)."""
+    return f"faiss-{n_chunks}.index"
+
+
+def neighbours_file(k: int) -> str:
+    return f"neighbours-k{k}.npy"
+
+
+def neighbours_info_file(k: int) -> str:
+    return f"neighbours-k{k}.json"
+
+
+def resolve_version_dir(path: str | Path) -> Path:
+    """An index folder (follows CURRENT) or a version folder -> the version folder."""
+    path = Path(path)
+    if (path / MANIFEST).is_file():
+        return path
+    current = path / CURRENT_FILE
+    if not current.is_file():
+        raise ValueError(
+            f"{path} is not an index: no {CURRENT_FILE} file (build one with `retro index build`)"
+        )
+    version_dir = path / VERSIONS_DIR / current.read_text(encoding="utf-8").strip()
+    if not (version_dir / MANIFEST).is_file():
+        raise ValueError(f"{current} points to {version_dir}, which has no {MANIFEST}")
+    return version_dir
+
+
+def read_json(path: Path) -> dict:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+# --- replacing a file whole -----------------------------------------------------------------------
+@contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """Yields a temp path in path's folder to write; when the block succeeds, renames it over
+    `path` with os.replace (readers see the old file or the new one). A failed block removes it."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_writer(path: Path, binary: bool = False) -> Iterator:
+    """An open file whose content replaces `path` when the block succeeds, fsynced first."""
+    with replacing(path) as tmp, open(tmp, "wb") if binary else open(tmp, "w", encoding="utf-8") as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replaces path's content with text (see `atomic_writer`)."""
+    with atomic_writer(path) as f:
+        f.write(text)
+
+
+# --- appending after the manifest's counts --------------------------------------------------------
+def append_rows(path: Path, array: np.ndarray, rows_before: int) -> None:
+    """Appends after exactly `rows_before` rows (dropping any tail a crash left), then fsyncs."""
+    row_bytes = array.dtype.itemsize * int(np.prod(array.shape[1:], dtype=np.int64))
+    _append_after(path, rows_before * row_bytes, np.ascontiguousarray(array).tobytes())
+
+
+def append_lines(path: Path, records: list[dict], lines_before: int) -> None:
+    """Appends JSON lines after exactly `lines_before` lines (dropping a crash's partial tail)."""
+    with open(path, "rb") as f:
+        keep = 0
+        for _ in range(lines_before):
+            keep += len(f.readline())
+    data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+    _append_after(path, keep, data)
+
+
+def _append_after(path: Path, keep_bytes: int, data: bytes) -> None:
+    with open(path, "r+b") as f:
+        f.truncate(keep_bytes)
+        f.seek(0, os.SEEK_END)
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_documents(version_dir: Path, n_documents: int) -> list[dict]:
+    """The first n_documents records of documents.jsonl (ValueError when there are fewer)."""
+    records = []
+    with open(version_dir / DOCUMENTS, encoding="utf-8") as f:
+        for line in f:
+            if len(records) == n_documents:
+                break
+            records.append(json.loads(line))
+    if len(records) != n_documents:
+        raise ValueError(
+            f"{version_dir / DOCUMENTS} has {len(records)} documents, manifest says {n_documents}"
+        )
+    return records
