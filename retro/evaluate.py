@@ -30,8 +30,10 @@ import torch
 from index.corpus import Document
 from index.facts import FactPair
 from retro.data import IGNORE
-from retro.generate import PromptTooLongError, SamplingParams, generate
+from retro.generate import RetroLanguageModel
+from retro.language_model import PromptTooLongError, fit_neighbours
 from retro.model import Retro
+from retro.sampling import SamplingParams
 
 BPB_MODES = ("retrieval", "leakage_free", "random", "off")
 PROMPT_STYLES = ("completion", "question")
@@ -42,21 +44,15 @@ _PHRASING = re.compile(r"^(?P<entity>.+)/p\d+$")
 # neighbours
 
 
-def fit_neighbours(tokens: np.ndarray, length: int, pad_id: int) -> np.ndarray:
-    """[..., 2m] retrieved tokens -> [..., length]: cut, or padded with pad_id, to the model's r."""
-    tokens = np.asarray(tokens, dtype=np.int64)
-    if tokens.shape[-1] >= length:
-        return tokens[..., :length]
-    pad = [(0, 0)] * (tokens.ndim - 1) + [(0, length - tokens.shape[-1])]
-    return np.pad(tokens, pad, constant_values=pad_id)
+def make_retrieve(retriever, k: int) -> Callable[[list[str]], np.ndarray]:
+    """A language model's `retrieve`: texts -> int64 [len(texts), k, 2m] as the index stores them.
 
-
-def make_retrieve(retriever, k: int, retrieved_len: int, pad_id: int) -> Callable[[list[str]], np.ndarray]:
-    """The `retrieve` callable of `retro.generate`: texts -> int64 [len(texts), k, retrieved_len]."""
+    The model fits the neighbours to its own `retrieved_len` (`retro.language_model.fit_neighbours`).
+    """
 
     def retrieve(texts: list[str]) -> np.ndarray:
         found = retriever.search(list(texts), k)
-        return fit_neighbours(np.stack([n.tokens for n in found]), retrieved_len, pad_id)
+        return np.stack([np.asarray(n.tokens, dtype=np.int64) for n in found])
 
     return retrieve
 
@@ -305,20 +301,15 @@ def evaluate_facts(
     retrieving = use_retrieval and is_retro and model.config.uses_retrieval
     if retrieving and retriever is None:
         raise ValueError("use_retrieval=True needs a retriever")
-    retrieve = None
-    if retrieving:
-        cfg = model.config
-        retrieve = make_retrieve(retriever, cfg.n_neighbours, cfg.retrieved_len, cfg.pad_id)
+    retrieve = make_retrieve(retriever, model.config.n_neighbours) if retrieving else None
+    language_model = RetroLanguageModel(model, tokenizer) if is_retro else model
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, seed=0)
     result = FactAccuracy(style, retrieving, n=0, correct=0, completion_tokens=0, seconds=0.0)
     for pair in pairs:
         prompt = pair.completion if style == "completion" else pair.question
         started = time.perf_counter()
         try:
-            if is_retro:
-                out = generate(model, tokenizer, prompt, params, retrieve)
-            else:
-                out = model.generate(prompt, params)
+            out = language_model.generate(prompt, params, retrieve)
         except PromptTooLongError as e:
             result.n += 1
             result.answers.append(FactAnswer(pair.entity, prompt, pair.answer, "", False, error=str(e)))

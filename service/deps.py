@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from service.errors import APIError
-from service.language_models import LanguageModel
+from service.language_models import ServedModel
 from service.metrics import ServiceMetrics
 from service.retrieval import IndexHandle
 from service.settings import Settings
@@ -58,7 +58,7 @@ def require_api_key(request: Request) -> None:
         raise APIError(401, "this endpoint needs the server's API key: send 'Authorization: Bearer <key>'")
 
 
-def find_model(state: ServiceState, model_id: str | None) -> LanguageModel:
+def find_model(state: ServiceState, model_id: str | None) -> ServedModel:
     """The requested model (default: RETRO); 404 with the served ids for an unknown one."""
     if model_id is None or model_id == "":
         return state.retro

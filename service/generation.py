@@ -1,10 +1,11 @@
 """Running one generation for a request: sampling checks, retrieval wiring, the worker job, timing.
 
-Shared by /v1/completions and /v1/compare. `prepare` turns request fields into `SamplingParams`
-and a `NeighbourRecorder` (or none) and refuses, with the limit named, what the server will not
-do. `run_generation` is the blocking job a `ModelWorker` runs: it iterates the model's stream,
-stops when the request's cancel event is set, and reports text, counts, time and neighbours.
-`submit_stream` runs it with each piece handed to the event loop. This module knows no routes.
+Shared by /v1/completions and /v1/compare. `prepare` turns request fields into a `GenerationJob`
+(`SamplingParams` and a `NeighbourRecorder` or none) and refuses, with the limit named, what the
+server will not do. `run_generation` is the blocking work a `ModelWorker` runs: it iterates the
+model's stream, stops when the request's cancel event is set, and reports text, counts, time and
+neighbours as a `GenerationOutcome`. `run` awaits it whole; `StreamEvents` runs it with each piece
+handed to the event loop. This module knows no routes and no model kinds.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from retro.generate import PromptTooLongError, SamplingParams, TextPiece
+from retro.language_model import PromptTooLongError
+from retro.sampling import SamplingParams, TextPiece
 from service.errors import APIError
-from service.language_models import LanguageModel
+from service.language_models import ServedModel
 from service.retrieval import NeighbourRecorder
 from service.schemas import SamplingFields
 from service.state import ServiceState
@@ -25,8 +27,10 @@ from service.workers import JobCancelled, QueueFullError
 
 
 @dataclass
-class Prepared:
-    model: LanguageModel
+class GenerationJob:
+    """One request's generation, ready for a worker: model, prompt, sampling, neighbour recorder."""
+
+    model: ServedModel
     prompt: str
     params: SamplingParams
     recorder: NeighbourRecorder | None
@@ -34,7 +38,9 @@ class Prepared:
 
 
 @dataclass
-class Outcome:
+class GenerationOutcome:
+    """What a finished (or cancelled) generation job reports."""
+
     text: str
     finish_reason: str
     prompt_tokens: int
@@ -49,7 +55,7 @@ class Outcome:
         return self.completion_tokens / self.seconds if self.seconds > 0 else 0.0
 
 
-def prepare(state: ServiceState, model: LanguageModel, prompt: str, request: SamplingFields) -> Prepared:
+def prepare(state: ServiceState, model: ServedModel, prompt: str, request: SamplingFields) -> GenerationJob:
     settings = state.settings
     if request.max_tokens > settings.max_tokens_cap:
         raise APIError(
@@ -69,8 +75,8 @@ def prepare(state: ServiceState, model: LanguageModel, prompt: str, request: Sam
     except ValueError as e:
         raise APIError(400, str(e)) from None
     recorder = None
-    if model.uses_retrieval and request.retrieval.enabled and state.index is not None:
-        k = request.retrieval.k or model.default_k or 2
+    if model.lm.uses_retrieval and request.retrieval.enabled and state.index is not None:
+        k = request.retrieval.k or model.lm.default_k or 2
         if k > settings.max_retrieval_k:
             raise APIError(
                 400,
@@ -78,14 +84,16 @@ def prepare(state: ServiceState, model: LanguageModel, prompt: str, request: Sam
                 "retrieval.k",
             )
         recorder = NeighbourRecorder(state.index.current, k, state.metrics.retrieval_latency.observe)
-    return Prepared(model=model, prompt=prompt, params=params, recorder=recorder)
+    return GenerationJob(model=model, prompt=prompt, params=params, recorder=recorder)
 
 
-def run_generation(job: Prepared, on_piece: Callable[[TextPiece, list[dict]], None] | None = None) -> Outcome:
+def run_generation(
+    job: GenerationJob, on_piece: Callable[[TextPiece, list[dict]], None] | None = None
+) -> GenerationOutcome:
     """Blocking: generates, handing each piece (with neighbours found since the last one) to on_piece."""
     started = time.perf_counter()
     texts, finish, completion_tokens, sent, cancelled = [], "length", 0, 0, False
-    for piece in job.model.stream(job.prompt, job.params, job.recorder):
+    for piece in job.model.lm.stream(job.prompt, job.params, job.recorder):
         completion_tokens += piece.n_tokens
         texts.append(piece.text)
         if piece.finish_reason is not None:
@@ -97,10 +105,10 @@ def run_generation(job: Prepared, on_piece: Callable[[TextPiece, list[dict]], No
         if job.cancel.is_set():
             cancelled = True
             break
-    return Outcome(
+    return GenerationOutcome(
         text="".join(texts),
         finish_reason=finish,
-        prompt_tokens=job.model.count_prompt_tokens(job.prompt),
+        prompt_tokens=job.model.lm.count_prompt_tokens(job.prompt),
         completion_tokens=completion_tokens,
         seconds=time.perf_counter() - started,
         retrieval_seconds=job.recorder.seconds if job.recorder else 0.0,
@@ -109,7 +117,7 @@ def run_generation(job: Prepared, on_piece: Callable[[TextPiece, list[dict]], No
     )
 
 
-def record_outcome(state: ServiceState, model: LanguageModel, outcome: Outcome) -> None:
+def record_outcome(state: ServiceState, model: ServedModel, outcome: GenerationOutcome) -> None:
     m = state.metrics
     m.tokens_generated.labels(model.id).inc(outcome.completion_tokens)
     m.prompt_tokens.labels(model.id).inc(outcome.prompt_tokens)
@@ -147,7 +155,7 @@ async def unless_disconnected(request, awaitable, cancel: threading.Event, poll_
         raise
 
 
-async def run(state: ServiceState, job: Prepared, request=None) -> Outcome:
+async def run(state: ServiceState, job: GenerationJob, request=None) -> GenerationOutcome:
     """Queues the job on its model's worker and awaits the outcome (errors as APIError)."""
     worker = state.workers[job.model.id]
     try:
@@ -163,7 +171,7 @@ async def run(state: ServiceState, job: Prepared, request=None) -> Outcome:
 class StreamEvents:
     """Pieces of a generation running on a worker, as an async iterator of ("piece"|"done"|"error", ...)."""
 
-    def __init__(self, state: ServiceState, job: Prepared):
+    def __init__(self, state: ServiceState, job: GenerationJob):
         self.state, self.job = state, job
         self.queue: asyncio.Queue = asyncio.Queue()
         loop = asyncio.get_running_loop()
@@ -171,7 +179,7 @@ class StreamEvents:
         def push(item) -> None:
             loop.call_soon_threadsafe(self.queue.put_nowait, item)
 
-        def work() -> Outcome:
+        def work() -> GenerationOutcome:
             try:
                 outcome = run_generation(job, lambda piece, new: push(("piece", piece, new)))
             except BaseException as e:

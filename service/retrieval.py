@@ -2,9 +2,10 @@
 
 `IndexHandle` holds the serving (store, retriever) pair and swaps it atomically for a rebuilt
 version: a request takes one snapshot at its start and uses it to the end, so a swap never fails a
-request. `NeighbourRecorder` is the `retrieve` callable handed to `retro.generate`: it searches,
-returns the token array the model needs and records each chunk's neighbours (numbered in call
-order, as generate retrieves prompt chunks first, then one per new chunk) for the response.
+request. `NeighbourRecorder` is the `retrieve` callable handed to a model's `stream`: it searches,
+returns the neighbours' tokens as the index stores them (the model fits them to its own length)
+and records each chunk's neighbours (numbered in call order, as a model retrieves prompt chunks
+first, then one per new chunk) for the response.
 This module owns no HTTP and no model.
 """
 
@@ -90,7 +91,7 @@ def neighbour_record(neighbours, for_chunk: int | None = None) -> list[dict]:
 
 
 class NeighbourRecorder:
-    """retrieve(texts) -> int64 [len(texts), k, r] for retro.generate; keeps what it found."""
+    """retrieve(texts) -> int64 [len(texts), k, 2m] (chunk + continuation); keeps what it found."""
 
     def __init__(self, snapshot: IndexSnapshot, k: int, on_latency: Callable[[float], None] | None = None):
         self.snapshot, self.k = snapshot, k
@@ -109,6 +110,3 @@ class NeighbourRecorder:
             self.records.extend(neighbour_record(neighbours, for_chunk=self._next_chunk))
             self._next_chunk += 1
         return np.stack([np.asarray(n.tokens, dtype=np.int64) for n in found])
-
-    def take_new(self, start: int) -> list[dict]:
-        return self.records[start:]

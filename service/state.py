@@ -13,7 +13,7 @@ import time
 import torch
 
 from service.jobs import RebuildJobs
-from service.language_models import LanguageModel, load_language_model
+from service.language_models import ServedModel, load_served_model
 from service.metrics import ServiceMetrics
 from service.retrieval import IndexHandle, IndexSnapshot
 from service.settings import Settings
@@ -27,8 +27,8 @@ class ServiceState:
         self.settings, self.metrics = settings, metrics
         self.status = "loading"  # loading | ready | failed
         self.error: str | None = None
-        self.retro: LanguageModel | None = None
-        self.compare: LanguageModel | None = None
+        self.retro: ServedModel | None = None  # the model named by --model (default for requests)
+        self.compare: ServedModel | None = None
         self.workers: dict[str, ModelWorker] = {}
         self.index: IndexHandle | None = None
         self.jobs: RebuildJobs | None = None
@@ -40,7 +40,7 @@ class ServiceState:
         return self.status == "ready"
 
     @property
-    def models(self) -> dict[str, LanguageModel]:
+    def models(self) -> dict[str, ServedModel]:
         return {m.id: m for m in (self.retro, self.compare) if m is not None}
 
     def load(self) -> None:
@@ -62,14 +62,14 @@ class ServiceState:
         if s.torch_threads is not None:
             # before the worker threads start: a thread takes the intra-op thread count it is born with
             torch.set_num_threads(s.torch_threads)
-        self.retro = load_language_model(s.model, s.retro_model_id, s.device)
+        self.retro = load_served_model(s.model, s.retro_model_id, s.device)
         if s.compare_model is not None:
             compare_id = s.compare_model_id
             if compare_id == self.retro.id:
                 compare_id = f"{compare_id}-compare"
-            self.compare = load_language_model(s.compare_model, compare_id, s.device)
+            self.compare = load_served_model(s.compare_model, compare_id, s.device)
         if s.index is not None:
-            self.index = IndexHandle(s.index, self.retro.tokenizer, s.index_device)
+            self.index = IndexHandle(s.index, self.retro.lm.tokenizer, s.index_device)
             self._check_index_fits(self.index.current)
             self.jobs = RebuildJobs(
                 self.index,
@@ -83,8 +83,8 @@ class ServiceState:
             self.workers[model.id] = ModelWorker(model.id, s.max_queue, on_depth=gauge.set)
 
     def _check_index_fits(self, snapshot: IndexSnapshot) -> None:
-        model = self.retro
-        if model.kind == "retro" and model.uses_retrieval and snapshot.store.chunk_size != model.chunk_size:
+        model = self.retro.lm
+        if model.uses_retrieval and snapshot.store.chunk_size != model.chunk_size:
             raise ValueError(
                 f"the index at {self.settings.index} has chunk_size {snapshot.store.chunk_size}, "
                 f"the model {model.chunk_size}: build the index with --chunk-size {model.chunk_size}"

@@ -20,7 +20,7 @@ def _result(model, outcome, role: str) -> dict:
     return {
         "model": model.id,
         "role": role,
-        "kind": model.kind,
+        "kind": model.lm.kind,
         "text": outcome.text,
         "finish_reason": outcome.finish_reason,
         "latency_s": round(outcome.seconds, 4),

@@ -33,12 +33,12 @@ async def info(state: ReadyState):
             {
                 "id": m.id,
                 "role": "retro" if m is state.retro else "comparison",
-                "kind": m.kind,
+                "kind": m.lm.kind,
                 "path": str(m.path),
                 "parameters": m.parameters,
-                "context_length": m.max_seq_len,
-                "chunk_size": m.chunk_size,
-                "uses_retrieval": m.uses_retrieval,
+                "context_length": m.lm.max_seq_len,
+                "chunk_size": m.lm.chunk_size,
+                "uses_retrieval": m.lm.uses_retrieval,
                 "queue_depth": state.workers[m.id].depth,
             }
             for m in state.models.values()

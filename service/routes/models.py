@@ -20,11 +20,11 @@ async def list_models(state: ReadyState):
                 "object": "model",
                 "created": created,
                 "owned_by": "retro",
-                "kind": model.kind,  # the checkpoint format: "retro" (ours) or "huggingface"
+                "kind": model.lm.kind,  # the checkpoint format: "retro" (ours) or "huggingface"
                 "role": "retro" if model is state.retro else "comparison",
-                "uses_retrieval": model.uses_retrieval and state.index is not None,
+                "uses_retrieval": model.lm.uses_retrieval and state.index is not None,
                 "parameters": model.parameters,
-                "context_length": model.max_seq_len,
+                "context_length": model.lm.max_seq_len,
             }
         )
     return {"object": "list", "data": data}

@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from index.build import build_index
 from index.corpus import Document
 from index.facts import FactPair, entities
+from index.fictional import fictional_documents, fictional_pairs
 from index.neighbours import precompute_neighbours
 from index.retriever import Retriever
 from index.store import IndexStore
@@ -32,12 +33,11 @@ from retro.evaluate import (
     bits_per_byte,
     entity_of,
     evaluate_facts,
-    fit_neighbours,
     same_entity_doc_ids,
     training_tokens,
 )
 from retro.evaluation import run_evaluation, spread, validation_documents
-from retro.fictional import fictional_documents, fictional_pairs
+from retro.language_model import fit_neighbours
 from retro.model import Retro
 from retro.report import BPB_PLOT, FACTS_PLOT, REPORT_JSON, REPORT_MD, write_report
 from retro.tokenizer import Tokenizer

@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from retro.generate import PromptTooLongError, SamplingParams, generate, sample_token, stream
+from retro.generate import RetroLanguageModel
+from retro.language_model import PromptTooLongError
+from retro.sampling import SamplingParams, sample_token
 
 from .conftest import make_model, tiny_config
 
@@ -33,19 +35,21 @@ def model(tokenizer):
     return make_model(tiny_config(vocab_size=tokenizer.vocab_size, max_seq_len=48))
 
 
-def test_same_seed_same_output(model, tokenizer):
+@pytest.fixture()
+def lm(model, tokenizer):
+    return RetroLanguageModel(model, tokenizer)
+
+
+def test_same_seed_same_output(lm, tokenizer):
     params = SamplingParams(max_new_tokens=12, temperature=1.0, seed=123)
-    a = generate(model, tokenizer, "The capital", params, retrieve=SpyRetriever(tokenizer.vocab_size))
-    b = generate(model, tokenizer, "The capital", params, retrieve=SpyRetriever(tokenizer.vocab_size))
+    a = lm.generate("The capital", params, retrieve=SpyRetriever(tokenizer.vocab_size))
+    b = lm.generate("The capital", params, retrieve=SpyRetriever(tokenizer.vocab_size))
     assert a == b
-    outs = {
-        generate(model, tokenizer, "The capital", SamplingParams(max_new_tokens=12, seed=s)).text
-        for s in range(6)
-    }
+    outs = {lm.generate("The capital", SamplingParams(max_new_tokens=12, seed=s)).text for s in range(6)}
     assert len(outs) > 1  # the seed matters
 
 
-def test_short_prompt_is_retrieved_and_its_neighbours_reach_the_model(model, tokenizer, monkeypatch):
+def test_short_prompt_is_retrieved_and_its_neighbours_reach_the_model(lm, model, tokenizer, monkeypatch):
     prompt = "Gold"  # shorter than one chunk (4 tokens)
     assert len(tokenizer.encode(prompt)) < M
     seen = {}
@@ -57,7 +61,7 @@ def test_short_prompt_is_retrieved_and_its_neighbours_reach_the_model(model, tok
 
     monkeypatch.setattr(model, "prefill", spy_prefill)
     spy = SpyRetriever(tokenizer.vocab_size)
-    generate(model, tokenizer, prompt, SamplingParams(max_new_tokens=1, temperature=0), retrieve=spy)
+    lm.generate(prompt, SamplingParams(max_new_tokens=1, temperature=0), retrieve=spy)
     assert spy.calls[0] == [prompt]  # retrieved with the prompt's own text
     assert seen["tokens"].shape[1] == M and seen["tokens"][0, 0] == tokenizer.pad_id  # left-padded to a chunk
     torch.testing.assert_close(seen["neighbours"][0], torch.as_tensor(spy.returned[0]))
@@ -68,14 +72,12 @@ def test_short_prompt_is_retrieved_and_its_neighbours_reach_the_model(model, tok
     assert not torch.allclose(logits_a[0, -1], logits_b[0, -1])
 
 
-def test_retrieval_at_every_chunk_boundary(model, tokenizer):
+def test_retrieval_at_every_chunk_boundary(lm, tokenizer):
     spy = SpyRetriever(tokenizer.vocab_size)
     prompt = "The capital of France is"
     n_prompt = len(tokenizer.encode(prompt))
     padded = n_prompt + (-n_prompt) % M
-    result = generate(
-        model, tokenizer, prompt, SamplingParams(max_new_tokens=10, temperature=0), retrieve=spy
-    )
+    result = lm.generate(prompt, SamplingParams(max_new_tokens=10, temperature=0), retrieve=spy)
     assert len(spy.calls[0]) == padded // M  # one text per complete prompt chunk
     n_new = result.completion_tokens
     # a token at position p closes a chunk when (p + 1) % M == 0; the last sampled token is never fed
@@ -84,61 +86,86 @@ def test_retrieval_at_every_chunk_boundary(model, tokenizer):
     assert all(len(c) == 1 for c in spy.calls[1:])
 
 
+@pytest.mark.parametrize("returned_len", [12, 5])
+def test_neighbours_are_fitted_to_the_models_retrieved_len(tokenizer, monkeypatch, returned_len):
+    """The caller hands in what the index gives; the model cuts or pads it to its own r."""
+    model = make_model(tiny_config(vocab_size=tokenizer.vocab_size, max_seq_len=48, retrieved_len=8))
+    seen = []
+    real_prefill = model.prefill
+
+    def spy_prefill(tokens, neighbours=None, cache=None):
+        seen.append(neighbours)
+        return real_prefill(tokens, neighbours, cache)
+
+    monkeypatch.setattr(model, "prefill", spy_prefill)
+    spy = SpyRetriever(tokenizer.vocab_size, r=returned_len)
+    RetroLanguageModel(model, tokenizer).generate(
+        "Gold", SamplingParams(max_new_tokens=1, temperature=0), retrieve=spy
+    )
+    fitted = seen[0][0]
+    assert fitted.shape[-1] == 8
+    kept = min(returned_len, 8)
+    torch.testing.assert_close(fitted[..., :kept], torch.as_tensor(spy.returned[0])[..., :kept])
+    assert (fitted[..., kept:] == tokenizer.pad_id).all()
+
+
 def test_baseline_needs_no_retrieval_and_no_padding(tokenizer):
     base = make_model(tiny_config(vocab_size=tokenizer.vocab_size, cca_layers=(), copy_head=False))
     spy = SpyRetriever(tokenizer.vocab_size)
-    out = generate(base, tokenizer, "Gold", SamplingParams(max_new_tokens=5, temperature=0), retrieve=spy)
+    out = RetroLanguageModel(base, tokenizer).generate(
+        "Gold", SamplingParams(max_new_tokens=5, temperature=0), retrieve=spy
+    )
     assert spy.calls == [] and out.completion_tokens >= 1
 
 
-def test_max_tokens_gives_length(model, tokenizer):
-    out = generate(model, tokenizer, "Water", SamplingParams(max_new_tokens=7, temperature=0))
+def test_max_tokens_gives_length(lm):
+    out = lm.generate("Water", SamplingParams(max_new_tokens=7, temperature=0))
     if out.finish_reason == "length":
         assert out.completion_tokens == 7
     else:  # the random model chose <eos> first
         assert out.completion_tokens <= 7
 
 
-def test_stop_string_ends_generation_before_it(model, tokenizer):
+def test_stop_string_ends_generation_before_it(lm):
     greedy = SamplingParams(max_new_tokens=30, temperature=0)
-    full = generate(model, tokenizer, "Mount", greedy).text
+    full = lm.generate("Mount", greedy).text
     assert len(full) > 6
     stop = full[3:6]
-    out = generate(model, tokenizer, "Mount", SamplingParams(max_new_tokens=30, temperature=0, stop=(stop,)))
+    out = lm.generate("Mount", SamplingParams(max_new_tokens=30, temperature=0, stop=(stop,)))
     assert out.finish_reason == "stop"
     assert out.text == full[: full.index(stop)]
     assert stop not in out.text
 
 
-def test_stream_pieces_join_to_generate_text_and_hold_back_stop_prefixes(model, tokenizer):
+def test_stream_pieces_join_to_generate_text_and_hold_back_stop_prefixes(lm):
     greedy = SamplingParams(max_new_tokens=30, temperature=0)
-    full = generate(model, tokenizer, "Mount", greedy).text
-    pieces = list(stream(model, tokenizer, "Mount", greedy))
+    full = lm.generate("Mount", greedy).text
+    pieces = list(lm.stream("Mount", greedy))
     assert "".join(p.text for p in pieces) == full
     assert all(p.finish_reason is None for p in pieces[:-1]) and pieces[-1].finish_reason
     stop = full[10:14]
-    stopped = list(
-        stream(model, tokenizer, "Mount", SamplingParams(max_new_tokens=30, temperature=0, stop=(stop,)))
-    )
+    stopped = list(lm.stream("Mount", SamplingParams(max_new_tokens=30, temperature=0, stop=(stop,))))
     assert "".join(p.text for p in stopped) == full[: full.index(stop)]
     assert sum(p.n_tokens for p in stopped) <= 30
 
 
 def test_context_end_gives_length(tokenizer):
     short = make_model(tiny_config(vocab_size=tokenizer.vocab_size, max_seq_len=12))
-    out = generate(short, tokenizer, "The capital of", SamplingParams(max_new_tokens=50, temperature=0))
+    out = RetroLanguageModel(short, tokenizer).generate(
+        "The capital of", SamplingParams(max_new_tokens=50, temperature=0)
+    )
     assert out.completion_tokens <= 12 - len(tokenizer.encode("The capital of")) + 1
 
 
-def test_prompt_too_long_names_the_limit(model, tokenizer):
+def test_prompt_too_long_names_the_limit(lm):
     with pytest.raises(PromptTooLongError, match="limit is 44 prompt tokens") as err:
-        generate(model, tokenizer, "The capital of France is Paris. " * 20, retrieve=SpyRetriever(300))
+        lm.generate("The capital of France is Paris. " * 20, retrieve=SpyRetriever(300))
     assert err.value.limit == 44 and err.value.prompt_tokens > 44
 
 
-def test_bad_retriever_output_is_a_clear_error(model, tokenizer):
+def test_bad_retriever_output_is_a_clear_error(lm):
     with pytest.raises(ValueError, match=r"retrieve must return token ids of shape \[1, k, r\]"):
-        generate(model, tokenizer, "Gold", retrieve=lambda texts: np.zeros((2, 8), dtype=np.int64))
+        lm.generate("Gold", retrieve=lambda texts: np.zeros((2, 8), dtype=np.int64))
 
 
 @pytest.mark.parametrize(

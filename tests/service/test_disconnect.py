@@ -14,7 +14,7 @@ def test_disconnect_stops_the_generation(settings):
     app = create_app(make_settings(**{**settings.model_dump(), "max_tokens_cap": 64}))
     with live_server(app) as base:
         state = app.state.service
-        model = state.retro
+        model = state.retro.lm
         produced = []
         real_stream = model.stream
 
@@ -60,7 +60,7 @@ def test_a_queued_stream_whose_client_leaves_never_starts(settings):
     app = create_app(make_settings(**settings.model_dump()))
     with live_server(app) as base:
         state = app.state.service
-        model = state.retro
+        model = state.retro.lm
         started = []
         real_stream = model.stream
 

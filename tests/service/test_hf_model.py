@@ -1,4 +1,4 @@
-"""retro.hf_model: a Hugging Face causal LM behind retro.generate's generate/stream contract."""
+"""retro.hf_model: a Hugging Face causal LM behind the one language-model interface (generate/stream)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from retro.generate import PromptTooLongError, SamplingParams
 from retro.hf_model import HFModelError, is_hf_model_folder, load_hf_model
+from retro.language_model import PromptTooLongError
+from retro.sampling import SamplingParams
 
 
 @pytest.fixture(scope="module")

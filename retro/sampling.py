@@ -1,0 +1,121 @@
+"""What every model's decoding shares: sampling parameters, token choice, seeding, stop strings.
+
+`SamplingParams` is the one set of knobs (temperature, top-p, top-k, seed, stop strings, length)
+that the RETRO model and the Hugging Face comparison model both take, `sample_token` the one way a
+token is drawn from logits and `seeded_generator` the one way a seed becomes a random stream, so
+the same numbers mean the same for both. `text_pieces` turns any model's lazy stream of sampled
+token ids into final `TextPiece`s: it ends at end-of-text, a stop string or the length limit and
+holds back text that could still become a stop string. Nothing here knows a model or an index.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+REPLACEMENT_CHAR = "\ufffd"  # what a byte-level BPE decodes a cut UTF-8 sequence to
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_new_tokens: int = 64
+    temperature: float = 1.0  # 0 = greedy
+    top_p: float = 1.0  # nucleus sampling: keep the smallest set of tokens with this much mass
+    top_k: int = 0  # 0 = no top-k filter
+    seed: int | None = None  # same seed, same prompt, same model -> same output
+    stop: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stop, str):
+            object.__setattr__(self, "stop", (self.stop,))
+        object.__setattr__(self, "stop", tuple(self.stop))
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1; got {self.max_new_tokens}")
+        if not self.temperature >= 0:
+            raise ValueError(f"temperature must be >= 0; got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must lie in (0, 1]; got {self.top_p}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0; got {self.top_k}")
+        if any(not isinstance(s, str) or not s for s in self.stop):
+            raise ValueError("stop strings must be non-empty strings")
+
+
+@dataclass
+class TextPiece:
+    text: str
+    finish_reason: str | None = None  # set on the last piece: "stop" or "length"
+    n_tokens: int = 0  # tokens sampled since the previous piece (an end-of-text token included)
+
+
+def seeded_generator(seed: int | None, device) -> torch.Generator:
+    """The random stream of one generation: `seed` when given, else a fresh one from the OS."""
+    if seed is None:
+        seed = int.from_bytes(os.urandom(8), "little") >> 1
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def sample_token(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator) -> int:
+    """logits (V,) (or log-probabilities) -> one token id, after temperature, top-k and top-p."""
+    if params.temperature == 0:
+        return int(logits.argmax())
+    logits = logits.float() / params.temperature
+    if params.top_k and params.top_k < logits.numel():
+        kth = torch.topk(logits, params.top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if params.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        probs = sorted_logits.softmax(dim=-1)
+        drop = probs.cumsum(dim=-1) - probs > params.top_p  # mass before this token already enough
+        logits = logits.masked_fill(torch.zeros_like(drop).scatter(0, order, drop), float("-inf"))
+    probs = logits.softmax(dim=-1)
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def _held_back(text: str, stops: tuple[str, ...]) -> int:
+    """How many trailing characters may still turn into a stop string or a completed character."""
+    hold = len(text) - len(text.rstrip(REPLACEMENT_CHAR))
+    for s in stops:
+        for n in range(min(len(s) - 1, len(text)), 0, -1):
+            if text.endswith(s[:n]):
+                hold = max(hold, n)
+                break
+    return hold
+
+
+def text_pieces(
+    tokens: Iterable[int], decode: Callable[[list[int]], str], eos_id: int | None, params: SamplingParams
+) -> Iterator[TextPiece]:
+    """Turns a lazy stream of sampled token ids into final text pieces (any model's tokens).
+
+    Ends at `eos_id`, at a stop string (cut before it) or after `params.max_new_tokens`; text that
+    could still become a stop string or complete a cut UTF-8 character is held back until it can't.
+    The last piece carries the finish reason; no token is asked for after the end.
+    """
+    generated: list[int] = []
+    emitted = pending = 0  # characters already yielded; tokens sampled since the last piece
+    finish = "length"
+    text = ""
+    for token in tokens:
+        pending += 1
+        if token == eos_id:
+            finish = "stop"
+            break
+        generated.append(token)
+        text = decode(generated)
+        cut = min(
+            (i for i in (text.find(s, max(0, emitted - len(s))) for s in params.stop) if i >= 0), default=-1
+        )
+        if cut >= 0:
+            text, finish = text[:cut], "stop"
+            break
+        if len(generated) >= params.max_new_tokens:
+            break
+        ready = len(text) - _held_back(text, params.stop)
+        if ready > emitted:
+            yield TextPiece(text[emitted:ready], n_tokens=pending)
+            emitted, pending = ready, 0
+    yield TextPiece(text[emitted:], finish_reason=finish, n_tokens=pending)
