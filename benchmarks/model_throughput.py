@@ -1,7 +1,7 @@
 """Benchmark of the network: training and decoding tokens/s of RETRO presets and their baselines.
 
 Prints one table row per (preset, device). Training = forward + backward + AdamW step of
-`Retro.forward(tokens, neighbours, targets=...)` on random tokens and random neighbours at
+`Retro.loss(tokens, neighbours, targets)` on random tokens and random neighbours at
 `max_seq_len` (the copy head's loss path included), tokens/s counted over decoder tokens. Decoding =
 `new_cache` / `prefill` of one chunk / `decode_step` with fresh neighbours at every chunk boundary,
 at batch 1 and batch 16, tokens/s = batch x new tokens / seconds; retrieval itself (MiniLM + faiss)
@@ -26,7 +26,7 @@ import torch
 
 from retro.config import PRESETS, RetroConfig
 from retro.model import Retro
-from retro.train import make_optimizer
+from retro.schedule import make_optimizer
 
 # Dense bf16 tensor-core peaks (no sparsity), FLOP/s; pass --peak-tflops for another GPU.
 GPU_PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
@@ -90,7 +90,7 @@ def measure_training(model: Retro, device, batch: int, steps: int, warmup: int) 
             _sync(device)
             start = time.perf_counter()
         with _autocast(device):
-            loss = model(tokens, neighbours, targets=targets)
+            loss = model.loss(tokens, neighbours, targets)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()

@@ -13,7 +13,7 @@ into place, so a crash mid-save leaves the previous checkpoint whole. Training s
 step, data position) is the trainer's business and lives beside, not inside, these files.
 
 Every save has a random `save_id`, written into config.json and into each shard's safetensors
-metadata. A trainer republishes into a live run folder file by file (`retro.train.publish_checkpoint`),
+metadata. A trainer republishes into a live run folder file by file (`retro.run_folder.publish_checkpoint`),
 so a load racing it could see shards of two steps; `load_checkpoint` detects that by the ids, waits
 and reads again, and reports a folder that stays mixed. Checkpoints saved before save ids existed
 load unchecked.

@@ -135,7 +135,7 @@ def _retro_document_nll(model: Retro, ids: list[int], neighbours_for) -> tuple[f
         neighbours = neighbours_for(chunks) if chunks else None
         if neighbours is not None:
             neighbours = torch.from_numpy(neighbours)[None].to(model.device)
-        mean_nll = model(x, neighbours, targets=y)
+        mean_nll = model.loss(x, neighbours, y)
         total += float(mean_nll) * n
         count += n
     return total, count

@@ -2,18 +2,15 @@
 
 `train(run_dir, config, data, tokenizer, steps, batch_size, ...)` trains `Retro(config)` on batches
 from `data` (anything with `.batch(step, batch_size, rank, world_size) -> Batch`, a pure function of
-its seed, step and rank, such as `retro.data.TrainingData`) and leaves in `run_dir`:
-
-    config.json, model*.safetensors, tokenizer.json   the servable checkpoint (`retro.checkpoint`)
-    train_state/   model.safetensors (fp32), optimizer.safetensors, state.json: what an exact resume needs
-    log.jsonl      one JSON line per logged step: step, loss, lr, tokens_per_s, elapsed_s, grad_norm
+its seed, step and rank, such as `retro.data.TrainingData`) and leaves in `run_dir` the servable
+checkpoint, the training state and the log (`retro.run_folder` has the layout).
 
 Rerunning the same call resumes from `train_state/` and produces the same losses as a run that was
-never interrupted: the data is a function of the step, the learning rate a function of the step, and
-the random state (dropout) is reseeded from (seed, step, rank) at every step, so nothing hidden
-carries over. Under `torchrun` it runs DistributedDataParallel (rank and world size from the
-environment); only rank 0 writes. This module owns the optimisation and the run folder's training
-files; the model's shape is `RetroConfig`'s, the checkpoint format is `retro.checkpoint`'s, and the
+never interrupted: the data is a function of the step, the learning rate a function of the step
+(`retro.schedule`), and the random state (dropout) is reseeded from (seed, step, rank) at every
+step, so nothing hidden carries over. Under `torchrun` it runs DistributedDataParallel (rank and
+world size from the environment, `retro.devices`); only rank 0 writes. This module owns the loop;
+the model's shape is `RetroConfig`'s, the checkpoint format is `retro.checkpoint`'s, and the
 batches are the data source's business.
 """
 
@@ -22,9 +19,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -34,19 +28,21 @@ from typing import Protocol
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-from safetensors.torch import load_file, save_file
 
-from retro.checkpoint import CONFIG_FILE, DEFAULT_MAX_SHARD_BYTES, replace_folder, save_checkpoint
+from retro.checkpoint import CONFIG_FILE
 from retro.config import RetroConfig
 from retro.devices import Distributed, distributed_from_env, process_group, resolve_device, wrap_for_ddp
 from retro.model import Retro
+from retro.run_folder import (
+    LOG_FILE,
+    load_train_state,
+    publish_checkpoint,
+    read_train_state,
+    rewrite_log,
+    save_train_state,
+)
+from retro.schedule import default_warmup, learning_rate, make_optimizer
 from retro.tokenizer import Tokenizer
-
-STATE_DIR, STATE_FILE = "train_state", "state.json"
-STATE_MODEL, STATE_OPTIMIZER = "model.safetensors", "optimizer.safetensors"
-LOG_FILE = "log.jsonl"
-STATE_FORMAT, STATE_VERSION = "retro-train-state", 1
-BETAS = (0.9, 0.95)  # nanoGPT's; the prototype trained with these at lr 1e-3 (DESIGN.md)
 
 
 class BatchLike(Protocol):
@@ -107,161 +103,20 @@ class TrainResult:
 
 
 # ----------------------------------------------------------------------------------------------
-# the schedule and the optimizer
-
-
-def default_warmup(steps: int) -> int:
-    return min(200, steps // 10)
-
-
-def learning_rate(step: int, *, steps: int, lr: float, warmup: int, min_lr_ratio: float) -> float:
-    """The lr of the update made at 0-based `step`: linear warmup to `lr` over `warmup` steps, then a
-    cosine from `lr` down to `lr * min_lr_ratio`, reached at the last step."""
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    decay_steps = steps - 1 - warmup
-    if decay_steps <= 0:
-        return lr
-    progress = min(1.0, (step - warmup) / decay_steps)
-    min_lr = lr * min_lr_ratio
-    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (lr - min_lr)
-
-
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """nanoGPT's split: matrices (linear weights, embeddings) decay; biases, LayerNorms and the
-    cross-attention null slots, which act as biases, do not."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (decay if p.dim() >= 2 and "null_kv" not in name else no_decay).append(p)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-
-
-def make_optimizer(model: nn.Module, lr: float, weight_decay: float, device: torch.device):
-    groups = parameter_groups(model, weight_decay)
-    return torch.optim.AdamW(groups, lr=lr, betas=BETAS, eps=1e-8, fused=device.type == "cuda")
-
-
-# ----------------------------------------------------------------------------------------------
-# the run folder: training state (no pickle), the servable checkpoint, the log
-
-
-def _optimizer_tensors(optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    """Optimizer state -> flat tensors for safetensors + JSON-able rest (param groups, scalars)."""
-    state = optimizer.state_dict()
-    tensors, scalars = {}, {}
-    for index, values in state["state"].items():
-        for name, value in values.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"{index}.{name}"] = value.detach().to("cpu").contiguous()
-            else:
-                scalars[f"{index}.{name}"] = value
-    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
-
-
-def _optimizer_state(tensors: dict[str, torch.Tensor], rest: dict) -> dict:
-    state: dict[int, dict] = {}
-    for key, value in [*tensors.items(), *rest["scalars"].items()]:
-        index, name = key.split(".", 1)
-        state.setdefault(int(index), {})[name] = value
-    groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in rest["param_groups"]]
-    return {"state": state, "param_groups": groups}
-
-
-def _state_dir(run_dir: Path) -> Path | None:
-    """The folder to resume from: train_state/, or its old copy if a swap was cut short."""
-    for candidate in (run_dir / STATE_DIR, run_dir / f".{STATE_DIR}.old"):
-        if (candidate / STATE_FILE).is_file():
-            return candidate
-    return None
-
-
-def save_train_state(run_dir: Path, model: Retro, optimizer, body: dict) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix=f".{STATE_DIR}.", dir=run_dir))
-    try:
-        weights = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-        save_file(weights, str(tmp / STATE_MODEL))
-        tensors, rest = _optimizer_tensors(optimizer)
-        save_file(tensors, str(tmp / STATE_OPTIMIZER))
-        body = {"format": STATE_FORMAT, "version": STATE_VERSION, **body, "optimizer": rest}
-        (tmp / STATE_FILE).write_text(json.dumps(body, indent=2, sort_keys=True))
-        replace_folder(tmp, run_dir / STATE_DIR)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def read_train_state(run_dir: str | Path) -> dict | None:
-    """The JSON part of a run's training state (step, args, config, ...), or None for a fresh run."""
-    folder = _state_dir(Path(run_dir))
-    if folder is None:
-        return None
-    body = json.loads((folder / STATE_FILE).read_text())
-    if body.get("format") != STATE_FORMAT or body.get("version") != STATE_VERSION:
-        raise ValueError(f"{folder / STATE_FILE} is not a retro training state of version {STATE_VERSION}")
-    return body
-
-
-def _load_train_state(run_dir: Path, model: Retro, optimizer) -> dict:
-    folder = _state_dir(run_dir)
-    body = read_train_state(run_dir)
-    model.load_state_dict(load_file(str(folder / STATE_MODEL)))
-    optimizer.load_state_dict(_optimizer_state(load_file(str(folder / STATE_OPTIMIZER)), body["optimizer"]))
-    return body
-
-
-def publish_checkpoint(
-    run_dir: Path,
-    model: Retro,
-    tokenizer: Tokenizer,
-    meta: dict,
-    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
-) -> None:
-    """Writes the servable checkpoint into `run_dir` beside train_state/ and log.jsonl.
-
-    `save_checkpoint` replaces a whole folder, so it writes a staging folder whose files are then
-    moved in one by one with os.replace, config.json last, and shards the new save no longer has are
-    deleted after that. Every file a reader opens is whole; a load racing this sees files of two
-    saves, which `load_checkpoint` detects by their save ids and reads again.
-    """
-    staged = save_checkpoint(run_dir / ".checkpoint-staging", model, tokenizer, meta, max_shard_bytes)
-    new_files = sorted(p.name for p in staged.iterdir())
-    # safetensors writes its files owner-only; give every file the umask's mode that config.json got,
-    # so that a server running as another user can read the checkpoint
-    mode = (staged / CONFIG_FILE).stat().st_mode & 0o777
-    for name in sorted(new_files, key=lambda n: n == CONFIG_FILE):
-        os.chmod(staged / name, mode)
-        os.replace(staged / name, run_dir / name)
-    staged.rmdir()
-    for stale in run_dir.glob("model*.safetensors*"):
-        if stale.name not in new_files:
-            stale.unlink()
-
-
-def _rewrite_log(run_dir: Path, up_to_step: int) -> None:
-    """Drops log lines past the resumed step (written after the checkpoint, before the kill)."""
-    path = run_dir / LOG_FILE
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:  # a line cut short by the kill
-            continue
-        if record.get("step", 0) <= up_to_step:
-            kept.append(line)
-    tmp = path.with_name(f".{LOG_FILE}.tmp")
-    tmp.write_text("".join(f"{line}\n" for line in kept))
-    os.replace(tmp, path)
-
-
-# ----------------------------------------------------------------------------------------------
 # one step's helpers
+
+
+class _Loss(nn.Module):
+    """The model's training loss as a module's forward: DistributedDataParallel synchronises the
+    gradients of what runs inside the forward of the module it wraps, and `Retro.forward` gives
+    log-probabilities, not the loss."""
+
+    def __init__(self, model: Retro):
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens, neighbours, targets):
+        return self.model.loss(tokens, neighbours, targets)
 
 
 def _step_seed(seed: int, step: int, rank: int) -> int:
@@ -392,7 +247,7 @@ def _run(run_dir, config, data, tokenizer, args: TrainArgs, ckpt_every, log_ever
                 f"{run_dir} holds a run with other settings ({'; '.join(differences[:4])}); "
                 "rerun with the same settings to resume, or train into a new folder"
             )
-        saved = _load_train_state(run_dir, model, optimizer)
+        saved = load_train_state(run_dir, model, optimizer)
         start_step, elapsed_before, tokens_seen = saved["step"], saved["elapsed_s"], saved["tokens_seen"]
     elif (run_dir / CONFIG_FILE).exists():
         raise ValueError(
@@ -400,9 +255,11 @@ def _run(run_dir, config, data, tokenizer, args: TrainArgs, ckpt_every, log_ever
         )
     if dist_env.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        _rewrite_log(run_dir, start_step)
+        rewrite_log(run_dir, start_step)
 
-    trained = wrap_for_ddp(model, device) if dist_env.world_size > 1 else model
+    trained = _Loss(model)
+    if dist_env.world_size > 1:
+        trained = wrap_for_ddp(trained, device)
 
     def checkpoint(step: int, loss: float | None, elapsed: float, with_state: bool = True) -> None:
         if dist_env.is_main:
@@ -493,7 +350,7 @@ def _train_step(trained, optimizer, data, step, per_rank, lr, args: TrainArgs, d
             f"data.batch returned tokens {list(tokens.shape)} and targets {list(targets.shape)}; "
             f"expected [{per_rank}, T] both"
         )
-    if neighbours is None and dist_env.world_size > 1 and trained.module.config.uses_retrieval:
+    if neighbours is None and dist_env.world_size > 1 and trained.module.model.config.uses_retrieval:
         raise ValueError(
             "a RETRO model under DDP needs neighbours in every batch (its encoder would get no gradient)"
         )
@@ -512,7 +369,7 @@ def _train_step(trained, optimizer, data, step, per_rank, lr, args: TrainArgs, d
                 loss = trained(
                     tok.to(device, non_blocking=True),
                     None if nb is None else nb.to(device, non_blocking=True),
-                    targets=tgt.to(device, non_blocking=True),
+                    tgt.to(device, non_blocking=True),
                 )
             (loss * (counts[i] / total)).backward()
         loss_sum += loss.detach().float() * (counts[i] / total)

@@ -1,5 +1,5 @@
-"""KV-cached incremental decoding equals a full forward, across chunk boundaries where new
-neighbours arrive (fp32, atol 1e-4)."""
+"""KV-cached incremental decoding gives a full forward's log-probabilities, across chunk boundaries
+where new neighbours arrive (fp32, atol 1e-4)."""
 
 import pytest
 import torch
@@ -48,4 +48,4 @@ def test_neighbours_off_a_boundary_and_a_full_cache_are_errors():
     with pytest.raises(ValueError, match="cache is full"):
         model.decode_step(tokens[:, 0], small)
     with pytest.raises(ValueError, match="fresh cache"):
-        model.forward(tokens, neighbours[:, :1], cache=small)
+        model.prefill(tokens, neighbours[:, :1], cache=small)

@@ -115,7 +115,7 @@ def test_load_racing_a_republish_gets_one_whole_save(model, tokenizer, tmp_path)
     """A server started while training republishes its run folder loads the weights of one step."""
     import threading
 
-    from retro.train import publish_checkpoint
+    from retro.run_folder import publish_checkpoint
 
     models = [model, make_model(model.config, seed=5)]
     expected = [_weights(m) for m in models]

@@ -94,7 +94,7 @@ def toy(tmp_path_factory):
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     for step in range(STEPS):
         batch = data.batch(step, 16)
-        loss = model(batch.tokens, batch.neighbours, targets=batch.targets)
+        loss = model.loss(batch.tokens, batch.neighbours, batch.targets)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -26,8 +26,8 @@ def test_output_shape_and_normalisation(name):
     out = model(tokens, neighbours)
     assert out.shape == (2, 18, cfg.vocab_size)
     assert torch.isfinite(out).all()
-    if cfg.copy_head:  # log-probabilities of the mixture: they sum to one
-        torch.testing.assert_close(out.exp().sum(-1), torch.ones(2, 18), atol=1e-4, rtol=0)
+    # log-probabilities (of the mixture, with the copy head): they sum to one
+    torch.testing.assert_close(out.exp().sum(-1), torch.ones(2, 18), atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -127,24 +127,24 @@ def test_ngram_match_points_at_the_token_after_the_same_three_tokens():
 
 
 @pytest.mark.parametrize("name", CONFIGS)
-def test_loss_with_targets_equals_nll_of_forward(name):
+def test_loss_equals_nll_of_forward(name):
     cfg = CONFIGS[name]
     model = make_model(cfg)
     tokens, neighbours = random_inputs(cfg, T=17)
     inputs, targets = tokens[:, :-1], tokens[:, 1:].clone()
     targets[0, :3] = -100  # ignored positions (e.g. left padding)
     nb = neighbours[:, : inputs.shape[1] // M]
-    logp = model(inputs, nb).float().log_softmax(-1)
+    logp = model(inputs, nb)
     keep = targets != -100
     ref = -logp.gather(-1, targets.clamp_min(0)[..., None])[..., 0][keep].mean()
-    torch.testing.assert_close(model(inputs, nb, targets=targets), ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model.loss(inputs, nb, targets), ref, atol=1e-5, rtol=1e-5)
 
 
 def test_gradients_reach_encoder_cca_and_copy_head():
     cfg = CONFIGS["copy+prev2"]
     model = make_model(cfg).train()
     tokens, neighbours = random_inputs(cfg, T=17)
-    model(tokens[:, :-1], neighbours, targets=tokens[:, 1:]).backward()
+    model.loss(tokens[:, :-1], neighbours, tokens[:, 1:]).backward()
     for prefix in ("encoder.", "blocks.1.cca.", "copy_head.", "encoder.prev_in."):
         grads = [p.grad for n, p in model.named_parameters() if n.startswith(prefix)]
         assert grads and all(g is not None for g in grads), prefix
@@ -223,7 +223,7 @@ def test_gradients_stay_finite_with_padding_neighbours_and_ignored_targets():
     neighbours[1, :, :, ::2] = cfg.pad_id  # partly padded neighbours
     targets = tokens[:, 1:].clone()
     targets[:, :5] = -100
-    loss = model(tokens[:, :-1], neighbours, targets=targets)
+    loss = model.loss(tokens[:, :-1], neighbours, targets)
     loss.backward()
     assert torch.isfinite(loss)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

@@ -18,14 +18,9 @@ import pytest
 import torch
 
 from retro.checkpoint import load_checkpoint
-from retro.train import (
-    LOG_FILE,
-    STATE_DIR,
-    learning_rate,
-    parameter_groups,
-    read_train_state,
-    train,
-)
+from retro.run_folder import LOG_FILE, STATE_DIR, read_train_state
+from retro.schedule import learning_rate, parameter_groups
+from retro.train import train
 
 from .conftest import tiny_config
 

@@ -1,0 +1,138 @@
+"""The copy head: a pointer over the neighbour tokens a position may see, mixed into the
+vocabulary distribution (pointer-generator networks, See et al. 2017; docs/design.md has the
+measurements that made it part of the model).
+
+`CopyHead.pointer` scores the neighbour tokens against a position's state, plus a learned bonus
+for each previous token the two share (the n-gram match: `query_context` / `key_context` build
+what is compared); `CopyHead.mix` gives the mixture's log-probabilities over the vocabulary, and
+`CopyHead.target_logp` only those of given targets, for the loss. `chunked_pointer` applies the
+pointer to a whole sequence, chunk by chunk, as chunked cross-attention sees the neighbours.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from einops import rearrange
+
+from retro.cca import to_attending_chunks
+from retro.config import RetroConfig
+from retro.neighbour_encoder import EncodedNeighbours
+
+MATCH_BONUS_INIT = 3.0  # each matching previous token adds 3 logits at the start of training
+
+
+class CopyHead(nn.Module):
+    """A pointer over neighbour tokens with a learned null slot, mixed into the vocabulary softmax.
+
+    p(w) = p_null * softmax(logits)_w + sum_j p_j [neighbour token j == w], where (p_null, p_1..p_S)
+    is one softmax over a null logit (a function of the position's state) and the query-key scores
+    of the neighbour tokens. The gate 1 - p_null is thus high only when some neighbour token's key
+    matches the position's state better than the null slot, which is what should make an irrelevant
+    neighbour harmless (pointer-generator networks, See et al. 2017, with the gate tied to the match).
+    """
+
+    def __init__(self, cfg: RetroConfig):
+        super().__init__()
+        self.query = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        self.key = nn.Linear(cfg.enc_d_model, cfg.d_model, bias=False)
+        self.null = nn.Linear(cfg.d_model, 1)
+        self.scale = 1.0 / math.sqrt(cfg.d_model)
+        self.pad_id = cfg.pad_id
+        self.chunk_size = cfg.chunk_size
+        self.match_tokens = cfg.copy_match_tokens
+        # one learned bonus per matched offset (the last token, the one before, ...); see RetroConfig
+        self.match_bonus = (
+            nn.Parameter(torch.full((cfg.copy_match_tokens,), MATCH_BONUS_INIT))
+            if cfg.copy_match_tokens
+            else None
+        )
+
+    def reset_parameters(self, n_keys: int) -> None:
+        # Start with the null slot as likely as all keys together at uniform scores: p_null ~ 0.5.
+        nn.init.zeros_(self.null.weight)
+        nn.init.constant_(self.null.bias, math.log(max(n_keys, 1)))
+
+    # --- the n-gram match ----------------------------------------------------------------------
+    @property
+    def matches(self) -> bool:
+        """Whether the pointer adds the n-gram match bonus (and so needs the match contexts)."""
+        return self.match_bonus is not None
+
+    def _preceding(self, x, first: int):
+        """x (..., T) -> (..., T, n): [..., i] is the token first + i places before each position
+        along the last axis (pad before the start)."""
+        T = x.shape[-1]
+        return torch.stack(
+            [F.pad(x, (first + i, 0), value=self.pad_id)[..., :T] for i in range(self.match_tokens)], -1
+        )
+
+    def query_context(self, tokens):
+        """tokens (B, T) -> (B, T, n): the tokens each position ends with, itself first."""
+        return self._preceding(tokens, 0)
+
+    def key_context(self, neighbours):
+        """neighbours (B, L, k, r) -> (B, L, k*r, n): the tokens before each neighbour token,
+        within its own neighbour."""
+        return rearrange(self._preceding(neighbours, 1), "b l k r n -> b l (k r) n")
+
+    def match(self, query_context, key_context):
+        """query_context (N, Tq, n): tokens t, t-1, ..; key_context (N, S, n): tokens j-1, j-2, ..
+        -> (N, Tq, S) bonus: sum of match_bonus[i] over offsets i where the two tokens are equal."""
+        same = query_context[:, :, None, :] == key_context[:, None, :, :]  # (N, Tq, S, n)
+        same &= (query_context != self.pad_id)[:, :, None, :]  # padding matches nothing
+        return (same.to(self.match_bonus.dtype) * self.match_bonus).sum(-1)
+
+    # --- the pointer and the mixture -----------------------------------------------------------
+    def pointer(self, h, keys, valid, query_context=None, key_context=None):
+        """h (N, Tq, d), keys (N, S, d), valid (N, S) -> log-probs (N, Tq, 1+S): null slot first.
+
+        With the n-gram match on, query_context (N, Tq, n) and key_context (N, S, n) hold the
+        tokens each position ends with and the tokens before each neighbour token (see `match`).
+        """
+        scores = torch.einsum("ntd,nsd->nts", self.query(h), keys) * self.scale
+        if self.match_bonus is not None:
+            scores = scores + self.match(query_context, key_context).to(scores.dtype)
+        scores = scores.masked_fill(~valid[:, None, :], float("-inf"))
+        return torch.cat([self.null(h), scores], dim=-1).float().log_softmax(dim=-1)
+
+    def chunked_pointer(self, h, neighbours: EncodedNeighbours, query_context=None, key_context=None):
+        """The pointer of a whole sequence's attending positions: h (B, T, d), neighbours of L
+        chunks, contexts (B, T, n) and (B, L, S, n) -> pointer ((B L), m, 1+S), ids ((B L), S)."""
+        m, L = self.chunk_size, neighbours.memory.shape[1]
+        if self.matches:
+            query_context = rearrange(to_attending_chunks(query_context, m, L), "b l m n -> (b l) m n")
+            key_context = rearrange(key_context, "b l s n -> (b l) s n")
+        pointer = self.pointer(
+            rearrange(to_attending_chunks(h, m, L), "b l m d -> (b l) m d"),
+            rearrange(self.key(neighbours.memory), "b l s d -> (b l) s d"),
+            rearrange(neighbours.valid, "b l s -> (b l) s"),
+            query_context,
+            key_context,
+        )
+        return pointer, rearrange(neighbours.ids, "b l s -> (b l) s")
+
+    @staticmethod
+    def mix(vocab_logits, pointer_logp, ids):
+        """vocab_logits (N, Tq, V), pointer_logp (N, Tq, 1+S), ids (N, S) -> log p of the mixture."""
+        vocab_p = vocab_logits.float().softmax(dim=-1) * pointer_logp[..., :1].exp()
+        copy_p = pointer_logp[..., 1:].exp()
+        index = ids[:, None, :].expand(-1, vocab_p.shape[1], -1)
+        mixed = vocab_p.scatter_add(-1, index, copy_p)
+        return mixed.clamp_min(1e-30).log()
+
+    @staticmethod
+    def target_logp(vocab_logp, pointer_logp, ids, targets):
+        """log p(target) of the mixture without materialising the scatter: (N, Tq).
+
+        vocab_logp (N, Tq) is the vocabulary distribution's log-probability of each target.
+        """
+        hit = ids[:, None, :] == targets[..., None]  # (N, Tq, S)
+        # A finite floor instead of -inf: logsumexp over a row with no hit must keep a finite
+        # gradient (an all -inf row gives NaN in backward, and 0 * NaN poisons the whole batch).
+        floor = -1e4
+        copy_logp = pointer_logp[..., 1:].clamp_min(floor).masked_fill(~hit, floor).logsumexp(dim=-1)
+        return torch.logaddexp(pointer_logp[..., 0] + vocab_logp, copy_logp)
