@@ -5,8 +5,10 @@ entity as separate documents (doc_ids `facts/<kind>/<slug>/p1..p3`), so that a f
 documents and a model can learn to copy it from a neighbour, and (2) `FactPair`s (a question-style
 prompt, a completion-style prompt and the short answer) for evaluation. A deterministic split by
 entity marks ~20% of entities as held out: their documents must only enter an index after training.
-Its rows of the named-source table (`SOURCES`, collected by `index.sources`): `facts`,
-`facts:train`, `facts:heldout` and the question-and-answer documents `facts-qa`, `facts-qa:train`,
+Held-out entities are halved again into `dev` (to choose recipes on) and `test` (to report); twins
+(one entity under two names, `TWINS`) are split together. Its rows of the named-source table
+(`SOURCES`, collected by `index.sources`): `facts`, `facts:train`, `facts:heldout`, `facts:dev`,
+`facts:test` and the question-and-answer documents `facts-qa`, `facts-qa:train`,
 `facts-qa:heldout`. It reads only the two PyPI packages' data and never imports `retro`.
 """
 
@@ -22,7 +24,14 @@ from functools import lru_cache
 from index.corpus import Document, NamedSource
 
 HELDOUT_FRACTION = 0.2
-SPLITS = ("all", "train", "heldout")
+SPLITS = ("all", "train", "heldout", "dev", "test")
+# One entity under two names in countryinfo, with the same facts: a twin is held out (or trained on)
+# together with the first name of its pair, so training on one never leaks the other's answers.
+TWINS = (
+    ("Serbia", "Serbia and Montenegro"),
+    ("Vatican City State", "Holy See (Vatican City State)"),
+    ("Palestine", "Palestine, State of"),
+)
 
 
 @dataclass(frozen=True)
@@ -45,10 +54,25 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
+def split_key(entity_key: str) -> str:
+    """The key an entity is split by: its own, or for a twin the first name of its pair's."""
+    twins = {f"country/{slug(b)}": f"country/{slug(a)}" for a, b in TWINS}
+    return twins.get(entity_key, entity_key)
+
+
+def _unit_hash(text: str) -> float:
+    return int(hashlib.sha256(text.encode("utf-8")).hexdigest()[:8], 16) / 2**32
+
+
 def is_heldout(entity_key: str, fraction: float = HELDOUT_FRACTION) -> bool:
     """Deterministic, order-free split: a hash of the key, so adding entities moves no other one."""
-    digest = int(hashlib.sha256(entity_key.encode("utf-8")).hexdigest()[:8], 16)
-    return digest / 2**32 < fraction
+    return _unit_hash(split_key(entity_key)) < fraction
+
+
+def heldout_part(entity_key: str) -> str:
+    """ "dev" or "test": the held-out entities halved by a second hash. Recipes are chosen on dev;
+    reported figures come from test."""
+    return "dev" if _unit_hash("dev-test:" + split_key(entity_key)) < 0.5 else "test"
 
 
 def heldout_entities(fraction: float = HELDOUT_FRACTION) -> set[str]:
@@ -233,8 +257,17 @@ def _entities_of(split: str, fraction: float) -> Iterator[Entity]:
     if split not in SPLITS:
         raise ValueError(f"unknown facts split {split!r}; splits: {', '.join(SPLITS)}")
     for entity in entities():
-        if split == "all" or (split == "heldout") == is_heldout(entity.key, fraction):
+        if _in_split(entity.key, split, fraction):
             yield entity
+
+
+def _in_split(entity_key: str, split: str, fraction: float) -> bool:
+    if split == "all":
+        return True
+    held = is_heldout(entity_key, fraction)
+    if split in ("dev", "test"):
+        return held and heldout_part(entity_key) == split
+    return held == (split == "heldout")
 
 
 def fact_pairs(split: str = "all", fraction: float = HELDOUT_FRACTION) -> Iterator[FactPair]:
@@ -269,6 +302,8 @@ SOURCES = {
     "facts": _split_source(fact_documents, "all"),
     "facts:train": _split_source(fact_documents, "train"),
     "facts:heldout": _split_source(fact_documents, "heldout"),
+    "facts:dev": _split_source(fact_documents, "dev"),
+    "facts:test": _split_source(fact_documents, "test"),
     "facts-qa": _split_source(qa_documents, "all"),
     "facts-qa:train": _split_source(qa_documents, "train"),
     "facts-qa:heldout": _split_source(qa_documents, "heldout"),

@@ -1,9 +1,11 @@
 """Source specs -> documents: a path (folder, .jsonl, text file) or a name in the named-source table.
 
 This module owns `NAMED_SOURCES`, the table of every named source, in the order the CLI and the
-service list them: `wiki-vital` (Wikipedia vital-article leads, `index.wiki_vital`), `facts`,
-`facts:train`, `facts:heldout` and their question-and-answer documents `facts-qa`,
-`facts-qa:train`, `facts-qa:heldout` (`index.facts`), and the Debian dictd dictionaries
+service list them: `wiki-vital` (Wikipedia vital-article leads, `index.wiki_vital`),
+`wiki-vital:train` (without the held-out entities' own leads, `index.leakage`), `facts`,
+`facts:train`, `facts:heldout`, `facts:dev`, `facts:test` and their question-and-answer documents
+`facts-qa`, `facts-qa:train`, `facts-qa:heldout` (`index.facts`), the reading set `reading:train`,
+`reading:dev`, `reading:test` (`index.reading`), and the Debian dictd dictionaries
 `wordnet`, `gcide`, `foldoc`, `jargon` (`index.dictd`). Each source module declares its own rows
 as `SOURCES: dict[str, index.corpus.NamedSource]`; a new one joins the table with one import
 and one `**module.SOURCES` row below. Paths are read by `index.corpus`'s readers. It never
@@ -15,12 +17,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from index import dictd, facts, wiki_vital
+from index import dictd, facts, leakage, reading, wiki_vital
 from index.corpus import Document, NamedSource, SkippedInput, read_folder, read_jsonl, read_text_file
 
 NAMED_SOURCES: dict[str, NamedSource] = {
     **wiki_vital.SOURCES,
+    **leakage.SOURCES,
     **facts.SOURCES,
+    **reading.SOURCES,
     **dictd.SOURCES,
 }
 

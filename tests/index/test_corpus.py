@@ -139,7 +139,38 @@ def test_fact_split_is_deterministic_disjoint_and_about_a_fifth():
     assert held_entities == facts.heldout_entities()
     assert {d.rsplit("/", 1)[0].removeprefix("facts/") for d in heldout} == held_entities
     with pytest.raises(ValueError, match="unknown facts split"):
-        list(facts.fact_documents("test"))
+        list(facts.fact_documents("validation"))
+
+
+def test_heldout_entities_halve_into_dev_and_test_and_twins_split_together():
+    heldout = {d.doc_id for d in facts.fact_documents("heldout")}
+    dev = {d.doc_id for d in facts.fact_documents("dev")}
+    test = {d.doc_id for d in facts.fact_documents("test")}
+    assert dev and test and dev.isdisjoint(test) and dev | test == heldout
+    keys = {e.name: e.key for e in facts.entities()}
+    for first, second in facts.TWINS:
+        if first in keys and second in keys:
+            assert facts.is_heldout(keys[first]) == facts.is_heldout(keys[second]), (first, second)
+            assert facts.heldout_part(keys[first]) == facts.heldout_part(keys[second])
+
+
+def test_wiki_vital_train_drops_the_heldout_entities_own_leads():
+    from index.leakage import heldout_title_pattern, without_heldout_leads
+
+    held_names = [e.name for e in facts.entities() if facts.is_heldout(e.key)]
+    docs = [
+        Document(f"wiki/{title}", "text", title=title)
+        for title in (
+            held_names[0],
+            f"History of {held_names[1]}",
+            "Photosynthesis",
+            f"{held_names[0]}ese food",
+        )
+    ]
+    kept = [d.title for d in without_heldout_leads(docs)]
+    # whole words only: "Xese food" is not about X
+    assert kept == ["Photosynthesis", f"{held_names[0]}ese food"]
+    assert heldout_title_pattern().search(held_names[2])
 
 
 def test_fact_pairs_answers_appear_in_the_documents():
