@@ -13,24 +13,30 @@ into place, so a crash mid-save leaves the previous checkpoint whole. Training s
 step, data position) is the trainer's business and lives beside, not inside, these files.
 
 Every save has a random `save_id`, written into config.json and into each shard's safetensors
-metadata. A trainer republishes into a live run folder file by file (`retro.run_folder.publish_checkpoint`),
-so a load racing it could see shards of two steps; `load_checkpoint` detects that by the ids, waits
-and reads again, and reports a folder that stays mixed. Checkpoints saved before save ids existed
-load unchecked.
+metadata. A trainer republishes into a live run folder file by file
+(`retro.run_folder.publish_checkpoint`), so a load racing it could see shards of two steps;
+`load_checkpoint` detects that by the ids (each shard's id and tensors come from one read of one
+open file), waits and reads again, and reports a folder that stays mixed. The two also take turns on
+`folder_lock`, so that a live republish is never seen half done. Checkpoints saved before save ids
+existed load unchecked.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
 from safetensors.torch import save_file
 
 from retro.config import RetroConfig
@@ -168,6 +174,26 @@ def _read_config_body(folder: str | Path) -> tuple[RetroConfig, dict, str | None
         raise CheckpointError(f"{path} holds an invalid model config: {e}") from e
 
 
+def _read_shard(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """(metadata, tensors) of one safetensors file, both from a single read of one open file.
+
+    `safe_open` would not do: it reads the header through one open of the path and the tensors
+    through a second (torch's `UntypedStorage.from_file`), so a republish replacing the file
+    between the two gave one save's save id with another save's weights.
+    """
+    with open(path, "rb") as f:
+        data = f.read()
+    if len(data) < 8:
+        raise ValueError(f"{len(data)} bytes are too few for a safetensors header")
+    header_len = int.from_bytes(data[:8], "little")
+    try:
+        header = json.loads(data[8 : 8 + header_len])
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"the safetensors header is not JSON: {e}") from e
+    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    return metadata or {}, load_safetensors(data)
+
+
 def _load_state(folder: Path, save_id: str | None) -> dict[str, torch.Tensor]:
     """All weight shards; with a `save_id`, every shard (and the shard index) must carry it."""
     index_path = folder / INDEX_FILE
@@ -191,23 +217,51 @@ def _load_state(folder: Path, save_id: str | None) -> dict[str, torch.Tensor]:
             error = TornCheckpointError if save_id is not None else CheckpointError
             raise error(f"weight shard {path} is missing")
         try:
-            with safe_open(str(path), framework="pt") as f:
-                shard_id = (f.metadata() or {}).get(SAVE_ID_KEY)
-                tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (no __iter__)
+            shard_metadata, tensors = _read_shard(path)
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"weight shard {path} is corrupted: {e}") from e
+        shard_id = shard_metadata.get(SAVE_ID_KEY)
         if save_id is not None and shard_id != save_id:
             raise TornCheckpointError(f"weight shard {path} belongs to another save than {CONFIG_FILE}")
         state.update(tensors)
     return state
 
 
-def _load_consistent_state(folder: Path) -> tuple[RetroConfig, dict, dict[str, torch.Tensor]]:
-    """(config, meta, weights) of one save, reading again while the folder is mixed (see module doc)."""
+@contextlib.contextmanager
+def folder_lock(folder: str | Path, *, shared: bool) -> Iterator[None]:
+    """An advisory flock on the checkpoint folder itself (no lock file: read-only folders work).
+
+    `retro.run_folder.publish_checkpoint` holds it exclusively while it replaces a live folder's
+    files one by one, `load_checkpoint` shared while it reads one save's files, so a load never
+    sees a republish half done (the save ids still catch a folder left mixed by a killed writer,
+    or one written without the lock). A folder that cannot be opened is not locked (its reader
+    reports what is wrong), nor one on a file system without flock: the save ids remain.
+    """
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        yield
+        return
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _load_consistent(folder: Path) -> tuple[RetroConfig, dict, dict[str, torch.Tensor], Tokenizer]:
+    """(config, meta, weights, tokenizer) of one save, reading again while the folder is mixed."""
     for delay in (*TORN_RETRY_DELAYS, None):
-        config, meta, save_id = _read_config_body(folder)
         try:
-            return config, meta, _load_state(folder, save_id)
+            with folder_lock(folder, shared=True):
+                config, meta, save_id = _read_config_body(folder)
+                state = _load_state(folder, save_id)
+                try:
+                    tokenizer = Tokenizer.load(folder)
+                except (FileNotFoundError, ValueError) as e:
+                    raise CheckpointError(f"{folder}: {e}") from e
+            return config, meta, state, tokenizer
         except TornCheckpointError as e:
             if delay is None:
                 raise TornCheckpointError(
@@ -221,11 +275,7 @@ def _load_consistent_state(folder: Path) -> tuple[RetroConfig, dict, dict[str, t
 def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu") -> tuple[Retro, Tokenizer, dict]:
     """Returns (model in eval mode on `device`, tokenizer, meta). Raises CheckpointError on any defect."""
     folder = Path(folder)
-    config, meta, state = _load_consistent_state(folder)
-    try:
-        tokenizer = Tokenizer.load(folder)
-    except (FileNotFoundError, ValueError) as e:
-        raise CheckpointError(f"{folder}: {e}") from e
+    config, meta, state, tokenizer = _load_consistent(folder)
     if tokenizer.vocab_size > config.vocab_size:
         raise CheckpointError(
             f"{folder}: tokenizer has {tokenizer.vocab_size} tokens but the model's vocab_size is "

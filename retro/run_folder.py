@@ -22,7 +22,13 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from retro.checkpoint import CONFIG_FILE, DEFAULT_MAX_SHARD_BYTES, replace_folder, save_checkpoint
+from retro.checkpoint import (
+    CONFIG_FILE,
+    DEFAULT_MAX_SHARD_BYTES,
+    folder_lock,
+    replace_folder,
+    save_checkpoint,
+)
 from retro.model import Retro
 from retro.tokenizer import Tokenizer
 
@@ -107,22 +113,25 @@ def publish_checkpoint(
 
     `save_checkpoint` replaces a whole folder, so it writes a staging folder whose files are then
     moved in one by one with os.replace, config.json last, and shards the new save no longer has are
-    deleted after that. Every file a reader opens is whole; a load racing this sees files of two
-    saves, which `load_checkpoint` detects by their save ids (read with each shard's tensors, from
-    one open file) and reads again.
+    deleted after that, all under the folder's exclusive `folder_lock`, which `load_checkpoint`
+    takes shared: a load racing this reads the files of one save, before or after it (briefly
+    holding up the trainer, or held up by it). Should a writer die mid-way, the save ids tell the
+    files of two saves apart.
     """
     staged = save_checkpoint(run_dir / ".checkpoint-staging", model, tokenizer, meta, max_shard_bytes)
     new_files = sorted(p.name for p in staged.iterdir())
     # safetensors writes its files owner-only; give every file the umask's mode that config.json got,
     # so that a server running as another user can read the checkpoint
     mode = (staged / CONFIG_FILE).stat().st_mode & 0o777
-    for name in sorted(new_files, key=lambda n: n == CONFIG_FILE):
+    for name in new_files:
         os.chmod(staged / name, mode)
-        os.replace(staged / name, run_dir / name)
+    with folder_lock(run_dir, shared=False):  # a load waits for the whole swap (or it for the load)
+        for name in sorted(new_files, key=lambda n: n == CONFIG_FILE):
+            os.replace(staged / name, run_dir / name)
+        for stale in run_dir.glob("model*.safetensors*"):
+            if stale.name not in new_files:
+                stale.unlink()
     staged.rmdir()
-    for stale in run_dir.glob("model*.safetensors*"):
-        if stale.name not in new_files:
-            stale.unlink()
 
 
 def rewrite_log(run_dir: Path, up_to_step: int) -> None:

@@ -144,6 +144,37 @@ def test_load_racing_a_republish_gets_one_whole_save(model, tokenizer, tmp_path)
         writer.join()
 
 
+def test_a_shard_replaced_between_its_header_and_its_tensors_is_not_mixed_in(
+    model, tokenizer, tmp_path, monkeypatch
+):
+    """The window behind the racing test's rare "mixed weights": safetensors' `safe_open` reads a
+    shard's header (its save id) through one open of the path and its tensors through a second
+    (torch's `UntypedStorage.from_file`). A republish landing between the two is put there here."""
+    import shutil
+
+    first = save_checkpoint(tmp_path / "a", model, tokenizer, max_shard_bytes=20_000)
+    other = save_checkpoint(
+        tmp_path / "b", make_model(model.config, seed=5), tokenizer, max_shard_bytes=20_000
+    )
+    real_from_file = torch.UntypedStorage.from_file
+
+    def republished_first(filename, *args, **kwargs):
+        path = os.fspath(filename)
+        staged = path + ".new"
+        shutil.copyfile(other / os.path.basename(path), staged)
+        os.replace(staged, path)  # as publish_checkpoint replaces a shard
+        return real_from_file(filename, *args, **kwargs)
+
+    monkeypatch.setattr(torch.UntypedStorage, "from_file", republished_first)
+    monkeypatch.setattr(ckpt, "TORN_RETRY_DELAYS", (0.0,))
+    expected = _weights(model)
+    try:
+        loaded, _, _ = load_checkpoint(first)
+    except CheckpointError:  # the swap was seen: a refusal is fine, mixed weights are not
+        return
+    assert _same(loaded.state_dict(), expected)
+
+
 def test_checkpoints_without_save_ids_still_load(model, tokenizer, tmp_path):
     """Checkpoints written before save ids existed (the shipped demo models) load unchecked."""
     folder = save_checkpoint(tmp_path / "run", model, tokenizer, max_shard_bytes=20_000)
