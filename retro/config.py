@@ -35,7 +35,7 @@ class RetroConfig:
     dropout: float = 0.0
     pad_id: int = 0  # padding token: masked out of neighbours, used for left padding of prompts
     # Previous-token features: neighbour token j also embeds tokens j-1 .. j-n, so that a decoder
-    # position holding token x can find "the token after x" in a neighbour by content (DESIGN.md).
+    # position holding token x can find "the token after x" in a neighbour by content (docs/design.md).
     neighbour_prev_tokens: int = 2
     # Copy head: a gated pointer distribution over the neighbour tokens a position may see, mixed
     # into the vocabulary distribution; forward then returns log-probabilities of the mixture.
@@ -133,7 +133,7 @@ PRESETS: dict[str, RetroConfig] = {
         vocab_size=512,
     ),
     "tiny-baseline": _baseline(4, 96, 4, max_seq_len=128, chunk_size=16, retrieved_len=32, vocab_size=512),
-    # The demo model: trains on a 2-core CPU (DESIGN.md: d=128, 4 layers copies facts).
+    # The demo model: trains on a 2-core CPU (docs/design.md: d=128, 4 layers copies facts).
     # Two CCA layers, as in the prototype (2 of 6); one CCA layer copied 1% of held-out facts after
     # 1.6M tokens on the CPU, where a 4-layer model with CCA in layers 1 and 3 copied 28%.
     # Chunks of 32 tokens (r = 64): with 64-token chunks the same model copied 3% of held-out facts

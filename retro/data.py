@@ -3,7 +3,7 @@
 Sequences are windows of the chunk store's token stream (chunks in store order, so documents
 follow one another, separated by the padding of their last chunks), starting at a chunk boundary.
 Chunk u of a sequence gets k neighbours of `retrieved_len` tokens, built by the recipe below,
-because plain RETRO training at this scale learns to ignore retrieval (DESIGN.md, measured table):
+because plain RETRO training at this scale learns to ignore retrieval (docs/design.md, measured table):
 
 1. Retrieved neighbours: the store chunk's precomputed nearest chunks from other documents
    (`index.neighbours`), with their continuations; any from a document that occurs in the same
@@ -139,9 +139,6 @@ class TrainingData:
     @property
     def n_sequences(self) -> int:
         return len(self.chunk_ids) - self.n_seq_chunks
-
-    def tokens_per_batch(self, batch_size: int) -> int:
-        return batch_size * self.seq_len
 
     # --- one batch ----------------------------------------------------------------------------
     def batch(self, step: int, batch_size: int, rank: int = 0, world_size: int = 1) -> Batch:
