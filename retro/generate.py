@@ -107,8 +107,8 @@ class RetroLanguageModel(LanguageModel):
         prompt_neighbours = None
         if retrieve is not None and n_chunks:
             prompt_neighbours = neighbours_for([ids[u * m : (u + 1) * m] for u in range(n_chunks)])[None]
-        logits, cache = model.prefill(torch.tensor([ids], device=device), prompt_neighbours)
-        last = logits[0, -1]
+        logprobs, cache = model.prefill(torch.tensor([ids], device=device), prompt_neighbours)
+        last = logprobs[0, -1]
         last[cfg.pad_id] = float("-inf")  # padding is never an answer
         while True:
             token = sample_token(last, params, generator)
