@@ -8,8 +8,9 @@ This module owns the numbers an evaluation report holds and how each is computed
   document of the same entity excluded too, e.g. the other phrasings `.../p1..p3`: paper section
   4.4), "random" (random chunks of the index) and "off" (no neighbours).
 - `evaluate_facts(model, tokenizer, retriever, pairs, ...)`: greedy answers to completion or
-  question prompts; correct when the normalised answer occurs in the first `max_new_tokens`
-  generated tokens. Also decode tokens/s and seconds per answer.
+  question prompts; correct when the answer is what the model says first (`retro.scoring`, with a
+  Wilson 95% interval), and containment anywhere in `max_new_tokens` tokens as a second column.
+  Also decode tokens/s and seconds per answer.
 
 Models are `retro.model.Retro` or, for comparison, `retro.hf_model.HFCausalLM` (never retrieves).
 It reads an index through `index.retriever.Retriever` and never modifies it; adding documents and
@@ -34,6 +35,7 @@ from retro.generate import RetroLanguageModel
 from retro.language_model import PromptTooLongError, fit_neighbours
 from retro.model import Retro
 from retro.sampling import SamplingParams
+from retro.scoring import answer_contained, answer_first, answer_in_prompt, wilson_interval
 
 BPB_MODES = ("retrieval", "leakage_free", "random", "off")
 PROMPT_STYLES = ("completion", "question")
@@ -221,22 +223,14 @@ def bits_per_byte(
 # fact accuracy
 
 
-def normalise(text: str) -> str:
-    return " ".join(text.lower().split())
-
-
-def answer_found(answer: str, generated: str) -> bool:
-    """Case- and whitespace-insensitive containment of the answer in the generated text."""
-    return normalise(answer) in normalise(generated)
-
-
 @dataclass
 class FactAnswer:
     entity: str
     prompt: str
     answer: str
     generated: str
-    correct: bool
+    correct: bool  # the answer is what the model says first (`retro.scoring.answer_first`)
+    contained: bool = False  # the answer occurs anywhere in the generation, on word boundaries
     error: str | None = None  # e.g. a prompt longer than the model takes: counted as wrong
 
 
@@ -245,14 +239,19 @@ class FactAccuracy:
     style: str  # "completion" | "question"
     retrieval: bool
     n: int
-    correct: int
+    correct: int  # first span: the answer is what the model says first
     completion_tokens: int
     seconds: float
     answers: list[FactAnswer] = field(default_factory=list)
+    contained: int = 0  # the answer occurs anywhere (the old, lenient rule: a second column only)
 
     @property
     def accuracy(self) -> float:
         return self.correct / self.n if self.n else float("nan")
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        return wilson_interval(self.correct, self.n)
 
     @property
     def tokens_per_second(self) -> float:
@@ -270,6 +269,10 @@ class FactAccuracy:
             "n": self.n,
             "correct": self.correct,
             "accuracy": self.accuracy,
+            "interval": list(self.interval),
+            "scoring": "first span",
+            "contained": self.contained,
+            "contained_accuracy": self.contained / self.n if self.n else float("nan"),
             "completion_tokens": self.completion_tokens,
             "seconds": self.seconds,
             "tokens_per_second": self.tokens_per_second,
@@ -289,7 +292,8 @@ def evaluate_facts(
     use_retrieval: bool = True,
     max_new_tokens: int = 16,
 ) -> FactAccuracy:
-    """Greedy answers (temperature 0) to each pair's completion or question prompt.
+    """Greedy answers (temperature 0) to each pair's completion or question prompt, scored by what
+    the model says first (`retro.scoring`: no credit for an answer the prompt already holds).
 
     With `use_retrieval` a RETRO model retrieves k = n_neighbours neighbours at every chunk
     boundary (the prompt is left-padded so its last token closes a chunk); otherwise, and for a
@@ -315,11 +319,14 @@ def evaluate_facts(
             result.answers.append(FactAnswer(pair.entity, prompt, pair.answer, "", False, error=str(e)))
             continue
         result.seconds += time.perf_counter() - started
-        correct = answer_found(pair.answer, out.text)
+        leaked = answer_in_prompt(pair.answer, prompt)
+        correct = answer_first(pair.answer, out.text) and not leaked
+        contained = answer_contained(pair.answer, out.text) and not leaked
         result.n += 1
         result.correct += correct
+        result.contained += contained
         result.completion_tokens += out.completion_tokens
-        result.answers.append(FactAnswer(pair.entity, prompt, pair.answer, out.text, correct))
+        result.answers.append(FactAnswer(pair.entity, prompt, pair.answer, out.text, correct, contained))
     return result
 
 

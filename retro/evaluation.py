@@ -10,8 +10,15 @@ deleted afterwards (`in_place`: to the index itself), then:
 - bits per byte on the held-out fact documents: retrieval on / leakage-free / random / off; and,
   when a run was trained with `--validation-fraction`, on the index's validation-split documents
   (retrieval on / random / off; neighbours exclude the document itself);
-- fact accuracy for both fact sets, as completion prompts and as questions, retrieval on and off;
+- fact accuracy for both fact sets, as completion prompts and as questions, retrieval on and off,
+  scored by what the model says first (`retro.scoring`), containment as a second column;
+- the reading set (`index.reading`, `retro.reading_eval`): made-up entities in held-out style
+  families and question forms, retrieval on / off / random, with whether the answer's passage was
+  retrieved;
 - parameters, training tokens (checkpoint meta), decode tokens/s and seconds per answer.
+
+`split` chooses the half of the held-out real facts and the reading set's entities: "dev" to
+choose recipes on, "test" (frozen) for the figures a report or README quotes.
 
 `run_evaluation` returns the results dict that `retro.report.write_report` writes. Models, torch
 and faiss are imported inside the functions: the command line imports this module at start-up and
@@ -27,6 +34,8 @@ import time
 from pathlib import Path
 
 DEFAULT_MAX_DOCS = 120
+SPLITS = ("dev", "test")
+READING_MAX_NEW_TOKENS = 12
 
 
 def spread(items: list, limit: int | None) -> list:
@@ -75,8 +84,10 @@ def evaluate_model(
     bpb_documents: list,
     log=print,
     validation: list | None = None,
+    reading_items: list | None = None,
 ) -> dict:
-    """All numbers for one model: bpb per mode, fact accuracy per (set, prompt style, retrieval).
+    """All numbers for one model: bpb per mode, fact accuracy per (set, prompt style, retrieval),
+    and the reading set's summary and answers when `reading_items` are given.
 
     `validation` documents (the training run's validation split), when given, get their own bpb
     per mode under "bpb_validation".
@@ -108,7 +119,8 @@ def evaluate_model(
                     model, tokenizer, retriever, pairs, style=style, use_retrieval=use_retrieval
                 )
                 settings[setting] = acc.to_dict(with_answers=True)
-                log(f"  facts {set_name}, {setting}: {acc.accuracy:.1%} of {acc.n}")
+                said = f"{acc.accuracy:.1%} of {acc.n} first, {acc.contained} contain it"
+                log(f"  facts {set_name}, {setting}: {said}")
                 if setting == main_setting:
                     decode = result["decode"]
                     decode["completion_tokens"] = decode.get("completion_tokens", 0) + acc.completion_tokens
@@ -120,7 +132,38 @@ def evaluate_model(
         decode["tokens_per_second"] = decode["completion_tokens"] / decode["seconds"]
         decode["seconds_per_answer"] = decode["seconds"] / decode["answers"]
         decode["setting"] = main_setting
+    if reading_items:
+        result["reading"] = evaluate_reading(model, tokenizer, retriever, reading_items, log)
     return result
+
+
+def evaluate_reading(model, tokenizer, retriever, items: list, log=print) -> dict:
+    """The reading set's items, greedy, in every retrieval setting: {"summary", "answers"}."""
+    from retro.generate import RetroLanguageModel
+    from retro.model import Retro
+    from retro.reading_eval import RecordingRetrieve, run_items, summarise
+    from retro.sampling import SamplingParams
+
+    language_model = RetroLanguageModel(model, tokenizer) if isinstance(model, Retro) else model
+    params = SamplingParams(max_new_tokens=READING_MAX_NEW_TOKENS, temperature=0.0, seed=0)
+
+    def answer(prompt: str, retrieve) -> str:
+        return language_model.generate(prompt, params, retrieve).text
+
+    make = None
+    if language_model.uses_retrieval and retriever is not None:
+        k = language_model.default_k
+
+        def make(mode: str, exclude: set[str]) -> RecordingRetrieve:
+            return RecordingRetrieve(retriever, k, mode, exclude)
+
+    results = run_items(items, answer, make, log=log)
+    summary = summarise(results)
+    for setting, kinds in summary.items():
+        for kind, row in kinds.items():
+            first = row["first"]
+            log(f"  reading {kind}, retrieval {setting}: {first['value']:.1%} of {first['n']} first")
+    return {"summary": summary, "answers": [r.to_dict() for r in results]}
 
 
 def run_evaluation(
@@ -137,6 +180,8 @@ def run_evaluation(
     log=print,
     in_place: bool = False,
     command: str | None = None,
+    split: str = "dev",
+    reading_items: list | None = None,
 ) -> dict:
     """Loads every run, extends the index with the evaluation documents, and returns the results.
 
@@ -146,16 +191,22 @@ def run_evaluation(
     `in_place` adds them to the index itself (saving the copy of a large index; a later `retro
     train` on it would then see the evaluation documents and must recompute its neighbour table).
     `command` is the command line recorded in the results (None when not run from one).
+    `split` ("dev" or "test") picks the held-out facts' half and the reading set's entities;
+    `reading_items` defaults to that split's reading items (pass [] to skip the reading set).
     """
+    if split not in SPLITS:
+        raise ValueError(f"unknown evaluation split {split!r}; splits: {', '.join(SPLITS)}")
     if in_place:
         return _evaluate(runs, index_dir, index_dir, compare_model, max_facts, max_docs, device, encoder,
-                         fact_sets, extra_documents, bpb_documents, log, command)  # fmt: skip
+                         fact_sets, extra_documents, bpb_documents, log, command, split,
+                         reading_items)  # fmt: skip
     from index.store import copy_serving_version
 
     with tempfile.TemporaryDirectory(prefix="retro-eval-") as scratch:
         work_index = copy_serving_version(index_dir, scratch)
         return _evaluate(runs, index_dir, work_index, compare_model, max_facts, max_docs, device, encoder,
-                         fact_sets, extra_documents, bpb_documents, log, command)  # fmt: skip
+                         fact_sets, extra_documents, bpb_documents, log, command, split,
+                         reading_items)  # fmt: skip
 
 
 def _evaluate(
@@ -172,6 +223,8 @@ def _evaluate(
     bpb_documents: list | None,
     log,
     command: str | None,
+    split: str,
+    reading_items: list | None,
 ) -> dict:
     from index.retriever import Retriever
     from index.store import IndexStore
@@ -203,13 +256,20 @@ def _evaluate(
         heldout_docs = list(fact_documents("heldout"))
         if fact_sets is None:
             fact_sets = {
-                "held-out real facts": spread(list(fact_pairs("heldout")), max_facts),
+                f"held-out real facts ({split})": spread(list(fact_pairs(split)), max_facts),
                 "fictional facts": spread(fictional_pairs(), max_facts),
             }
         if extra_documents is None:
             extra_documents = heldout_docs + fictional_documents()
+            if reading_items is None:
+                from index.reading import evaluation_set
+
+                reading = evaluation_set(split)
+                extra_documents += reading.documents
+                reading_items = reading.items
         if bpb_documents is None:
-            bpb_documents = spread(heldout_docs, max_docs)
+            bpb_documents = spread(list(fact_documents(split)), max_docs)
+    reading_items = reading_items or []
     added = store.add_documents(extra_documents)
     fraction = max(float(meta.get("validation_fraction") or 0.0) for *_, meta in loaded)
     validation = validation_documents(store, fraction, max_docs) if fraction > 0 else []
@@ -237,6 +297,11 @@ def _evaluate(
             "fact_sets": {name: len(pairs) for name, pairs in fact_sets.items()},
             "max_new_tokens": 16,
             "decoding": "greedy",
+            "split": split,
+            "scoring": "first span (retro.scoring): the answer is what the model says first; "
+            "'contained' counts it anywhere, on word boundaries; Wilson 95% intervals",
+            "reading_items": len(reading_items),
+            "reading_max_new_tokens": READING_MAX_NEW_TOKENS,
         },
         "notes": [],
         "models": {},
@@ -248,7 +313,11 @@ def _evaluate(
         kind = "RETRO" if model.config.uses_retrieval else "no-retrieval baseline"
         log(f"{name} ({kind})")
         entry = {"kind": kind, "path": str(run), "training_tokens": training_tokens(meta)}
-        entry.update(evaluate_model(model, tokenizer, retriever, fact_sets, bpb_documents, log, validation))
+        entry.update(
+            evaluate_model(
+                model, tokenizer, retriever, fact_sets, bpb_documents, log, validation, reading_items
+            )
+        )
         results["models"][name] = entry
     if compare_model is not None:
         from retro.hf_model import load_hf_model
@@ -256,7 +325,9 @@ def _evaluate(
         hf = load_hf_model(compare_model, device=device)
         log(f"{hf.name} (Hugging Face)")
         entry = {"kind": "Hugging Face causal LM", "path": str(compare_model), "training_tokens": None}
-        entry.update(evaluate_model(hf, None, retriever, fact_sets, bpb_documents, log, validation))
+        entry.update(
+            evaluate_model(hf, None, retriever, fact_sets, bpb_documents, log, validation, reading_items)
+        )
         results["models"][hf.name] = entry
         results["notes"].append(
             f"{hf.name} uses its own tokenizer; its bits per byte count the same documents' bytes "

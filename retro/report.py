@@ -18,6 +18,9 @@ import json
 import math
 from pathlib import Path
 
+from index.reading import ITEM_KINDS
+from retro.reading_eval import markdown_table
+
 REPORT_MD, REPORT_JSON = "report.md", "report.json"
 BPB_PLOT, FACTS_PLOT = "bpb.png", "facts.png"
 BPB_LABELS = {
@@ -51,6 +54,43 @@ def fact_settings(results: dict) -> list[tuple[str, str]]:
     return seen
 
 
+def _fact_cell(r: dict | None) -> str:
+    """First-span accuracy (k/n; Wilson 95%), then the lenient containment count."""
+    if not r:
+        return "-"
+    cell = f"{_fmt(r['accuracy'], 'pct')} ({r['correct']}/{r['n']}"
+    if r.get("interval"):
+        low, high = r["interval"]
+        cell += f"; {_fmt(low, 'pct')}-{_fmt(high, 'pct')}"
+    cell += ")"
+    if "contained" in r:
+        cell += f", contains {r['contained']}"
+    return cell
+
+
+def _reading_sections(results: dict) -> list[str]:
+    split = results.get("protocol", {}).get("split", "?")
+    lines = []
+    for name, model in results["models"].items():
+        reading = model.get("reading")
+        if not reading:
+            continue
+        lines += [
+            "",
+            f"## Reading set ({split} split): {name}",
+            "",
+            markdown_table(reading["summary"], ITEM_KINDS),
+        ]
+    if lines:
+        lines += [
+            "",
+            "First span: the answer is what the model says first (k/n, Wilson 95% interval). "
+            "Passage retrieved: a document stating the answer was among the neighbours of the prompt's "
+            "last chunk. Other value taken: look-alikes, the twin's value; updates, the old value.",
+        ]
+    return lines
+
+
 def markdown(results: dict) -> str:
     names = list(results["models"])
     models = [results["models"][n] for n in names]
@@ -75,7 +115,7 @@ def markdown(results: dict) -> str:
         cells = []
         for m in models:
             r = m.get("facts", {}).get(fact_set, {}).get(setting)
-            cells.append(f"{_fmt(r['accuracy'], 'pct')} ({r['correct']}/{r['n']})" if r else "-")
+            cells.append(_fact_cell(r))
         rows.append((label, cells))
     rows.append(
         ("decode tokens/s (batch 1)", [_fmt(m.get("decode", {}).get("tokens_per_second")) for m in models])
@@ -94,6 +134,7 @@ def markdown(results: dict) -> str:
     lines += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows]
     if results.get("notes"):
         lines += ["", "Notes:", ""] + [f"- {note}" for note in results["notes"]]
+    lines += _reading_sections(results)
     lines += ["", f"![bits per byte]({BPB_PLOT})", "", f"![fact accuracy]({FACTS_PLOT})", ""]
     return "\n".join(lines)
 
@@ -140,7 +181,7 @@ def plot(results: dict, out_dir: Path) -> list[Path]:
         series[f"{fact_set}, {setting}"] = values
     _grouped_bars(ax, names, series, "fact accuracy (%)")
     ax.set_ylim(0, 100)
-    ax.set_title("Fact accuracy (answer in the first 16 greedy tokens)")
+    ax.set_title("Fact accuracy (answer said first, greedy)")
     fig.tight_layout()
     fig.savefig(out_dir / FACTS_PLOT, dpi=100)
     plt.close(fig)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from retro.evaluation import DEFAULT_MAX_DOCS, run_evaluation
+from retro.evaluation import DEFAULT_MAX_DOCS, SPLITS, run_evaluation
 from service.cli.console import console, fail
 
 
@@ -31,6 +31,10 @@ def eval_command(
     in_place: bool = typer.Option(
         False, "--in-place", help="add the evaluation documents to INDEX itself, not to a scratch copy"
     ),
+    split: str = typer.Option(
+        "dev", "--split", help="dev (choose recipes on it) or test (frozen: the figures you report)"
+    ),
+    reading: bool = typer.Option(True, "--reading/--no-reading", help="run the reading set"),
 ) -> None:
     """Evaluates models: bits per byte with/without retrieval, fact accuracy, speed; writes a report."""
     import torch
@@ -47,6 +51,8 @@ def eval_command(
         fail(f"index folder {index} does not exist")
     if max_facts is not None and max_facts < 1:
         fail(f"--max-facts must be >= 1; got {max_facts}")
+    if split not in SPLITS:
+        fail(f"--split must be one of {', '.join(SPLITS)}; got {split!r}")
     try:
         results = run_evaluation(
             runs,
@@ -57,6 +63,8 @@ def eval_command(
             device,
             log=lambda s: console.print(s, highlight=False),
             in_place=in_place,
+            split=split,
+            reading_items=None if reading else [],
             command=" ".join(["retro", *sys.argv[1:]]) if Path(sys.argv[0]).name == "retro" else None,
         )
     except (CheckpointError, ValueError) as e:

@@ -23,13 +23,13 @@ from index.corpus import Document
 from index.facts import FactPair, entities
 from index.fictional import fictional_documents, fictional_pairs
 from index.neighbours import precompute_neighbours
+from index.reading import ReadingItem
 from index.retriever import Retriever
 from index.store import IndexStore
 from retro.checkpoint import save_checkpoint
 from retro.config import RetroConfig
 from retro.data import Recipe, TrainingData
 from retro.evaluate import (
-    answer_found,
     bits_per_byte,
     entity_of,
     evaluate_facts,
@@ -40,6 +40,7 @@ from retro.evaluation import run_evaluation, spread, validation_documents
 from retro.language_model import fit_neighbours
 from retro.model import Retro
 from retro.report import BPB_PLOT, FACTS_PLOT, REPORT_JSON, REPORT_MD, write_report
+from retro.scoring import answer_first
 from retro.tokenizer import Tokenizer
 from tests.index.hashing_encoder import HashingEncoder
 from tests.tiny_gpt2 import save_tiny_gpt2
@@ -285,8 +286,8 @@ def test_same_entity_doc_ids():
 
 # --- small helpers --------------------------------------------------------------------------------
 def test_answer_matching_normalises_case_and_whitespace():
-    assert answer_found("Buenos Aires", " buenos   AIRES, the largest city")
-    assert not answer_found("Paris", " Lyon.")
+    assert answer_first("Buenos Aires", " buenos   AIRES, the largest city")
+    assert not answer_first("Paris", " Lyon.")
 
 
 def test_fit_neighbours_cuts_or_pads_to_the_model_length():
@@ -330,6 +331,24 @@ def test_run_evaluation_writes_a_report_holding_the_numbers(toy, hf_folder, tmp_
         toy_config(toy.tokenizer.vocab_size, cca_layers=(), copy_head=False, neighbour_prev_tokens=0)
     )
     base_run = save_checkpoint(tmp_path / "toy-baseline", baseline, toy.tokenizer)
+
+    # reading items over the toy facts (the real reading set's prompts exceed the toy's 24-token limit)
+    def item(kind, pair, prompt, **extra):
+        docs = tuple(f"toy/{pair.entity}/p{i}" for i in (1, 2, 3))
+        return ReadingItem(kind, pair.entity, "capital", "toy", kind, prompt, pair.answer, docs, **extra)
+
+    reading_items = [item("question", p, p.question) for p in toy.pairs[:3]]
+    reading_items += [item("prefix", p, p.completion) for p in toy.pairs[:3]]
+    first = toy.pairs[0]
+    reading_items.append(
+        item(
+            "update",
+            first,
+            first.question,
+            other_answer="Nowhere",
+            other_evidence=(f"toy/{first.entity}/p1",),
+        )
+    )
     results = run_evaluation(
         [run, base_run],
         toy.index_dir,
@@ -339,6 +358,7 @@ def test_run_evaluation_writes_a_report_holding_the_numbers(toy, hf_folder, tmp_
         extra_documents=toy.heldout_docs,
         bpb_documents=toy.heldout_docs[:6],
         log=lambda s: None,
+        reading_items=reading_items,
     )
     retro_entry, base_entry = results["models"]["toy-retro"], results["models"]["toy-baseline"]
     assert set(retro_entry["bpb"]) == {"retrieval", "leakage_free", "random", "off"}
@@ -357,6 +377,14 @@ def test_run_evaluation_writes_a_report_holding_the_numbers(toy, hf_folder, tmp_
     assert n_validation > 0 and results["protocol"]["validation_fraction"] == 0.1
     assert set(retro_entry["bpb_validation"]) == {"retrieval", "random", "off"}
     assert retro_entry["bpb_validation"]["off"]["n_documents"] == n_validation
+    # the reading set: every item in every retrieval setting for RETRO, "off" only for the others
+    summary = retro_entry["reading"]["summary"]
+    assert set(summary) == {"on", "off", "random", "on, old removed"}
+    assert sum(row["first"]["n"] for row in summary["on"].values()) == len(reading_items)
+    assert all(row["retrieved"]["n"] == row["first"]["n"] for row in summary["on"].values())
+    assert "retrieved" not in summary["off"]["question"]
+    assert set(base_entry["reading"]["summary"]) == {"off"}
+    assert len(retro_entry["reading"]["answers"]) == 3 * len(reading_items) + 1
     hf_entry = results["models"]["tiny-gpt2"]
     assert set(hf_entry["bpb"]) == {"off"} and hf_entry["kind"] == "Hugging Face causal LM"
     assert set(hf_entry["facts"]["toy held-out"]) == {"completion, retrieval off", "question, retrieval off"}
@@ -375,7 +403,9 @@ def test_run_evaluation_writes_a_report_holding_the_numbers(toy, hf_folder, tmp_
     validation_random = retro_entry["bpb_validation"]["random"]["bpb"]
     assert f"| bpb (validation documents), random neighbours | {validation_random:.3f}" in markdown
     on = retro_entry["facts"]["toy held-out"]["completion, retrieval on"]
-    assert f"{100 * on['accuracy']:.1f}% ({on['correct']}/{on['n']})" in markdown
+    assert f"{100 * on['accuracy']:.1f}% ({on['correct']}/{on['n']}" in markdown
+    assert on["scoring"] == "first span" and len(on["interval"]) == 2
+    assert "## Reading set (dev split): toy-retro" in markdown
 
 
 def test_validation_documents_are_decoded_back_from_the_index(toy):

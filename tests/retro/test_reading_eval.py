@@ -1,0 +1,87 @@
+"""The reading evaluation's bookkeeping: reader vs retriever errors, look-alikes, updates, settings."""
+
+from types import SimpleNamespace
+
+import numpy as np
+
+from index.reading import ReadingItem
+from retro.reading_eval import UPDATE_REMOVED, RecordingRetrieve, markdown_table, run_items, summarise
+
+
+class FakeRetriever:
+    """Returns, for each text, the documents whose id holds a word of the text (minus exclusions)."""
+
+    def __init__(self, doc_ids):
+        self.doc_ids = doc_ids
+        self.store = SimpleNamespace(
+            n_chunks=10, chunks_with_continuations=lambda ids: np.zeros((*ids.shape, 4), dtype=np.int64)
+        )
+
+    def search(self, texts, k, exclude=None):
+        out = []
+        for i, text in enumerate(texts):
+            banned = exclude[i] if exclude else set()
+            hits = [d for d in self.doc_ids if d.split("/")[0] in text and d not in banned][:k]
+            hits += [""] * (k - len(hits))
+            out.append(SimpleNamespace(tokens=np.zeros((k, 4), dtype=np.int64), doc_ids=hits))
+        return out
+
+
+def item(kind, name, answer, evidence, **extra):
+    return ReadingItem(kind, name, "r", "dialogue", "q3", f"Tell me about {name}?", answer, evidence, **extra)
+
+
+ITEMS = [
+    item("question", "alpha", "A1", ("alpha/p",)),
+    item("question", "beta", "B1", ("beta/p",)),  # its passage is not in the fake index
+    item("lookalike", "gamma", "G1", ("gamma/p",), other_answer="G2"),
+    item("update", "delta", "NEW", ("delta/new",), other_answer="OLD", other_evidence=("delta/old",)),
+]
+
+
+def reader(prompt, retrieve):
+    """Reads perfectly what it is shown: the first seen document's value, nothing without retrieval."""
+    if retrieve is None:
+        return " I do not know"
+    retrieve([prompt])
+    seen = retrieve.seen or []
+    values = {"alpha/p": " A1.", "gamma/p": " G2, or so", "delta/new": " NEW", "delta/old": " OLD"}
+    return next((values[d] for d in seen if d in values), " no idea")
+
+
+def test_reader_and_retriever_errors_are_told_apart():
+    retriever = FakeRetriever(["alpha/p", "gamma/p", "delta/old", "delta/new"])
+
+    def make(mode, exclude):
+        return RecordingRetrieve(retriever, 2, mode, exclude)
+
+    results = run_items(ITEMS, reader, make)
+    summary = summarise(results)
+    assert set(summary) == {"on", "off", "random", UPDATE_REMOVED}
+    question = summary["on"]["question"]
+    assert (question["first"]["k"], question["first"]["n"]) == (1, 2)  # beta's passage was never found
+    assert (question["retrieved"]["k"], question["retrieved"]["n"]) == (1, 2)
+    assert question["first_given_retrieved"]["value"] == 1.0  # given its passage, the reader is right
+    assert summary["off"]["question"]["first"]["k"] == 0 and "retrieved" not in summary["off"]["question"]
+    assert summary["random"]["question"]["first"]["k"] == 0
+    lookalike = summary["on"]["lookalike"]
+    assert lookalike["first"]["k"] == 0 and lookalike["took_other"]["k"] == 1  # it took the twin's value
+    # the old passage comes first in the index: with it present the old value wins, removed the new one
+    assert summary["on"]["update"]["took_other"]["k"] == 1
+    removed = summary[UPDATE_REMOVED]["update"]
+    assert removed["first"]["k"] == 1 and removed["took_other"]["k"] == 0
+    table = markdown_table(summary, ("question", "lookalike", "update"))
+    assert "| question | 50.0% (1/2" in table and "update, old passage removed" in table
+
+
+def test_a_prompt_holding_the_answer_earns_nothing_and_errors_count_as_wrong():
+    leaky = ReadingItem("question", "e", "r", "f", "q3", "Is it Paris?", "Paris", ("e/p",))
+    results = run_items([leaky], lambda prompt, retrieve: " Paris", None)
+    assert [r.setting for r in results] == ["off"] and not results[0].first
+
+    def failing(prompt, retrieve):
+        raise ValueError("the prompt has 900 tokens; this model's limit is 200 prompt tokens")
+
+    result = run_items([ITEMS[0]], failing, None)[0]
+    assert not result.first and "limit" in result.error
+    assert summarise([result])["off"]["question"]["errors"] == 1
