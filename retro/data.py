@@ -18,6 +18,9 @@ because plain RETRO training at this scale learns to ignore retrieval (docs/desi
    replaced by random chunks, so that the copy head learns when *not* to copy.
 4. Random left padding (`left_pad_prob`): the sequence is shifted right by 0 .. m-1 `<pad>`
    tokens, so the model has seen the alignment that generation uses for short prompts.
+5. Reading documents (`read_prefix`, e.g. the question-and-answer documents): the chunk before
+   one of their chunks gets the neighbours retrieved for that chunk, and never a continuation
+   neighbour, so the answers in it can only come from reading other documents' passages.
 
 `TrainingData.batch(step, batch_size, rank, world_size)` is a pure function of (seed, step, rank):
 resuming at a saved step reproduces the data exactly. The token draws do not depend on the
@@ -47,6 +50,12 @@ class Recipe:
     random_neighbour_prob: float = 0.1  # a retrieved neighbour slot is a random chunk instead
     left_pad_prob: float = 0.5  # a sequence is shifted right by 1 .. m-1 pads
     max_offset: int | None = None  # largest offset of the continuation in its window; None = r - m
+    # Reading documents: doc ids starting with one of these comma-separated prefixes (the demo:
+    # "reading-qa/,facts-qa/"). A chunk whose next chunk belongs to one gets that next chunk's
+    # retrieved neighbours (passages of other documents: the entity's, found by its name) and never
+    # a continuation neighbour, so its answers must be read from a passage, not copied from the
+    # question-and-answer text itself (docs/design.md, "Reading").
+    read_prefix: str = ""
 
     def continuation_share(self, step: int, total_steps: int) -> float:
         if total_steps <= 0:
@@ -130,6 +139,9 @@ class TrainingData:
         # store chunk id -> row in self.chunk_ids (-1 if that chunk is not in this split)
         self.row_of_store = np.full(chunks.n_chunks, -1, dtype=np.int64)
         self.row_of_store[self.chunk_ids] = np.arange(len(self.chunk_ids))
+        prefixes = tuple(p for p in recipe.read_prefix.split(",") if p)
+        reading = np.array([bool(prefixes) and d.startswith(prefixes) for d in chunks.doc_ids], dtype=bool)
+        self.is_reading_row = reading[self.doc_of_chunk]  # (rows,): the chunk is a reading document's
 
     @classmethod
     def from_index(cls, index_dir: str | Path, config: RetroConfig, **kwargs) -> TrainingData:
@@ -176,6 +188,13 @@ class TrainingData:
         rows = starts[:, None] + np.arange(L)[None, :]  # (B, L) rows of this split
         store_ids = self.chunk_ids[rows]
         retrieved = np.array(self.chunks.neighbours[store_ids.reshape(-1)]).reshape(B, L, -1)[..., :k]
+        # a chunk before a reading document's chunk gets the neighbours retrieved for that chunk
+        next_rows = np.minimum(rows + 1, len(self.chunk_ids) - 1)
+        reads_next = self.is_reading_row[next_rows]  # (B, L)
+        if reads_next.any():
+            next_ids = self.chunk_ids[next_rows].reshape(-1)
+            retrieved_next = np.array(self.chunks.neighbours[next_ids]).reshape(B, L, -1)[..., :k]
+            retrieved = np.where(reads_next[..., None], retrieved_next, retrieved)
         # drop neighbours from any document that occurs in the sequence (paper 2.3)
         seq_docs = self.doc_of_chunk[
             np.minimum(rows[:, :1] + np.arange(L + 1)[None, :], len(self.chunk_ids) - 1)
@@ -192,7 +211,7 @@ class TrainingData:
             out = np.pad(out, ((0, 0), (0, 0), (0, 0), (0, r - out.shape[-1])), constant_values=self.pad_id)
         # continuation neighbours at random offsets
         share = self.recipe.continuation_share(step, self.total_steps)
-        has_cont = rng.random((B, L)) < share
+        has_cont = (rng.random((B, L)) < share) & ~reads_next
         slot = rng.integers(0, k, size=(B, L))
         max_offset = self.recipe.max_offset if self.recipe.max_offset is not None else max(0, r - m)
         offsets = rng.integers(0, max_offset + 1, size=(B, L))

@@ -58,6 +58,8 @@ def _recipe(overrides: list[str]):
         try:
             if text.lower() == "none" and "None" in kind:
                 values[name] = None
+            elif kind == "str":
+                values[name] = text
             else:
                 values[name] = int(text) if kind.startswith("int") else float(text)
         except ValueError:

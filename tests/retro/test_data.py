@@ -164,3 +164,33 @@ def test_documents_added_after_the_neighbour_table_are_a_clear_error(index_dir, 
         make_data(copy)
     precompute_neighbours(copy, k=2)
     assert make_data(copy).batch(0, 2).neighbours is not None
+
+
+def test_reading_documents_get_their_chunks_neighbours_and_no_continuation(index_dir):
+    """A chunk before a reading document's chunk holds that chunk's retrieved neighbours (never the
+    stream's continuation): the answers of a question-and-answer document must be read elsewhere."""
+    recipe = Recipe(read_prefix="doc/3,doc/7", random_neighbour_prob=0.0, continuation_end=1.0)
+    data = make_data(index_dir, recipe=recipe)
+    plain = make_data(index_dir, recipe=Recipe(random_neighbour_prob=0.0, continuation_end=1.0))
+    chunks = data.chunks
+    doc_ids = np.asarray(chunks.doc_ids)
+    checked = 0
+    for step in range(12):
+        batch, plain_batch = data.batch(step, 8), plain.batch(step, 8)
+        token_rng = np.random.default_rng([data.seed, step, 0, 1, 0])
+        starts = token_rng.integers(0, data.n_sequences, size=8)
+        for b, start in enumerate(starts):
+            for u in range(data.n_seq_chunks):
+                next_row = min(start + u + 1, len(data.chunk_ids) - 1)
+                next_doc = doc_ids[np.asarray(chunks.doc_index)[data.chunk_ids[next_row]]]
+                got = batch.neighbours[b, u].numpy()
+                if next_doc in ("doc/3", "doc/7"):
+                    expected_ids = np.array(chunks.neighbours[data.chunk_ids[next_row]])[: data.k]
+                    allowed = [chunks.neighbour_tokens(np.array([[i]]))[0, 0, : data.r] for i in expected_ids]
+                    for slot in got:  # each slot is one of the next chunk's neighbours, or dropped (padding)
+                        assert any((slot == a).all() for a in allowed) or (slot == data.pad_id).all()
+                    checked += 1
+                else:  # other chunks are untouched by the knob
+                    assert (got == plain_batch.neighbours[b, u].numpy()).all()
+    assert checked > 0
+    assert (batch.tokens == plain_batch.tokens).all()  # the tokens never depend on the recipe
