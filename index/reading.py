@@ -11,10 +11,11 @@ this module renders them:
   in one segment, so the word-for-word prefix before it is known exactly.
 - **Splits by entity**, from one seed: `train` (entities of the training documents), `dev` (to choose
   recipes on) and `test` (frozen: report figures from it). No name is shared between splits.
-- **Training documents** (`training_documents()`, named source `reading:train`): every training
-  entity in each training family (doc ids `reading/train/<kind>/<slug>/<family>`), and one
-  question-and-answer document per entity in the *training* question forms only
-  (`reading-qa/train/<kind>/<slug>`): "When was Dromilou Works founded? 1920. ...".
+- **Training documents** (`training_documents()`): every training entity in each training family
+  (named source `reading:train`, doc ids `reading/train/<kind>/<slug>/<family>`), and one
+  question-and-answer document per entity in the *training* question forms only (named source
+  `reading-qa:train`, doc ids `reading-qa/train/<kind>/<slug>`): "When was Dromilou Works founded?
+  1920. ...". A serving index holds the passages, not the Q&A documents (training material).
 - **Evaluation** (`evaluation_set(split)`): for each dev/test entity one passage in a held-out
   family and `ReadingItem`s of these kinds, each naming the documents that state its answer:
   `prefix` (the passage's own words up to the value), `question` (a held-out question form),
@@ -24,8 +25,8 @@ this module renders them:
   and `update` (an indexed passage and a later one that changes a value: new, old or other?).
 
 Its rows of the named-source table (`SOURCES`, collected by `index.sources`): `reading:train`,
-`reading:dev`, `reading:test` (the evaluation passages, which only ever enter an index after
-training). It never imports `retro`.
+`reading-qa:train`, `reading:dev`, `reading:test` (the evaluation passages, which only ever enter
+an index after training). It never imports `retro`.
 """
 
 from __future__ import annotations
@@ -243,8 +244,9 @@ def _check_split(split: str) -> None:
         raise ValueError(f"unknown reading split {split!r}; splits: {', '.join(SPLITS)}")
 
 
-def training_documents() -> list[Document]:
-    """Training passages (training families only) and Q&A documents (training question forms only)."""
+def training_documents(kinds: tuple[str, ...] = ("passages", "qa")) -> list[Document]:
+    """Training passages (training families only) and Q&A documents (training question forms only),
+    entity by entity; `kinds` picks one of the two (named sources `reading:train`, `reading-qa:train`)."""
     docs = []
     for entity in world()["train"]:
         for family in TRAIN_FAMILIES:
@@ -260,7 +262,7 @@ def training_documents() -> list[Document]:
         )
         slug = entity.key.removeprefix("reading/")
         docs.append(Document(f"reading-qa/{slug}", qa, source="reading-qa", title=entity.name))
-    return docs
+    return [d for d in docs if ("qa" if d.source == "reading-qa" else "passages") in kinds]
 
 
 def _twin(entity: WorldEntity, rng: random.Random) -> WorldEntity:
@@ -428,12 +430,18 @@ def evaluation_set(split: str) -> EvaluationSet:
 
 
 def reading_documents(split: str) -> list[Document]:
-    """The documents of a named source `reading:<split>`."""
+    """The documents of a named source `reading:<split>`: for "train" the training passages only
+    (knowledge an index may serve), for "dev" and "test" the evaluation passages."""
     _check_split(split)
-    return training_documents() if split == "train" else evaluation_set(split).documents
+    return training_documents(("passages",)) if split == "train" else evaluation_set(split).documents
 
 
 SOURCES = {
-    f"reading:{split}": NamedSource(read=lambda skipped, split=split: reading_documents(split))
-    for split in SPLITS
+    **{
+        f"reading:{split}": NamedSource(read=lambda skipped, split=split: reading_documents(split))
+        for split in SPLITS
+    },
+    # training material, not knowledge: a serving index leaves it out (it outranks the passages a
+    # question is about, by sharing the question's words)
+    "reading-qa:train": NamedSource(read=lambda skipped: training_documents(("qa",))),
 }

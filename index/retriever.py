@@ -1,17 +1,23 @@
 """The retriever: query texts (or LM chunk tokens) -> k neighbours of [chunk + continuation] tokens.
 
 This module owns the shape the model consumes (`Neighbours.tokens` [k, 2 * chunk_size], pad_id
-padded) and the optional exclusion of given doc ids (training excludes the sequence's own document,
-RETRO section 2.3). Searching, locking and the on-disk arrays belong to `IndexStore`; encoding to
-the store's encoder. It never imports `retro`.
+padded), the optional exclusion of given doc ids (training excludes the sequence's own document,
+RETRO section 2.3), and the choice between dense retrieval (MiniLM vectors only) and hybrid
+retrieval: the dense and the BM25 (`index.lexical`) rankings of `candidates` chunks each, merged by
+reciprocal rank fusion, so that a query naming a rare or invented word finds the chunks that hold
+it. The BM25 index is built from the store's chunk texts on the first hybrid search and follows
+live additions. Searching, locking and the on-disk arrays belong to `IndexStore`; encoding to the
+store's encoder. It never imports `retro`.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 
+from index.lexical import LexicalIndex, reciprocal_rank_fusion
 from index.store import IndexStore
 
 
@@ -24,18 +30,38 @@ class Neighbours:
     """
 
     tokens: np.ndarray  # [k, 2 * chunk_size] int64: the chunk, then its continuation (pad if none)
-    scores: np.ndarray  # [k] float32 cosine similarity
+    scores: np.ndarray  # [k] float32 cosine similarity (dense), or the fused rank score (hybrid)
     doc_ids: list[str]
     chunk_ids: np.ndarray  # [k] int64
     texts: list[str]  # decoded chunk text (without the continuation)
 
 
+RETRIEVAL_MODES = ("dense", "hybrid")
+
+
 class Retriever:
     """Batched k-nearest-chunk search over an `IndexStore` (thread-safe like the store)."""
 
-    def __init__(self, store: IndexStore, encoder=None):
+    def __init__(self, store: IndexStore, encoder=None, mode: str = "dense", candidates: int = 32):
+        if mode not in RETRIEVAL_MODES:
+            raise ValueError(f"unknown retrieval mode {mode!r}; modes: {', '.join(RETRIEVAL_MODES)}")
         self.store = store
         self._encoder = encoder
+        self.mode, self.candidates = mode, candidates
+        self._lexical: LexicalIndex | None = None
+        self._lexical_lock = threading.Lock()
+
+    def lexical_index(self) -> LexicalIndex:
+        """The BM25 index of the store's chunks, extended with chunks added since the last call."""
+        with self._lexical_lock:
+            if self._lexical is None:
+                self._lexical = LexicalIndex()
+            done, total = len(self._lexical), self.store.n_chunks
+            pad_id = self.store.pad_id
+            for start in range(done, total, 4096):
+                rows = self.store.chunk_tokens(np.arange(start, min(total, start + 4096)))
+                self._lexical.add(self.store.tokenizer.decode_batch([r[r != pad_id].tolist() for r in rows]))
+            return self._lexical
 
     @property
     def encoder(self):
@@ -52,6 +78,8 @@ class Retriever:
         if not texts:
             return []
         vectors = self.encoder.encode(list(texts))
+        if self.mode == "hybrid":
+            return self._hybrid(list(texts), vectors, k, exclude_doc_ids)
         found = self.store.nearest_chunks(vectors, k, exclude_doc_ids)
         m = self.store.chunk_size
         chunk_texts = self.store.tokenizer.decode_batch(
@@ -81,3 +109,35 @@ class Retriever:
         pad_id = self.store.pad_id
         texts = self.store.tokenizer.decode_batch([row[row != pad_id].tolist() for row in chunk_tokens])
         return self.search(list(texts), k, exclude_doc_ids)
+
+    def _hybrid(self, texts: list[str], vectors, k: int, exclude_doc_ids) -> list[Neighbours]:
+        n = max(self.candidates, k)
+        dense = self.store.nearest_chunks(vectors, n, exclude_doc_ids)
+        lexical = self.lexical_index()
+        chosen = np.full((len(texts), k), -1, dtype=np.int64)
+        fused_scores = np.full((len(texts), k), -np.inf, dtype=np.float32)
+        for i, text in enumerate(texts):
+            banned = exclude_doc_ids[i] if exclude_doc_ids else None
+            allowed = None
+            if banned:
+
+                def allowed(ids, banned=banned):
+                    return np.array([d not in banned for d in self.store.chunk_doc_ids(ids)], dtype=bool)
+
+            sparse, _ = lexical.search(text, n, allowed)
+            best = reciprocal_rank_fusion([dense.chunk_ids[i].tolist(), sparse.tolist()], k)
+            chosen[i, : len(best)] = [c for c, _ in best]
+            fused_scores[i, : len(best)] = [score for _, score in best]
+        tokens = self.store.chunks_with_continuations(chosen)
+        m = self.store.chunk_size
+        chunk_texts = self.store.tokenizer.decode_batch(
+            [row[row != self.store.pad_id].tolist() for row in tokens.reshape(-1, 2 * m)[:, :m]]
+        )
+        result = []
+        for i in range(len(texts)):
+            doc_ids = self.store.chunk_doc_ids(chosen[i])
+            row_texts = [
+                t if c >= 0 else "" for t, c in zip(chunk_texts[i * k : (i + 1) * k], chosen[i], strict=True)
+            ]
+            result.append(Neighbours(tokens[i], fused_scores[i], doc_ids, chosen[i], row_texts))
+        return result

@@ -194,6 +194,14 @@ class IndexStore:
     def _excluded_indices(self, doc_ids: Iterable[str]) -> set[int]:
         return {self._doc_index_of[d] for d in doc_ids if d in self._doc_index_of}
 
+    def chunk_doc_ids(self, chunk_ids: np.ndarray) -> list[str]:
+        """The doc id of each chunk id ("" for -1)."""
+        with self._rw.read():
+            doc_index, documents = self._snapshot.doc_index, self._documents
+            return [
+                documents[doc_index[c]]["doc_id"] if c >= 0 else "" for c in np.asarray(chunk_ids).tolist()
+            ]
+
     def chunks_with_continuations(
         self, chunk_ids: np.ndarray, snapshot: VersionArrays | None = None
     ) -> np.ndarray:

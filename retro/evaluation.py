@@ -182,6 +182,7 @@ def run_evaluation(
     command: str | None = None,
     split: str = "dev",
     reading_items: list | None = None,
+    retrieval: str = "dense",
 ) -> dict:
     """Loads every run, extends the index with the evaluation documents, and returns the results.
 
@@ -193,20 +194,21 @@ def run_evaluation(
     `command` is the command line recorded in the results (None when not run from one).
     `split` ("dev" or "test") picks the held-out facts' half and the reading set's entities;
     `reading_items` defaults to that split's reading items (pass [] to skip the reading set).
+    `retrieval` is the retriever's mode, "dense" or "hybrid" (`index.retriever`).
     """
     if split not in SPLITS:
         raise ValueError(f"unknown evaluation split {split!r}; splits: {', '.join(SPLITS)}")
     if in_place:
         return _evaluate(runs, index_dir, index_dir, compare_model, max_facts, max_docs, device, encoder,
                          fact_sets, extra_documents, bpb_documents, log, command, split,
-                         reading_items)  # fmt: skip
+                         reading_items, retrieval)  # fmt: skip
     from index.store import copy_serving_version
 
     with tempfile.TemporaryDirectory(prefix="retro-eval-") as scratch:
         work_index = copy_serving_version(index_dir, scratch)
         return _evaluate(runs, index_dir, work_index, compare_model, max_facts, max_docs, device, encoder,
                          fact_sets, extra_documents, bpb_documents, log, command, split,
-                         reading_items)  # fmt: skip
+                         reading_items, retrieval)  # fmt: skip
 
 
 def _evaluate(
@@ -225,6 +227,7 @@ def _evaluate(
     command: str | None,
     split: str,
     reading_items: list | None,
+    retrieval: str,
 ) -> dict:
     from index.retriever import Retriever
     from index.store import IndexStore
@@ -247,7 +250,7 @@ def _evaluate(
     store = IndexStore.open(
         work_index, tokenizer, encoder, device="cuda" if device.startswith("cuda") else "cpu"
     )
-    retriever = Retriever(store)
+    retriever = Retriever(store, mode=retrieval)
 
     if fact_sets is None or extra_documents is None or bpb_documents is None:
         from index.facts import fact_documents, fact_pairs
@@ -298,6 +301,7 @@ def _evaluate(
             "max_new_tokens": 16,
             "decoding": "greedy",
             "split": split,
+            "retrieval": retrieval,
             "scoring": "first span (retro.scoring): the answer is what the model says first; "
             "'contained' counts it anywhere, on word boundaries; Wilson 95% intervals",
             "reading_items": len(reading_items),

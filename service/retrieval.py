@@ -38,6 +38,7 @@ class IndexSnapshot:
             "chunk_size": self.store.chunk_size,
             "encoder": manifest.get("encoder"),
             "faiss_factory": manifest.get("faiss_factory"),
+            "retrieval": self.retriever.mode,
         }
 
 
@@ -52,12 +53,18 @@ def shared_encoder(device: str = "auto"):
 class IndexHandle:
     """The serving index; `current` is read without a lock (one reference), `reopen` replaces it."""
 
-    def __init__(self, path: Path, tokenizer, device: str = "auto"):
-        self.path, self.tokenizer, self.device = Path(path), tokenizer, device
+    def __init__(self, path: Path, tokenizer, device: str = "auto", retrieval: str = "dense"):
+        self.path, self.tokenizer, self.device, self.retrieval = Path(path), tokenizer, device, retrieval
         encoder = shared_encoder(device)  # loaded now, so that the first request is not the slow one
         store = IndexStore.open(self.path, tokenizer, encoder=encoder, device=device)
-        self.current = IndexSnapshot(store, Retriever(store, encoder=encoder))
+        self.current = self._snapshot(store, encoder)
         self._swap_lock = threading.Lock()
+
+    def _snapshot(self, store: IndexStore, encoder) -> IndexSnapshot:
+        retriever = Retriever(store, encoder=encoder, mode=self.retrieval)
+        if self.retrieval == "hybrid":
+            retriever.lexical_index()  # built now (before serving, or before the swap), not on a request
+        return IndexSnapshot(store, retriever)
 
     @property
     def encoder(self):
@@ -67,7 +74,7 @@ class IndexHandle:
         """Opens the index folder's CURRENT version (after a rebuild switched it) and serves it."""
         with self._swap_lock:
             store = IndexStore.open(self.path, self.tokenizer, encoder=self.encoder, device=self.device)
-            self.current = IndexSnapshot(store, Retriever(store, encoder=self.encoder))
+            self.current = self._snapshot(store, self.encoder)
             return self.current
 
 

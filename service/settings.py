@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -35,6 +36,10 @@ class Settings(BaseSettings):
     compare_model_name: str | None = None
     device: str = "cpu"  # torch device for the models ("cpu", "cuda", "cuda:0")
     index_device: str = "auto"  # the chunk encoder's device
+    # "hybrid": MiniLM and BM25 rankings fused (index.retriever), so a question naming a rare or
+    # invented word finds the passage that holds it; "dense": MiniLM vectors only. Hybrid keeps a
+    # BM25 index of every chunk's words in memory, built when the index opens (~2 s per 65k chunks).
+    retrieval: Literal["dense", "hybrid"] = "hybrid"
     # CPU threads per torch op. Each model decodes in its own worker thread, and per-token ops of a
     # small model gain nothing from being split across cores: on the 2-core CPU, 1 instead of torch's
     # default 2 made /v1/compare with the demo models 1.7x faster (docs/service_load.md).

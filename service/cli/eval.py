@@ -35,10 +35,12 @@ def eval_command(
         "dev", "--split", help="dev (choose recipes on it) or test (frozen: the figures you report)"
     ),
     reading: bool = typer.Option(True, "--reading/--no-reading", help="run the reading set"),
+    retrieval: str = typer.Option("dense", "--retrieval", help="dense (MiniLM) or hybrid (MiniLM + BM25)"),
 ) -> None:
     """Evaluates models: bits per byte with/without retrieval, fact accuracy, speed; writes a report."""
     import torch
 
+    from index.retriever import RETRIEVAL_MODES
     from retro.checkpoint import CheckpointError
     from retro.report import write_report
 
@@ -53,6 +55,8 @@ def eval_command(
         fail(f"--max-facts must be >= 1; got {max_facts}")
     if split not in SPLITS:
         fail(f"--split must be one of {', '.join(SPLITS)}; got {split!r}")
+    if retrieval not in RETRIEVAL_MODES:
+        fail(f"--retrieval must be one of {', '.join(RETRIEVAL_MODES)}; got {retrieval!r}")
     try:
         results = run_evaluation(
             runs,
@@ -65,6 +69,7 @@ def eval_command(
             in_place=in_place,
             split=split,
             reading_items=None if reading else [],
+            retrieval=retrieval,
             command=" ".join(["retro", *sys.argv[1:]]) if Path(sys.argv[0]).name == "retro" else None,
         )
     except (CheckpointError, ValueError) as e:

@@ -214,3 +214,16 @@ def test_failed_rebuild_keeps_the_old_index(make_client, settings, fresh_index, 
     assert job["status"] == "failed" and "no readable documents" in job["error"]
     assert test_client.get("/info").json()["index"] == before
     assert test_client.post("/v1/retrieve", json={"query": "Mars"}).status_code == 200
+
+
+@pytest.mark.parametrize("mode", ["dense", "hybrid"])
+def test_retrieval_mode_is_served_and_reported(make_client, settings, mode):
+    test_client = make_client(make_settings(**{**settings.model_dump(), "retrieval": mode}))
+    assert test_client.get("/info").json()["index"]["retrieval"] == mode
+    found = test_client.post("/v1/retrieve", json={"query": "yeast makes bread dough rise", "k": 1}).json()
+    assert found["data"][0]["doc_id"] == "food/bread"
+
+
+def test_unknown_retrieval_mode_is_refused():
+    with pytest.raises(ValueError, match="retrieval"):
+        make_settings(retrieval="sparse")

@@ -1,0 +1,92 @@
+"""Lexical (BM25) search and hybrid retrieval: the exact word finds its chunk where vectors cannot."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from index.build import build_index
+from index.corpus import Document
+from index.lexical import LexicalIndex, reciprocal_rank_fusion, words
+from index.retriever import Retriever
+from index.store import IndexStore
+
+
+class BlindEncoder:
+    """Every text gets the same vector: dense search cannot tell chunks apart (ties in index order),
+    so whatever a hybrid search gets right, its lexical half found."""
+
+    name = "test/blind"
+    dim = 8
+
+    def encode(self, texts, batch_size=None):
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        out[:, 0] = 1.0
+        return out
+
+
+def test_bm25_prefers_the_rare_word_and_follows_additions():
+    index = LexicalIndex(
+        [
+            "The town was founded in 1801 on a river.",
+            "The town was founded in 1920 by a miller.",
+            "Mars has two small moons, Phobos and Deimos.",
+        ]
+    )
+    ids, scores = index.search("Which moons orbit Mars?", 2)
+    assert ids[0] == 2 and scores[0] > 0
+    assert len(index.search("nothing matches this", 3)[0]) == 0
+    index.add(["Stoqueirirk was founded in 1925."])
+    assert index.search("When was Stoqueirirk founded?", 1)[0].tolist() == [3]
+    # a filter applies before the top n are taken
+    ids, _ = index.search("Stoqueirirk, founded in 1801?", 2, allowed=lambda c: c != 3)
+    assert ids.tolist() == [0]
+    assert words("Up-to-date, Zoë!") == ["up", "to", "date", "zoë"]
+
+
+def test_reciprocal_rank_fusion_rewards_agreement_and_skips_padding():
+    fused = reciprocal_rank_fusion([[5, 1, 2, -1], [2, 7, -1]], 3)
+    assert [item for item, _ in fused] == [2, 5, 1]  # 2 is in both lists
+    assert fused[0][1] == pytest.approx(1 / 63 + 1 / 61)
+
+
+@pytest.fixture()
+def blind_store(tmp_path, tokenizer):
+    documents = [
+        Document(f"filler/{i}", f"Filler text number {i} about nothing in particular.", "test")
+        for i in range(6)
+    ] + [
+        Document("town/stoqueirirk", "Stoqueirirk is a market town. It was founded in 1925.", "test"),
+        Document("town/stoquerik", "Stoquerik is a market town. It was founded in 1901.", "test"),
+    ]
+    encoder = BlindEncoder()
+    build_index(documents, tmp_path / "ix", tokenizer, encoder, chunk_size=16)
+    return IndexStore.open(tmp_path / "ix", tokenizer, encoder)
+
+
+def test_hybrid_retrieval_finds_the_named_chunk_that_dense_cannot(blind_store):
+    query = ["In which year was Stoqueirirk founded?"]
+    dense = Retriever(blind_store).search(query, k=2)[0]
+    assert "town/stoqueirirk" not in dense.doc_ids  # ties: the first chunks of the index
+    hybrid = Retriever(blind_store, mode="hybrid").search(query, k=2)[0]
+    assert "town/stoqueirirk" in hybrid.doc_ids  # BM25's first, fused with a dense ranking of ties
+    found = hybrid.doc_ids.index("town/stoqueirirk")
+    assert hybrid.tokens.shape == dense.tokens.shape
+    assert "1925" in blind_store.tokenizer.decode([t for t in hybrid.tokens[found].tolist() if t])
+    # exclusion holds for the lexical half too
+    excluded = Retriever(blind_store, mode="hybrid").search(
+        query, k=2, exclude_doc_ids=[{"town/stoqueirirk"}]
+    )
+    assert "town/stoqueirirk" not in excluded[0].doc_ids
+
+
+def test_hybrid_retrieval_sees_documents_added_live(blind_store):
+    retriever = Retriever(blind_store, mode="hybrid")
+    assert retriever.search(["Who is Quibbletown's mayor?"], k=1)[0].doc_ids != ["town/quibbletown"]
+    blind_store.add_documents([Document("town/quibbletown", "The mayor of Quibbletown is Ada Vell.", "new")])
+    assert retriever.search(["Who is Quibbletown's mayor?"], k=1)[0].doc_ids == ["town/quibbletown"]
+
+
+def test_unknown_retrieval_mode_is_a_clear_error(blind_store):
+    with pytest.raises(ValueError, match="unknown retrieval mode"):
+        Retriever(blind_store, mode="sparse")
