@@ -18,7 +18,7 @@ this module renders them:
   1920. ...". A serving index holds the passages, not the Q&A documents (training material).
 - **Evaluation** (`evaluation_set(split)`): for each dev/test entity one passage in a held-out
   family and `ReadingItem`s of these kinds, each naming the documents that state its answer:
-  `prefix` (the passage's own words up to the value), `question` (a held-out question form),
+  `prefix` (the passage word for word from its start up to the value), `question` (a held-out question form),
   `question_trained_form` (a training form: style without wording), `reworded` (a completion whose
   words are not in the passage), `long` (the entity named more than a chunk before the question),
   `lookalike` (two entities with one name stem in one passage: did it take the other's value?),
@@ -76,7 +76,7 @@ class Passage:
     doc_id: str
     family: str
     text: str
-    prefixes: dict[str, str] = field(hash=False)  # relation -> the passage's words before its value
+    prefixes: dict[str, str] = field(hash=False)  # relation -> the passage from its start to the value
 
 
 @dataclass(frozen=True)
@@ -133,11 +133,8 @@ class _Writer:
     def add(self, text: str, relation: str | None = None, value: str | None = None) -> None:
         if relation is not None and value is not None:
             head = text[: text.index(value)]
-            previous = self.parts[-1] if self.parts else ""
-            # the prompt: this segment up to the value, with the previous one when it is short
-            self.prefixes[relation] = (
-                (previous + self.separator + head) if len(head) < 40 and previous else head
-            ).rstrip()
+            # the prompt: the passage word for word from its start up to the value
+            self.prefixes[relation] = self.separator.join([*self.parts, head]).rstrip()
         self.parts.append(text)
 
     def text(self) -> str:
