@@ -291,6 +291,7 @@ def evaluate_facts(
     style: str = "completion",
     use_retrieval: bool = True,
     max_new_tokens: int = 16,
+    query_tokens: int | None = None,
 ) -> FactAccuracy:
     """Greedy answers (temperature 0) to each pair's completion or question prompt, scored by what
     the model says first (`retro.scoring`: no credit for an answer the prompt already holds).
@@ -306,7 +307,7 @@ def evaluate_facts(
     if retrieving and retriever is None:
         raise ValueError("use_retrieval=True needs a retriever")
     retrieve = make_retrieve(retriever, model.config.n_neighbours) if retrieving else None
-    language_model = RetroLanguageModel(model, tokenizer) if is_retro else model
+    language_model = RetroLanguageModel(model, tokenizer, query_tokens) if is_retro else model
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, seed=0)
     result = FactAccuracy(style, retrieving, n=0, correct=0, completion_tokens=0, seconds=0.0)
     for pair in pairs:

@@ -85,6 +85,7 @@ def evaluate_model(
     log=print,
     validation: list | None = None,
     reading_items: list | None = None,
+    query_tokens: int | None = None,
 ) -> dict:
     """All numbers for one model: bpb per mode, fact accuracy per (set, prompt style, retrieval),
     and the reading set's summary and answers when `reading_items` are given.
@@ -116,8 +117,9 @@ def evaluate_model(
             for use_retrieval in (True, False) if retrieving else (False,):
                 setting = f"{style}, retrieval {'on' if use_retrieval else 'off'}"
                 acc = evaluate_facts(
-                    model, tokenizer, retriever, pairs, style=style, use_retrieval=use_retrieval
-                )
+                    model, tokenizer, retriever, pairs, style=style, use_retrieval=use_retrieval,
+                    query_tokens=query_tokens,
+                )  # fmt: skip
                 settings[setting] = acc.to_dict(with_answers=True)
                 said = f"{acc.accuracy:.1%} of {acc.n} first, {acc.contained} contain it"
                 log(f"  facts {set_name}, {setting}: {said}")
@@ -133,18 +135,21 @@ def evaluate_model(
         decode["seconds_per_answer"] = decode["seconds"] / decode["answers"]
         decode["setting"] = main_setting
     if reading_items:
-        result["reading"] = evaluate_reading(model, tokenizer, retriever, reading_items, log)
+        result["reading"] = evaluate_reading(model, tokenizer, retriever, reading_items, log, query_tokens)
     return result
 
 
-def evaluate_reading(model, tokenizer, retriever, items: list, log=print) -> dict:
+def evaluate_reading(
+    model, tokenizer, retriever, items: list, log=print, query_tokens: int | None = None
+) -> dict:
     """The reading set's items, greedy, in every retrieval setting: {"summary", "answers"}."""
     from retro.generate import RetroLanguageModel
     from retro.model import Retro
     from retro.reading_eval import RecordingRetrieve, run_items, summarise
     from retro.sampling import SamplingParams
 
-    language_model = RetroLanguageModel(model, tokenizer) if isinstance(model, Retro) else model
+    is_retro = isinstance(model, Retro)
+    language_model = RetroLanguageModel(model, tokenizer, query_tokens) if is_retro else model
     params = SamplingParams(max_new_tokens=READING_MAX_NEW_TOKENS, temperature=0.0, seed=0)
 
     def answer(prompt: str, retrieve) -> str:
@@ -183,6 +188,7 @@ def run_evaluation(
     split: str = "dev",
     reading_items: list | None = None,
     retrieval: str = "dense",
+    query_tokens: int | None = None,
 ) -> dict:
     """Loads every run, extends the index with the evaluation documents, and returns the results.
 
@@ -194,21 +200,22 @@ def run_evaluation(
     `command` is the command line recorded in the results (None when not run from one).
     `split` ("dev" or "test") picks the held-out facts' half and the reading set's entities;
     `reading_items` defaults to that split's reading items (pass [] to skip the reading set).
-    `retrieval` is the retriever's mode, "dense" or "hybrid" (`index.retriever`).
+    `retrieval` is the retriever's mode, "dense" or "hybrid" (`index.retriever`); `query_tokens`
+    widens each chunk's retrieval query back over earlier chunks (`retro.generate`; None: the chunk).
     """
     if split not in SPLITS:
         raise ValueError(f"unknown evaluation split {split!r}; splits: {', '.join(SPLITS)}")
     if in_place:
         return _evaluate(runs, index_dir, index_dir, compare_model, max_facts, max_docs, device, encoder,
                          fact_sets, extra_documents, bpb_documents, log, command, split,
-                         reading_items, retrieval)  # fmt: skip
+                         reading_items, retrieval, query_tokens)  # fmt: skip
     from index.store import copy_serving_version
 
     with tempfile.TemporaryDirectory(prefix="retro-eval-") as scratch:
         work_index = copy_serving_version(index_dir, scratch)
         return _evaluate(runs, index_dir, work_index, compare_model, max_facts, max_docs, device, encoder,
                          fact_sets, extra_documents, bpb_documents, log, command, split,
-                         reading_items, retrieval)  # fmt: skip
+                         reading_items, retrieval, query_tokens)  # fmt: skip
 
 
 def _evaluate(
@@ -228,6 +235,7 @@ def _evaluate(
     split: str,
     reading_items: list | None,
     retrieval: str,
+    query_tokens: int | None,
 ) -> dict:
     from index.retriever import Retriever
     from index.store import IndexStore
@@ -302,6 +310,7 @@ def _evaluate(
             "decoding": "greedy",
             "split": split,
             "retrieval": retrieval,
+            "query_tokens": query_tokens,
             "scoring": "first span (retro.scoring): the answer is what the model says first; "
             "'contained' counts it anywhere, on word boundaries; Wilson 95% intervals",
             "reading_items": len(reading_items),

@@ -6,6 +6,10 @@ not imported here): it is called once for the prompt, with one text per complete
 left-padded prompt in chunk order, and once more each time a generated token closes a chunk; what
 it returns is fitted to the model's `retrieved_len` (`retro.language_model.fit_neighbours`).
 
+The retrieval query of a chunk is its own text (RETRO's rule, and how training neighbours were
+found), or with `query_tokens` > m the last `query_tokens` tokens up to the chunk's end: a prompt
+whose entity is named a chunk or more before the question then still retrieves its passage.
+
 A prompt shorter than a chunk must still get retrieval (docs/design.md, data flow: generation):
 with retrieval on, the prompt is left-padded with `<pad>` to a chunk boundary, so its last token
 closes a chunk whose neighbours the answer attends to. The same class serves the no-retrieval
@@ -29,8 +33,12 @@ class RetroLanguageModel(LanguageModel):
 
     kind = "retro"
 
-    def __init__(self, model: Retro, tokenizer):
+    def __init__(self, model: Retro, tokenizer, query_tokens: int | None = None):
+        m = model.config.chunk_size
+        if query_tokens is not None and query_tokens < m:
+            raise ValueError(f"query_tokens must be at least the chunk size ({m}); got {query_tokens}")
         self.model, self.tokenizer = model, tokenizer
+        self.query_tokens = query_tokens or m  # tokens up to a chunk's end that its retrieval query holds
 
     @property
     def uses_retrieval(self) -> bool:
@@ -100,13 +108,17 @@ class RetroLanguageModel(LanguageModel):
         ids = [cfg.pad_id] * ((-len(prompt_ids)) % m if retrieve is not None else 0) + prompt_ids
         device = self.device
 
-        def neighbours_for(chunks: list[list[int]]) -> torch.Tensor:
-            return self._neighbours(retrieve([self.tokenizer.decode(c) for c in chunks]), len(chunks))
+        q = self.query_tokens
+
+        def neighbours_for(ends: list[int]) -> torch.Tensor:
+            """Neighbours of the chunks ending (exclusive) at `ends`, each queried with its window."""
+            texts = [self.tokenizer.decode(ids[max(0, end - q) : end]) for end in ends]
+            return self._neighbours(retrieve(texts), len(ends))
 
         n_chunks = len(ids) // m
         prompt_neighbours = None
         if retrieve is not None and n_chunks:
-            prompt_neighbours = neighbours_for([ids[u * m : (u + 1) * m] for u in range(n_chunks)])[None]
+            prompt_neighbours = neighbours_for([(u + 1) * m for u in range(n_chunks)])[None]
         logprobs, cache = model.prefill(torch.tensor([ids], device=device), prompt_neighbours)
         last = logprobs[0, -1]
         last[cfg.pad_id] = float("-inf")  # padding is never an answer
@@ -119,6 +131,6 @@ class RetroLanguageModel(LanguageModel):
             ids.append(token)
             neighbours = None
             if retrieve is not None and (p + 1) % m == 0:  # this token closes a chunk: retrieve with it
-                neighbours = neighbours_for([ids[p + 1 - m : p + 1]])
+                neighbours = neighbours_for([p + 1])
             last = model.decode_step(torch.tensor([token], device=device), cache, neighbours)[0]
             last[cfg.pad_id] = float("-inf")

@@ -36,6 +36,9 @@ def eval_command(
     ),
     reading: bool = typer.Option(True, "--reading/--no-reading", help="run the reading set"),
     retrieval: str = typer.Option("dense", "--retrieval", help="dense (MiniLM) or hybrid (MiniLM + BM25)"),
+    query_tokens: int | None = typer.Option(
+        None, "--query-tokens", help="retrieve each chunk with its last N tokens (default: the chunk)"
+    ),
 ) -> None:
     """Evaluates models: bits per byte with/without retrieval, fact accuracy, speed; writes a report."""
     import torch
@@ -70,6 +73,7 @@ def eval_command(
             split=split,
             reading_items=None if reading else [],
             retrieval=retrieval,
+            query_tokens=query_tokens,
             command=" ".join(["retro", *sys.argv[1:]]) if Path(sys.argv[0]).name == "retro" else None,
         )
     except (CheckpointError, ValueError) as e:

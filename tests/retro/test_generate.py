@@ -185,3 +185,20 @@ def test_sampling_filters():
     assert {sample_token(logits, SamplingParams(top_k=1), g) for _ in range(20)} == {1}
     assert {sample_token(logits, SamplingParams(top_p=0.3), g) for _ in range(20)} == {1}
     assert {sample_token(logits, SamplingParams(top_k=2), g) for _ in range(50)} == {1, 2}
+
+
+def test_a_wider_query_window_reaches_back_over_chunk_boundaries(model, tokenizer):
+    """With query_tokens = 3m the retrieval text of a chunk holds the two chunks before it as well;
+    the default queries each chunk with its own text only, as training retrieved."""
+    prompt = "The capital of France is Paris and the capital of Spain is"
+    ids = tokenizer.encode(prompt)
+    ids = [0] * ((-len(ids)) % M) + ids
+    params = SamplingParams(max_new_tokens=1, temperature=0)
+    own, wide = SpyRetriever(tokenizer.vocab_size), SpyRetriever(tokenizer.vocab_size)
+    RetroLanguageModel(model, tokenizer).generate(prompt, params, retrieve=own)
+    RetroLanguageModel(model, tokenizer, query_tokens=3 * M).generate(prompt, params, retrieve=wide)
+    n = len(ids) // M
+    assert own.calls[0] == [tokenizer.decode(ids[u * M : (u + 1) * M]) for u in range(n)]
+    assert wide.calls[0] == [tokenizer.decode(ids[max(0, (u - 2) * M) : (u + 1) * M]) for u in range(n)]
+    with pytest.raises(ValueError, match="at least the chunk size"):
+        RetroLanguageModel(model, tokenizer, query_tokens=M - 1)
