@@ -57,6 +57,9 @@ class AddReport:
     n_chunks: int = 0
     seconds: float = 0.0
     skipped: list[SkippedInput] = field(default_factory=list)
+    outcomes: list[str | None] = field(
+        default_factory=list
+    )  # per document given, in order: None if added, else why not
 
 
 @dataclass
@@ -224,13 +227,19 @@ class IndexStore:
         with self._add_lock:
             batch, seen = [], set()
             for document in documents:
-                if document.doc_id in self._doc_index_of or document.doc_id in seen:
-                    report.skipped.append(SkippedInput(document.doc_id, "doc_id already in the index"))
+                if document.doc_id in self._doc_index_of:
+                    reason = "doc_id already in the index"
+                elif document.doc_id in seen:
+                    reason = "doc_id given twice: the first one was added"
                 elif not document.text.strip():
-                    report.skipped.append(SkippedInput(document.doc_id, "empty"))
+                    reason = "empty"
                 else:
+                    reason = None
                     seen.add(document.doc_id)
                     batch.append(document)
+                if reason is not None:
+                    report.skipped.append(SkippedInput(document.doc_id, reason))
+                report.outcomes.append(reason)
             if not batch:
                 report.seconds = time.perf_counter() - started
                 return report

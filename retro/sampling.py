@@ -58,9 +58,17 @@ def seeded_generator(seed: int | None, device) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed)
 
 
+# Below this temperature sampling is greedy: dividing by a tiny positive temperature (1e-240 is a
+# valid float) overflows float32 to inf, and the softmax of inf - inf is NaN.
+MIN_TEMPERATURE = 1e-3
+
+
 def sample_token(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator) -> int:
-    """logits (V,) (or log-probabilities) -> one token id, after temperature, top-k and top-p."""
-    if params.temperature == 0:
+    """logits (V,) (or log-probabilities) -> one token id, after temperature, top-k and top-p.
+
+    Every valid `SamplingParams` gives a token: below `MIN_TEMPERATURE` the choice is greedy, and a
+    distribution that still comes out non-finite falls back to the most likely token."""
+    if params.temperature < MIN_TEMPERATURE:
         return int(logits.argmax())
     logits = logits.float() / params.temperature
     if params.top_k and params.top_k < logits.numel():
@@ -72,6 +80,8 @@ def sample_token(logits: torch.Tensor, params: SamplingParams, generator: torch.
         drop = probs.cumsum(dim=-1) - probs > params.top_p  # mass before this token already enough
         logits = logits.masked_fill(torch.zeros_like(drop).scatter(0, order, drop), float("-inf"))
     probs = logits.softmax(dim=-1)
+    if not bool(torch.isfinite(probs).all()) or float(probs.sum()) <= 0:
+        return int(logits.argmax())
     return int(torch.multinomial(probs, 1, generator=generator))
 
 

@@ -43,14 +43,13 @@ async def add_documents(
     snapshot = index.current
     state.note_index(snapshot)
     metrics.documents_added.inc(report.n_documents)
-    skipped = {s.where: s.reason for s in report.skipped}
     return {
         "object": "index.addition",
         "added": report.n_documents,
         "chunks": report.n_chunks,
         "documents": [
-            {"id": d.doc_id, "added": d.doc_id not in skipped, "reason": skipped.get(d.doc_id)}
-            for d in documents
+            {"id": d.doc_id, "added": reason is None, "reason": reason}
+            for d, reason in zip(documents, report.outcomes, strict=True)
         ],
         "index": snapshot.info(),
         "seconds": round(report.seconds, 4),

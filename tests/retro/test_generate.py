@@ -202,3 +202,18 @@ def test_a_wider_query_window_reaches_back_over_chunk_boundaries(model, tokenize
     assert wide.calls[0] == [tokenizer.decode(ids[max(0, (u - 2) * M) : (u + 1) * M]) for u in range(n)]
     with pytest.raises(ValueError, match="at least the chunk size"):
         RetroLanguageModel(model, tokenizer, query_tokens=M - 1)
+
+
+@pytest.mark.parametrize("temperature", [1e-240, 1e-30, 5e-324, 1e-4])
+def test_tiny_positive_temperatures_are_greedy_not_nan(temperature):
+    """A fuzzer found HTTP 500 for temperature 1e-240 (logits / t overflowed to inf, softmax NaN)."""
+    logits = torch.tensor([-3.0, -0.5, -1.0, float("-inf")])
+    params = SamplingParams(temperature=temperature, top_p=0.9, top_k=3, seed=1)
+    assert sample_token(logits, params, torch.Generator().manual_seed(0)) == 1
+
+
+def test_a_non_finite_distribution_falls_back_to_the_most_likely_token():
+    logits = torch.tensor([float("nan"), 2.0, 1.0])
+    assert sample_token(logits, SamplingParams(temperature=1.0), torch.Generator().manual_seed(0)) in (0, 1)
+    huge = torch.tensor([3e38, -3e38, 0.0])
+    assert sample_token(huge, SamplingParams(temperature=0.01), torch.Generator().manual_seed(0)) == 0

@@ -227,3 +227,17 @@ def test_retrieval_mode_is_served_and_reported(make_client, settings, mode):
 def test_unknown_retrieval_mode_is_refused():
     with pytest.raises(ValueError, match="retrieval"):
         make_settings(retrieval="sparse")
+
+
+def test_the_same_new_id_twice_in_one_request_adds_the_first(make_client, settings, fresh_index):
+    test_client = make_client(make_settings(**{**settings.model_dump(), "index": fresh_index}))
+    before = test_client.get("/info").json()["index"]["documents"]
+    documents = [
+        {"text": "Twice told tale, first.", "id": "test/twice"},
+        {"text": "Second.", "id": "test/twice"},
+    ]
+    body = test_client.post("/v1/documents", json={"documents": documents}).json()
+    assert body["added"] == 1
+    assert [d["added"] for d in body["documents"]] == [True, False]
+    assert "given twice" in body["documents"][1]["reason"]
+    assert test_client.get("/info").json()["index"]["documents"] == before + 1
