@@ -259,7 +259,32 @@ def training_documents(kinds: tuple[str, ...] = ("passages", "qa")) -> list[Docu
         )
         slug = entity.key.removeprefix("reading/")
         docs.append(Document(f"reading-qa/{slug}", qa, source="reading-qa", title=entity.name))
-    return [d for d in docs if ("qa" if d.source == "reading-qa" else "passages") in kinds]
+        if "qa-forms" in kinds:
+            docs += _qa_rounds(entity, slug)
+    wanted = {"reading": "passages", "reading-qa": "qa", "reading-qa-forms": "qa-forms"}
+    return [d for d in docs if wanted[d.source] in kinds]
+
+
+def _qa_rounds(entity: WorldEntity, slug: str) -> list[Document]:
+    """One more question-and-answer document per training question form: relation i asked in form
+    (i + round) mod 3, so across the rounds every relation is asked in every training form."""
+    rng = random.Random(f"{SEED}:qa-forms:{entity.key}")
+    docs = []
+    for round_ in range(len(TRAIN_QUESTION_FORMS)):
+        relations = list(_relations(entity))
+        order = list(range(len(relations)))
+        rng.shuffle(order)
+        qa = " ".join(
+            relations[i]
+            .questions[TRAIN_QUESTION_FORMS[(i + round_) % len(TRAIN_QUESTION_FORMS)]]
+            .format(e=entity.name)
+            + f" {entity.facts[relations[i].name]}."
+            for i in order
+        )
+        docs.append(
+            Document(f"reading-qa/{slug}/form{round_}", qa, source="reading-qa-forms", title=entity.name)
+        )
+    return docs
 
 
 def _twin(entity: WorldEntity, rng: random.Random) -> WorldEntity:
@@ -441,4 +466,6 @@ SOURCES = {
     # training material, not knowledge: a serving index leaves it out (it outranks the passages a
     # question is about, by sharing the question's words)
     "reading-qa:train": NamedSource(read=lambda skipped: training_documents(("qa",))),
+    # three more per entity: every relation in every training question form
+    "reading-qa-forms:train": NamedSource(read=lambda skipped: training_documents(("qa-forms",))),
 }

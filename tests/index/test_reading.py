@@ -10,7 +10,7 @@ from index.reading_world import HELDOUT_QUESTION_FORMS, KINDS
 
 @pytest.fixture(scope="module")
 def train_docs():
-    return reading.training_documents()
+    return reading.training_documents(("passages", "qa", "qa-forms"))
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def test_set():
 
 
 def test_the_same_seed_gives_the_same_set(train_docs):
-    again = reading.training_documents()
+    again = reading.training_documents(("passages", "qa", "qa-forms"))
     assert [(d.doc_id, d.text) for d in again] == [(d.doc_id, d.text) for d in train_docs]
     assert reading.evaluation_set("test").items == reading.evaluation_set("test").items
 
@@ -96,3 +96,13 @@ def test_lookalikes_and_updates_carry_the_other_value(test_set):
 def test_unknown_split_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown reading split"):
         reading.reading_documents("heldout")
+
+
+def test_the_form_rounds_ask_every_relation_in_every_training_form(train_docs):
+    entity = reading.world()["train"][0]
+    rounds = [d.text for d in train_docs if d.doc_id.startswith(f"reading-qa/{entity.key[8:]}/form")]
+    assert len(rounds) == 3
+    text = " ".join(rounds)
+    for relation in reading.KIND_BY_NAME[entity.kind].relations:
+        for form in (0, 1, 2):
+            assert relation.questions[form].format(e=entity.name) + f" {entity.facts[relation.name]}." in text
