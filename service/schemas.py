@@ -8,6 +8,8 @@ Responses are plain dicts built by the routes.
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_SEED = 2**63 - 1
@@ -133,3 +135,101 @@ class RebuildRequest(BaseModel):
         max_length=4096,
         description="a folder or .jsonl/.txt file under the corpus root, or an allowed named source",
     )
+
+# --- chat, embeddings, tokenizer endpoints ------------------------------------------------------
+MAX_EMBEDDING_INPUTS = 2048  # OpenAI's limit of inputs per embeddings request
+
+
+class TextPart(BaseModel):
+    """One part of a list content: only OpenAI's {"type": "text", "text": ...} parts are read."""
+
+    type: str
+    text: str = ""
+
+    @field_validator("type")
+    @classmethod
+    def _text_only(cls, kind: str) -> str:
+        if kind != "text":
+            raise ValueError(f"only text content parts are supported (got a {kind!r} part)")
+        return kind
+
+
+class ChatMessage(BaseModel):
+    role: Literal["system", "developer", "user", "assistant"]  # "developer" is OpenAI's new "system"
+    content: str | list[TextPart] | None = None
+    name: str | None = None  # accepted and not shown to the model (the template has no names)
+
+    @property
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "\n".join(part.text for part in self.content)  # as vLLM joins text parts
+
+    @property
+    def template_role(self) -> str:
+        return "system" if self.role == "developer" else self.role
+
+
+class ChatCompletionRequest(SamplingFields):
+    model: str | None = None  # default: the RETRO model
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)  # OpenAI's newer name; wins over max_tokens
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int = 1
+    # OpenAI chat options this server does not implement: refused when set, so no client is misled.
+    logprobs: bool = False
+    top_logprobs: int | None = None
+    tools: list | None = None
+    tool_choice: str | dict | None = None
+    response_format: dict | None = None
+
+    @model_validator(mode="after")
+    def _supported(self):
+        if self.max_completion_tokens is not None:
+            self.max_tokens = self.max_completion_tokens
+        if self.n != 1:
+            raise ValueError(f"n={self.n} is not supported: this server returns one choice per request (n=1)")
+        if self.logprobs or self.top_logprobs:
+            raise ValueError("logprobs are not supported on chat completions (use /v1/completions)")
+        if self.tools or self.tool_choice not in (None, "none", "auto"):
+            raise ValueError("tools are not supported: the models were never trained to call them")
+        if self.response_format and self.response_format.get("type") != "text":
+            raise ValueError("only response_format {'type': 'text'} is supported")
+        return self
+
+
+class EmbeddingRequest(BaseModel):
+    model: str | None = None  # default: the served encoder; see routes/embeddings.py
+    # Token-id forms are parsed so that the route can refuse them with a clear 400.
+    input: str | list[str] | list[int] | list[list[int]]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, ge=1)
+    user: str | None = None
+
+
+class TokenizeRequest(BaseModel):
+    """vLLM's /tokenize body: a `prompt` (TokenizeCompletionRequest) or chat `messages`."""
+
+    model: str | None = None
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = Field(None, min_length=1)
+    add_special_tokens: bool = True
+    add_generation_prompt: bool = True  # accepted: the template's prompt ends where the answer starts
+    continue_final_message: bool = False  # accepted: a final assistant message is always continued
+    return_token_strs: bool | None = False
+
+    @model_validator(mode="after")
+    def _one_input(self):
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("send either a prompt or messages")
+        if self.return_token_strs:
+            raise ValueError("return_token_strs is not supported")
+        return self
+
+
+class DetokenizeRequest(BaseModel):
+    model: str | None = None
+    tokens: list[Annotated[int, Field(ge=0)]]
