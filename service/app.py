@@ -14,7 +14,19 @@ from fastapi import FastAPI
 from service.errors import install_error_handlers
 from service.limits import BodySizeLimit
 from service.metrics import MetricsMiddleware, ServiceMetrics
-from service.routes import compare, completions, documents, health, index_jobs, models, page, retrieve
+from service.routes import (
+    chat,
+    compare,
+    completions,
+    documents,
+    embeddings,
+    health,
+    index_jobs,
+    models,
+    page,
+    retrieve,
+    tokenizer,
+)
 from service.settings import Settings
 from service.state import ServiceState
 
@@ -37,7 +49,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings, app.state.metrics = settings, metrics
     app.state.service = ServiceState(settings, metrics)  # "loading" until the lifespan has loaded it
     install_error_handlers(app)
-    for module in (completions, models, retrieve, compare, documents, index_jobs, health, page):
+    routers = (completions, chat, embeddings, tokenizer, models, retrieve, compare, documents, index_jobs)
+    for module in (*routers, health, page):
         app.include_router(module.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
