@@ -20,7 +20,8 @@ because plain RETRO training at this scale learns to ignore retrieval (docs/desi
    tokens, so the model has seen the alignment that generation uses for short prompts.
 5. Reading documents (`read_prefix`, e.g. the question-and-answer documents): the chunk before
    one of their chunks gets the neighbours retrieved for that chunk, and never a continuation
-   neighbour, so the answers in it can only come from reading other documents' passages.
+   neighbour, so the answers in it can only come from reading other documents' passages; with
+   `read_share` a share of sequences starts just before one of their chunks.
 
 `TrainingData.batch(step, batch_size, rank, world_size)` is a pure function of (seed, step, rank):
 resuming at a saved step reproduces the data exactly. The token draws do not depend on the
@@ -56,6 +57,11 @@ class Recipe:
     # a continuation neighbour, so its answers must be read from a passage, not copied from the
     # question-and-answer text itself (docs/design.md, "Reading").
     read_prefix: str = ""
+    # Share of sequences that start one chunk before a reading document's chunk (the rest start
+    # anywhere): reading documents are a small part of the stream, so without it their answers are
+    # ~1% of the predicted tokens. Drawn from the token stream's own random numbers: a baseline
+    # trained with the same recipe still gets the same tokens.
+    read_share: float = 0.0
 
     def continuation_share(self, step: int, total_steps: int) -> float:
         if total_steps <= 0:
@@ -142,6 +148,13 @@ class TrainingData:
         prefixes = tuple(p for p in recipe.read_prefix.split(",") if p)
         reading = np.array([bool(prefixes) and d.startswith(prefixes) for d in chunks.doc_ids], dtype=bool)
         self.is_reading_row = reading[self.doc_of_chunk]  # (rows,): the chunk is a reading document's
+        # sequence starts whose second chunk is a reading document's (its first chunk's neighbours serve it)
+        n_starts = len(self.chunk_ids) - self.seq_len // m
+        self.reading_starts = np.nonzero(self.is_reading_row[1 : n_starts + 1])[0]
+        if recipe.read_share > 0 and len(self.reading_starts) == 0:
+            raise ValueError(
+                f"read_share={recipe.read_share} but no document matches read_prefix={prefixes!r}"
+            )
 
     @classmethod
     def from_index(cls, index_dir: str | Path, config: RetroConfig, **kwargs) -> TrainingData:
@@ -156,6 +169,10 @@ class TrainingData:
     def batch(self, step: int, batch_size: int, rank: int = 0, world_size: int = 1) -> Batch:
         token_rng = np.random.default_rng([self.seed, step, rank, world_size, 0])
         starts = token_rng.integers(0, self.n_sequences, size=batch_size)
+        if self.recipe.read_share > 0:
+            reading = token_rng.random(batch_size) < self.recipe.read_share
+            picks = self.reading_starts[token_rng.integers(0, len(self.reading_starts), size=batch_size)]
+            starts = np.where(reading, picks, starts)
         shifts = np.where(
             token_rng.random(batch_size) < self.recipe.left_pad_prob,
             token_rng.integers(1, self.m, size=batch_size) if self.m > 1 else 0,

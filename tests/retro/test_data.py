@@ -194,3 +194,19 @@ def test_reading_documents_get_their_chunks_neighbours_and_no_continuation(index
                     assert (got == plain_batch.neighbours[b, u].numpy()).all()
     assert checked > 0
     assert (batch.tokens == plain_batch.tokens).all()  # the tokens never depend on the recipe
+
+
+def test_read_share_starts_sequences_before_reading_documents(index_dir):
+    plain = make_data(index_dir)
+    same = make_data(index_dir, recipe=Recipe(read_share=0.0, read_prefix="doc/3"))
+    assert (plain.batch(3, 8).tokens == same.batch(3, 8).tokens).all()  # off: the data is unchanged
+    data = make_data(index_dir, recipe=Recipe(read_share=1.0, read_prefix="doc/3", left_pad_prob=0.0))
+    chunks = data.chunks
+    doc3 = [i for i in range(chunks.n_chunks) if chunks.doc_ids[chunks.doc_index[i]] == "doc/3"]
+    doc3_chunks = {tuple(np.asarray(chunks.tokens[i]).tolist()) for i in doc3}
+    for step in range(5):
+        tokens = data.batch(step, 8).tokens.numpy()
+        for row in tokens:  # every sequence's second chunk is one of doc/3's chunks
+            assert tuple(row[M : 2 * M].tolist()) in doc3_chunks
+    with pytest.raises(ValueError, match="no document matches"):
+        make_data(index_dir, recipe=Recipe(read_share=0.5, read_prefix="nothing/"))
