@@ -4,7 +4,8 @@
 transformers and returns an `HFCausalLM`: a `LanguageModel` like the RETRO model, so the service
 and the evaluation can swap one for the other. Streaming, generating, seeding and sampling are the
 interface's (`retro.sampling`), so temperature, top-k, top-p and seeds mean the same for both; this
-module owns only loading and the KV-cached token loop. It never retrieves (`retrieve` is accepted
+module owns only loading, the KV-cached token loop and scoring a given sequence
+(`sequence_logprobs`, for `retro.token_logprobs`). It never retrieves (`retrieve` is accepted
 and ignored) and knows nothing of the index or service.
 """
 
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from retro.language_model import LanguageModel, Retrieve
+from retro.language_model import LanguageModel, PromptTooLongError, Retrieve
 from retro.sampling import SamplingParams, sample_token
 
 
@@ -122,3 +123,22 @@ class HFCausalLM(LanguageModel):
                 use_cache=True,
             )
             position += 1
+
+    # --- scoring a given sequence (retro.token_logprobs) -----------------------------------------
+
+    @property
+    def vocab_size(self) -> int:
+        """Ids below this are ones the model embeds and the tokenizer knows."""
+        return min(self.model.get_input_embeddings().num_embeddings, len(self.tokenizer))
+
+    def token_text(self, token_id: int) -> str:
+        """One token as text, special tokens by name (GPT-2's end of text is '<|endoftext|>')."""
+        return self.tokenizer.decode([int(token_id)], skip_special_tokens=False)
+
+    @torch.inference_mode()
+    def sequence_logprobs(self, ids: list[int]) -> torch.Tensor:
+        """float (len(ids) - 1, V): row t is the distribution sampling draws ids[t + 1] from."""
+        if len(ids) > self.max_seq_len + 1:
+            raise PromptTooLongError(len(ids), self.max_seq_len + 1)
+        inputs = torch.tensor([list(ids[:-1])], device=self.device)
+        return self.model(input_ids=inputs).logits[0].float().log_softmax(dim=-1)

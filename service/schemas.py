@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
 MAX_SEED = 2**63 - 1
 MAX_STOP_STRINGS = 4
@@ -55,42 +55,56 @@ class StreamOptions(BaseModel):
     include_usage: bool = False  # OpenAI: one more chunk before [DONE] with `usage` and no choices
 
 
+TokenId = Annotated[StrictInt, Field(ge=0)]
+MAX_CHOICES = 64  # prompts x n in one /v1/completions request
+MAX_LOGPROBS = 20  # vLLM's default max_logprobs; OpenAI allows 5
+
+
 class CompletionRequest(SamplingFields):
     model: str | None = None  # default: the RETRO model
-    prompt: str | list[str]
+    # OpenAI's four forms: a string, strings, token ids, lists of token ids; one prompt per string/list.
+    prompt: str | list[str] | list[TokenId] | list[list[TokenId]]
+    max_tokens: int = Field(16, ge=0)  # 0: nothing is generated (with echo and logprobs: score only)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    n: int = 1
+    n: int = Field(1, ge=1, le=MAX_CHOICES)
+    logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)  # top-N per token, OpenAI's legacy shape
+    echo: bool = False  # the prompt (with its tokens' logprobs) is returned before the completion
     # OpenAI options this server does not implement: refused when set, so no client is misled.
-    logprobs: int | None = None
-    echo: bool = False
     best_of: int | None = None
     suffix: str | None = None
 
     @field_validator("prompt")
     @classmethod
-    def _one_prompt(cls, prompt):
-        if isinstance(prompt, list) and len(prompt) != 1:
-            raise ValueError(f"send exactly one prompt per request (got a list of {len(prompt)})")
+    def _prompts_given(cls, prompt):
+        if isinstance(prompt, list):
+            if not prompt:
+                raise ValueError("send at least one prompt (got an empty list)")
+            if any(isinstance(p, list) and not p for p in prompt):
+                raise ValueError("a token-id prompt must hold at least one token")
         return prompt
 
     @model_validator(mode="after")
     def _supported(self):
-        if self.n != 1:
-            raise ValueError(f"n={self.n} is not supported: this server returns one choice per request (n=1)")
-        if self.logprobs is not None:
-            raise ValueError("logprobs are not supported")
-        if self.echo:
-            raise ValueError("echo is not supported")
-        if self.best_of not in (None, 1):
-            raise ValueError("best_of is not supported")
+        if len(self.prompts) * self.n > MAX_CHOICES:
+            raise ValueError(
+                f"{len(self.prompts)} prompts x n={self.n} is over this server's {MAX_CHOICES} choices "
+                "per request"
+            )
+        if self.best_of not in (None, self.n):
+            raise ValueError("best_of is not supported (it may only equal n)")
         if self.suffix:
             raise ValueError("suffix is not supported")
         return self
 
     @property
-    def prompt_text(self) -> str:
-        return self.prompt[0] if isinstance(self.prompt, list) else self.prompt
+    def prompts(self) -> list[str | list[int]]:
+        """One entry per prompt: its text, or its token ids."""
+        if isinstance(self.prompt, str):
+            return [self.prompt]
+        if isinstance(self.prompt[0], int):
+            return [list(self.prompt)]
+        return list(self.prompt)
 
 
 class CompareRequest(SamplingFields):
@@ -135,6 +149,7 @@ class RebuildRequest(BaseModel):
         max_length=4096,
         description="a folder or .jsonl/.txt file under the corpus root, or an allowed named source",
     )
+
 
 # --- chat, embeddings, tokenizer endpoints ------------------------------------------------------
 MAX_EMBEDDING_INPUTS = 2048  # OpenAI's limit of inputs per embeddings request

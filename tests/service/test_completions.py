@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.service.conftest import DOCUMENTS
 
 
@@ -141,3 +143,157 @@ def test_concurrent_requests_are_queued_not_interleaved(client):
         together = list(pool.map(lambda r: client.post("/v1/completions", json=r), requests))
     assert [r.status_code for r in together] == [200] * 8
     assert [r.json()["choices"][0]["text"] for r in together] == alone * 2
+
+
+# --- every prompt form, n, logprobs, echo ------------------------------------------------------
+
+
+def _greedy(client, prompt, **extra) -> dict:
+    request = {"prompt": prompt, "max_tokens": 6, "temperature": 0, "stop": None, **extra}
+    response = client.post("/v1/completions", json=request)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_every_prompt_form_gets_one_choice_per_prompt(client):
+    tokenizer = client.app.state.service.retro.lm.tokenizer
+    alone = [_greedy(client, p)["choices"][0]["text"] for p in ("Mars is", "The Nile")]
+    ids = [tokenizer.encode(p) for p in ("Mars is", "The Nile")]
+    for prompt in (["Mars is", "The Nile"], ids):
+        body = _greedy(client, prompt)
+        assert [c["index"] for c in body["choices"]] == [0, 1]
+        assert [c["text"] for c in body["choices"]] == alone
+        assert [c["retrieval"][0]["for_chunk"] for c in body["choices"]] == [0, 0]
+    one = _greedy(client, ids[1])  # a flat list of token ids is one prompt
+    assert [c["text"] for c in one["choices"]] == alone[1:]
+    assert one["usage"]["prompt_tokens"] == len(ids[1])
+
+
+@pytest.mark.parametrize(
+    ("prompt", "message"),
+    [
+        ([5, 100_000], "not in this model's vocabulary"),
+        ([[1], []], "at least one token"),
+        ([], "at least one"),
+    ],
+)
+def test_bad_token_prompts_are_refused(client, prompt, message):
+    response = client.post("/v1/completions", json={"prompt": prompt, "max_tokens": 2})
+    assert response.status_code in (400, 422), response.text
+    assert message in response.json()["error"]["message"]
+    assert response.json()["error"]["param"] == "prompt"
+
+
+def test_echo_with_logprobs_has_openais_legacy_shape(client):
+    prompt = "Zorbland is a small island"
+    body = _greedy(client, prompt, max_tokens=4, logprobs=2, echo=True)
+    (choice,) = body["choices"]
+    logprobs, usage = choice["logprobs"], body["usage"]
+    assert set(logprobs) == {"tokens", "token_logprobs", "top_logprobs", "text_offset"}
+    n_tokens = usage["prompt_tokens"] + usage["completion_tokens"]
+    assert all(len(logprobs[key]) == n_tokens for key in logprobs)
+    assert logprobs["token_logprobs"][0] is None and logprobs["top_logprobs"][0] is None
+    assert all(isinstance(v, float) and v <= 0 for v in logprobs["token_logprobs"][1:])
+    text = choice["text"]
+    assert text.startswith(prompt) and len(text) > len(prompt)
+    assert logprobs["text_offset"][0] == 0 and logprobs["text_offset"] == sorted(logprobs["text_offset"])
+    assert "".join(logprobs["tokens"][: usage["prompt_tokens"]]) == prompt
+    for token, offset in zip(logprobs["tokens"], logprobs["text_offset"], strict=True):
+        assert text[offset:].startswith(token)
+    for token, value, top in zip(
+        logprobs["tokens"][1:], logprobs["token_logprobs"][1:], logprobs["top_logprobs"][1:], strict=True
+    ):
+        assert top[token] == value and 1 <= len(top) <= 3  # the 2 most likely, and always the chosen
+    # Greedy: every generated token is the most likely one of the distribution it was sampled from.
+    for value, top in zip(
+        logprobs["token_logprobs"][-usage["completion_tokens"] :],
+        logprobs["top_logprobs"][-usage["completion_tokens"] :],
+        strict=True,
+    ):
+        assert value == pytest.approx(max(top.values()))
+
+
+def test_max_tokens_zero_with_echo_scores_the_prompt_only(client):
+    prompt = DOCUMENTS[0].text + " The violin has four strings."  # chunks whose neighbours count
+    scored = _greedy(client, prompt, max_tokens=0, logprobs=1, echo=True)
+    (choice,) = scored["choices"]
+    assert choice["text"] == prompt and choice["finish_reason"] == "length"
+    assert scored["usage"]["completion_tokens"] == 0
+    assert len(choice["logprobs"]["tokens"]) == scored["usage"]["prompt_tokens"]
+    # The same prompt with one generated token: its prompt part scores the same.
+    longer = _greedy(client, prompt, max_tokens=1, logprobs=1, echo=True)["choices"][0]["logprobs"]
+    assert longer["token_logprobs"][:-1] == pytest.approx(choice["logprobs"]["token_logprobs"])
+    assert scored["usage"]["prompt_tokens"] > 16  # a whole chunk before the last token
+    # Retrieval changes RETRO's distribution: the neighbours are part of the score.
+    off = _greedy(client, prompt, max_tokens=0, logprobs=1, echo=True, retrieval={"enabled": False})
+    assert off["choices"][0]["logprobs"]["token_logprobs"] != choice["logprobs"]["token_logprobs"]
+    assert scored["retrieval"] and off["retrieval"] == []
+
+
+def test_logprobs_without_echo_cover_the_completion_and_echo_alone_repeats_the_prompt(client):
+    body = _greedy(client, "Bread dough", max_tokens=5, logprobs=0)
+    (choice,) = body["choices"]
+    assert len(choice["logprobs"]["tokens"]) == body["usage"]["completion_tokens"]
+    assert choice["logprobs"]["text_offset"][0] == 0
+    assert all(len(top) == 1 for top in choice["logprobs"]["top_logprobs"])  # logprobs=0: the chosen one
+    echoed = _greedy(client, "Bread dough", max_tokens=5, echo=True)["choices"][0]
+    assert echoed["text"] == "Bread dough" + choice["text"] and echoed["logprobs"] is None
+
+
+def test_the_comparison_model_scores_too(client):
+    body = _greedy(client, "Mars is red", model="tiny-gpt2", max_tokens=1, logprobs=1, echo=True)
+    logprobs = body["choices"][0]["logprobs"]
+    assert len(logprobs["tokens"]) == body["usage"]["prompt_tokens"] + 1
+    assert logprobs["token_logprobs"][0] is None and all(v < 0 for v in logprobs["token_logprobs"][1:])
+
+
+def test_n_choices_use_consecutive_seeds(client):
+    request = {"prompt": "In chess", "max_tokens": 8, "temperature": 1.0, "seed": 40, "n": 3}
+    body = client.post("/v1/completions", json=request).json()
+    assert [c["index"] for c in body["choices"]] == [0, 1, 2]
+    for j, choice in enumerate(body["choices"]):
+        alone = client.post("/v1/completions", json={**request, "n": 1, "seed": 40 + j}).json()
+        assert choice["text"] == alone["choices"][0]["text"]
+    assert body["usage"]["prompt_tokens"] == alone["usage"]["prompt_tokens"]  # the prompt counted once
+    too_many = client.post("/v1/completions", json={**request, "prompt": ["a"] * 8, "n": 9})
+    assert too_many.status_code == 422 and "64 choices" in too_many.json()["error"]["message"]
+
+
+def test_stream_of_several_prompts_with_usage_and_logprobs(client):
+    request = {"prompt": ["Mars is", "The Nile"], "max_tokens": 5, "temperature": 0, "stop": None}
+    plain = client.post("/v1/completions", json=request).json()
+    streamed = {**request, "stream": True, "stream_options": {"include_usage": True}}
+    with client.stream("POST", "/v1/completions", json=streamed) as response:
+        chunks = parse_sse(response.read().decode())
+    texts = {0: "", 1: ""}
+    for c in chunks[:-1]:
+        texts[c["choices"][0]["index"]] += c["choices"][0]["text"]
+    assert [texts[0], texts[1]] == [c["text"] for c in plain["choices"]]
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == plain["usage"]
+    finished = [c["choices"][0]["index"] for c in chunks[:-1] if c["choices"][0]["finish_reason"]]
+    assert finished == [0, 1]
+
+    scored = {**request, "logprobs": 1, "echo": True}
+    plain = client.post("/v1/completions", json=scored).json()
+    with client.stream("POST", "/v1/completions", json={**scored, "stream": True}) as response:
+        chunks = parse_sse(response.read().decode())
+    with_text = [c["choices"][0] for c in chunks if c["choices"][0]["text"]]
+    assert [c["text"] for c in with_text] == [c["text"] for c in plain["choices"]]
+    assert [c["logprobs"] for c in with_text] == [c["logprobs"] for c in plain["choices"]]
+
+
+def test_the_openai_client_reads_echoed_logprobs(client):
+    import openai
+
+    api = openai.OpenAI(base_url=str(client.base_url) + "/v1", api_key="unused", http_client=client)
+    tokenizer = client.app.state.service.retro.lm.tokenizer
+    completion = api.completions.create(
+        model="tiny-retro", prompt=[tokenizer.encode("Zorbland is")], max_tokens=1, logprobs=1, echo=True,
+        temperature=0,
+    )  # fmt: skip
+    logprobs = completion.choices[0].logprobs
+    assert (
+        logprobs.token_logprobs[0] is None
+        and len(logprobs.tokens) == len(tokenizer.encode("Zorbland is")) + 1
+    )
+    assert completion.choices[0].text.startswith("Zorbland is")
