@@ -1,11 +1,13 @@
 """Load test of the HTTP service: N concurrent clients on loopback against a real uvicorn.
 
-Prints requests/s, p50/p99 latency and errors (which must be 0) for a steady phase and for a phase
-during which an index rebuild runs (the old version serves until the new one swaps in). By default
+Prints requests/s, completion tokens/s, p50/p99 latency and errors (which must be 0: the service
+runs with its default queue and batch limits) for a steady phase and for a phase during which an
+index rebuild runs (the old version serves until the new one swaps in). By default
 it builds its own test-sized setup in a temp folder (a BPE tokenizer and the `tiny` RETRO preset with
 random weights, an index of fact documents, a held-out corpus to rebuild from); `--model/--index`
 measure a real run instead (with `--compare-model` and `--endpoint compare`, side-by-side requests).
-`--torch-threads` sets the service's RETRO_TORCH_THREADS (0: torch's default, one per core).
+`--torch-threads` sets the service's RETRO_TORCH_THREADS (0: torch's default, one per core);
+`--max-batch 1` serves one request at a time (the decoding before continuous batching), for comparison.
 Figures and the command go into docs/service_load.md.
 
     PYTHONPATH=. python benchmarks/service_load.py --clients 8 --seconds 20
@@ -83,6 +85,17 @@ def start_server(settings):
     raise SystemExit("the server did not become ready")
 
 
+def completion_tokens(response, stream: bool) -> int:
+    """Completion tokens of one answered request (for /v1/compare: both models' together)."""
+    if stream:  # no usage in a plain stream: text events, about one per token (held-back text joins some)
+        return sum(1 for line in response.text.splitlines() if line.startswith("data: {"))
+    body = response.json()
+    if "usage" in body:
+        return int(body["usage"]["completion_tokens"])
+    return sum(int(side.get("usage", {}).get("completion_tokens", 0)) for side in body.values()
+               if isinstance(side, dict))  # fmt: skip
+
+
 def run_clients(
     base: str,
     prompts: list[str],
@@ -95,6 +108,7 @@ def run_clients(
     """Each client sends completions (or comparisons) back to back until `until()` is true."""
     latencies: list[float] = []
     errors: list[str] = []
+    tokens = [0]
     lock = threading.Lock()
 
     def client(seed: int) -> None:
@@ -112,11 +126,13 @@ def run_clients(
                         not stream or response.text.rstrip().endswith("[DONE]")
                     )
                     problem = None if ok else f"{response.status_code}: {response.text[:200]}"
+                    n_tokens = completion_tokens(response, stream) if ok else 0
                 except httpx.HTTPError as e:
                     problem = f"{type(e).__name__}: {e}"
                 elapsed = time.perf_counter() - started
                 with lock:
                     (errors.append(problem) if problem else latencies.append(elapsed))
+                    tokens[0] += 0 if problem else n_tokens
 
     started = time.perf_counter()
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
@@ -134,6 +150,7 @@ def run_clients(
         "requests": len(latencies) + len(errors),
         "seconds": round(wall, 2),
         "requests_per_s": round(len(latencies) / wall, 2),
+        "tokens_per_s": round(tokens[0] / wall, 1),
         "p50_ms": round(pct(0.50), 1),
         "p99_ms": round(pct(0.99), 1),
         "mean_ms": round(statistics.fmean(latencies) * 1000, 1) if latencies else float("nan"),
@@ -155,6 +172,9 @@ def main() -> None:
     parser.add_argument(
         "--torch-threads", type=int, default=1, help="the service's torch threads per op (0: torch's default)"
     )
+    parser.add_argument(
+        "--max-batch", type=int, default=None, help="the service's RETRO_MAX_BATCH (default: the service's)"
+    )
     parser.add_argument("--index-docs", type=int, default=300, help="tiny setup: documents in the index")
     parser.add_argument(
         "--rebuild-docs", type=int, default=300, help="tiny setup: extra documents in the rebuild"
@@ -173,14 +193,15 @@ def main() -> None:
             setup = build_tiny_setup(Path(tmp), args.index_docs, args.rebuild_docs)
         settings = Settings(
             model=setup["model"], index=setup["index"], corpus_root=setup["corpus_root"], index_device="cpu",
-            max_queue=max(16, 2 * args.clients), max_tokens_cap=256,
-            compare_model=args.compare_model, torch_threads=args.torch_threads or None,
+            max_tokens_cap=256, compare_model=args.compare_model, torch_threads=args.torch_threads or None,
+            **({} if args.max_batch is None else {"max_batch": args.max_batch}),
         )  # fmt: skip
         server, base = start_server(settings)
         info = httpx.get(f"{base}/info").json()
         print(f"model {info['models'][0]['id']} {info['models'][0]['parameters']}, index {info['index']}")
         print(f"machine: {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} CPUs")
         print(f"torch threads per op in the service: {args.torch_threads or 'torch default'}")
+        print(f"max_batch {settings.max_batch}, max_queue {settings.max_queue} (waiting beyond the batch)")
         # connect once
         run_clients(base, setup["prompts"], 2, lambda: True, args.max_tokens, args.stream, args.endpoint)
         results = {}
@@ -221,14 +242,15 @@ def main() -> None:
         metrics = httpx.get(f"{base}/metrics").text
         server.should_exit = True
     print()
-    print("| phase | clients | requests | req/s | p50 ms | p99 ms | errors |")
-    print("|---|---|---|---|---|---|---|")
+    print("| phase | clients | requests | req/s | tokens/s | p50 ms | p99 ms | errors |")
+    print("|---|---|---|---|---|---|---|---|")
     for phase, r in results.items():
         cells = [
             phase,
             args.clients,
             r["requests"],
             r["requests_per_s"],
+            r["tokens_per_s"],
             r["p50_ms"],
             r["p99_ms"],
             r["errors"],
@@ -238,7 +260,10 @@ def main() -> None:
     print(json.dumps(results, indent=1))
     retrieval = [line for line in metrics.splitlines() if line.startswith("retro_retrieval_latency_seconds_")
                  and not line.startswith("retro_retrieval_latency_seconds_bucket")]  # fmt: skip
-    print("\n".join(retrieval))
+    sums = ("retro_batch_size_sum", "retro_batch_size_count", "retro_queue_wait_seconds_sum",
+            "retro_queue_wait_seconds_count")  # fmt: skip
+    batching = [line for line in metrics.splitlines() if line.startswith(sums)]
+    print("\n".join(retrieval + batching))
     if any(r["errors"] for r in results.values()):
         raise SystemExit("errors occurred")
 

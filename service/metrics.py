@@ -12,6 +12,7 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
 class ServiceMetrics:
@@ -53,6 +54,26 @@ class ServiceMetrics:
         )
         self.queue_depth = Gauge(
             "retro_queue_depth", "requests queued or running per model", ["model"], registry=r
+        )
+        self.requests_running = Gauge(
+            "retro_requests_running",
+            "requests generating now per model (the running batch)",
+            ["model"],
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "retro_batch_size",
+            "rows decoded together per batched decode step (continuous batching)",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "retro_queue_wait_seconds",
+            "time a request waited for a running slot before its generation started",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.index_documents = Gauge("retro_index_documents", "documents in the serving index", registry=r)
         self.index_chunks = Gauge("retro_index_chunks", "chunks in the serving index", registry=r)

@@ -111,8 +111,13 @@ class NeighbourRecorder:
         started = time.perf_counter()
         found = self.snapshot.retriever.search(list(texts), self.k)
         elapsed = time.perf_counter() - started
-        self.seconds += elapsed
         self._on_latency(elapsed)
+        return self.keep(found, elapsed)
+
+    def keep(self, found: list, seconds: float) -> np.ndarray:
+        """Records neighbours searched for this request (here, or in one search for a batch of
+        requests, `service.batching`) and returns their tokens as `__call__` does."""
+        self.seconds += seconds
         for neighbours in found:
             self.records.extend(neighbour_record(neighbours, for_chunk=self._next_chunk))
             self._next_chunk += 1

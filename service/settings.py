@@ -53,7 +53,10 @@ class Settings(BaseSettings):
     # Limits: every one of them turns bad input into a 4xx instead of a slow or failed request.
     max_tokens_cap: int = Field(256, ge=1)  # the largest `max_tokens` accepted
     max_body_bytes: int = Field(1_000_000, ge=1024)  # larger request bodies get 413
-    max_queue: int = Field(16, ge=1)  # requests waiting per model; more get 429
+    max_queue: int = Field(16, ge=1)  # requests waiting per model beyond the running ones; more get 429
+    # Requests a RETRO model decodes together (continuous batching, service.batching); the
+    # Hugging Face comparison model runs one at a time. 1: one request at a time for RETRO too.
+    max_batch: int = Field(32, ge=1)
     max_retrieval_k: int = Field(16, ge=1)
     max_documents_per_request: int = Field(100, ge=1)
 

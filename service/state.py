@@ -12,6 +12,7 @@ import time
 
 import torch
 
+from service.batching import start_worker
 from service.jobs import RebuildJobs
 from service.language_models import ServedModel, load_served_model
 from service.metrics import ServiceMetrics
@@ -78,9 +79,8 @@ class ServiceState:
                 keep_versions=s.keep_index_versions,
             )
             self.note_index(self.index.current)
-        for model in self.models.values():
-            gauge = self.metrics.queue_depth.labels(model.id)
-            self.workers[model.id] = ModelWorker(model.id, s.max_queue, on_depth=gauge.set)
+        for model in self.models.values():  # a RETRO model's lm becomes its batched form here
+            self.workers[model.id] = start_worker(model, s, self.metrics)
 
     def _check_index_fits(self, snapshot: IndexSnapshot) -> None:
         model = self.retro.lm

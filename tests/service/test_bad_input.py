@@ -153,18 +153,19 @@ def test_unknown_routes_and_methods_are_json_errors(client):
 
 
 def test_full_queue_answers_429(make_client, settings):
-    """With max_queue=1 and the worker held busy, a second request is refused, not queued forever."""
+    """With the running batch full (max_batch=1) and max_queue=1 request waiting, the next one is
+    refused, not queued forever."""
     import threading
 
-    test_client = make_client(make_settings(**{**settings.model_dump(), "max_queue": 1}))
+    test_client = make_client(make_settings(**{**settings.model_dump(), "max_queue": 1, "max_batch": 1}))
     state = test_client.app.state.service
     release = threading.Event()
-    busy = state.workers["tiny-retro"].submit(lambda: release.wait(10))
+    busy = [state.workers["tiny-retro"].submit(lambda: release.wait(10)) for _ in range(2)]
     try:
         response = test_client.post("/v1/completions", json={"prompt": "x", "max_tokens": 2})
         assert response.status_code == 429
         assert response.json()["error"]["type"] == "rate_limit_error"
     finally:
         release.set()
-        busy.result(timeout=10)
+        [job.result(timeout=10) for job in busy]
     assert test_client.post("/v1/completions", json={"prompt": "x", "max_tokens": 2}).status_code == 200

@@ -57,7 +57,8 @@ def test_disconnect_stops_the_generation(settings):
 def test_a_queued_stream_whose_client_leaves_never_starts(settings):
     import threading
 
-    app = create_app(make_settings(**settings.model_dump()))
+    # one running slot (max_batch=1), so that a job holding it makes the request wait in the queue
+    app = create_app(make_settings(**{**settings.model_dump(), "max_batch": 1}))
     with live_server(app) as base:
         state = app.state.service
         model = state.retro.lm

@@ -1,4 +1,5 @@
-"""ModelWorker: one job at a time, bounded queue, cancelled jobs skipped, the thread survives all."""
+"""ModelWorker: one job at a time (by default), bounded waiting queue, cancelled jobs skipped, the
+thread survives all."""
 
 from __future__ import annotations
 
@@ -44,9 +45,10 @@ def test_jobs_run_one_at_a_time_in_order(worker):
 
 
 def test_queue_bound_and_errors_reach_the_caller(worker):
+    """max_queue bounds the jobs waiting beyond the running one: 1 running + 3 waiting, then 429."""
     release = threading.Event()
-    futures = [worker.submit(lambda: release.wait(5)) for _ in range(3)]
-    with pytest.raises(QueueFullError, match="limit 3"):
+    futures = [worker.submit(lambda: release.wait(5)) for _ in range(4)]
+    with pytest.raises(QueueFullError, match="3 requests waiting and 1 running .waiting limit 3"):
         worker.submit(lambda: None)
     release.set()
     [f.result(5) for f in futures]

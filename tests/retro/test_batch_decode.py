@@ -1,0 +1,244 @@
+"""Continuous batching gives each request what it would get alone (retro.batch_decode, retro.batch_engine).
+
+The decoder level: rows of different prompt lengths and k, joining at different steps, one
+skipping a step and rows leaving mid-way, get `Retro.decode_step`'s log-probabilities. The engine
+level: concurrent greedy and seeded generations with retrieval on equal one-request generations,
+the rows closing a chunk at one step are retrieved for in one call, and a failing retrieval fails
+only its own request.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from retro.batch_decode import BatchDecoder
+from retro.batch_engine import BatchedRetroLanguageModel, retrieve_each
+from retro.config import RetroConfig
+from retro.generate import RetroLanguageModel
+from retro.model import Retro
+from retro.sampling import SamplingParams
+from retro.tokenizer import Tokenizer
+
+VOCAB = 300
+
+
+@pytest.fixture(scope="module")
+def model() -> Retro:
+    # two CCA layers, copy head with the n-gram match: every part of the demo model's decode step
+    torch.manual_seed(0)
+    cfg = RetroConfig.from_preset("tiny", copy_match_tokens=3, cca_layers=(0, 1), vocab_size=VOCAB)
+    return Retro(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Tokenizer:
+    texts = ["The quick brown fox jumps over the lazy dog. Zorbland is a small island country."] * 8
+    return Tokenizer.train(texts, vocab_size=VOCAB)
+
+
+def fake_retrieve(texts: list[str]) -> np.ndarray:
+    """Deterministic neighbours per query text (k=2, 32 tokens): the same text, the same rows."""
+    rows = []
+    for text in texts:
+        seed = sum((i + 1) * ord(c) for i, c in enumerate(text)) % (1 << 31)
+        rows.append(np.random.default_rng(seed).integers(1, VOCAB, size=(2, 32)))
+    return np.stack(rows)
+
+
+@torch.inference_mode()
+def test_batched_steps_give_each_row_its_own_decode_step(model):
+    cfg, m = model.config, model.config.chunk_size
+    g = torch.Generator().manual_seed(1)
+
+    def neighbours(k):
+        return torch.randint(1, VOCAB, (k, cfg.retrieved_len), generator=g)
+
+    lengths, ks, starts, steps = [16, 32, 48, 20], [2, 3, 1, 2], [0, 3, 7, 7], [40, 35, 30, 25]
+    prompts = [torch.randint(1, VOCAB, (1, n), generator=g) for n in lengths]
+    prompt_neighbours = [
+        torch.stack([neighbours(k) for _ in range(n // m)])[None] if n >= m else None
+        for n, k in zip(lengths, ks, strict=True)
+    ]
+    tokens = [torch.randint(1, VOCAB, (n,), generator=g).tolist() for n in steps]
+    arriving = {  # row 3 closes chunks without neighbours (a chunk the index had none for)
+        (i, s): neighbours(ks[i]) for i in range(3) for s in range(steps[i]) if (lengths[i] + s + 1) % m == 0
+    }
+    expected = []
+    for i in range(4):
+        _, cache = model.prefill(prompts[i], prompt_neighbours[i])
+        rows = []
+        for s in range(steps[i]):
+            n = arriving.get((i, s))
+            step = model.decode_step(torch.tensor([tokens[i][s]]), cache, None if n is None else n[None])
+            rows.append(step[0])
+        expected.append(rows)
+
+    decoder = BatchDecoder(model, initial_slots=1)  # slots and neighbour width grow as rows join
+    rows, got, sizes = {}, {i: [] for i in range(4)}, []
+    for t in range(80):
+        for i in range(4):
+            if starts[i] == t:
+                cache = model.new_cache(1, max_len=lengths[i])
+                _, cache = model.prefill(prompts[i], prompt_neighbours[i], cache)
+                rows[i] = decoder.add(cache)
+        live = [i for i in rows if rows[i].active]
+        stepping = [i for i in live if not (i == 1 and t in (10, 11))]  # row 1 is late twice
+        if not stepping:
+            break
+        sizes.append(len(stepping))
+        at = [len(got[i]) for i in stepping]
+        out = decoder.step(
+            [rows[i] for i in stepping],
+            [tokens[i][s] for i, s in zip(stepping, at, strict=True)],
+            [arriving.get((i, s)) for i, s in zip(stepping, at, strict=True)],
+        )
+        for b, i in enumerate(stepping):
+            got[i].append(out[b])
+            if len(got[i]) == steps[i]:
+                decoder.remove(rows[i])  # leaves mid-batch: another row moves into its slot
+    assert max(sizes) == 4 and not decoder.rows
+    for i in range(4):
+        assert len(got[i]) == steps[i]
+        for s, (a, b) in enumerate(zip(got[i], expected[i], strict=True)):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=0, msg=f"row {i}, step {s}")
+            assert int(a.argmax()) == int(b.argmax())
+
+
+def test_a_token_closing_no_chunk_refuses_neighbours(model):
+    decoder = BatchDecoder(model)
+    _, cache = model.prefill(torch.ones(1, 5, dtype=torch.long))
+    row = decoder.add(cache)
+    with pytest.raises(ValueError, match="closes none"):
+        decoder.step([row], [3], [torch.ones(2, model.config.retrieved_len, dtype=torch.long)])
+
+
+PROMPTS = [
+    "Zorbland",
+    "The quick brown fox jumps over the lazy dog and then the fox",
+    "island " * 12,
+    "The lazy dog",
+]
+
+
+def run_joined_at_steps(lm: BatchedRetroLanguageModel, jobs, starts: list[int]):
+    """Runs jobs[i]() in its own thread once the engine has taken starts[i] steps."""
+    steps = [0]
+    lock = threading.Condition()
+    sizes = []
+
+    def on_step(rows: int) -> None:
+        with lock:
+            steps[0] += 1
+            sizes.append(rows)
+            lock.notify_all()
+
+    lm.engine._on_step = on_step
+    results = [None] * len(jobs)
+
+    def run(i: int) -> None:
+        with lock:
+            lock.wait_for(lambda: steps[0] >= starts[i], timeout=30)
+        results[i] = jobs[i]()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results, sizes
+
+
+def test_concurrent_greedy_generations_equal_one_request_generations(model, tokenizer):
+    params = SamplingParams(max_new_tokens=40, temperature=0)
+    alone = RetroLanguageModel(model, tokenizer)
+    expected = [alone.generate(p, params, fake_retrieve).text for p in PROMPTS]
+    calls = []
+
+    def spy(requests):
+        calls.append(len(requests))
+        return retrieve_each(requests)
+
+    lm = BatchedRetroLanguageModel(model, tokenizer, retrieve_many=spy, gather_s=0.05)
+    # the first two requests hand in their first tokens together (then the engine's gathering,
+    # not thread timing, decides that they share a step)
+    together, first_steps, real_step = threading.Barrier(2), set(), lm.engine.step
+
+    def step(row, token):
+        if len(first_steps) < 2 and row not in first_steps:
+            first_steps.add(row)
+            together.wait(10)
+        return real_step(row, token)
+
+    lm.engine.step = step
+    try:
+        jobs = [lambda p=p: lm.generate(p, params, fake_retrieve).text for p in PROMPTS]
+        got, sizes = run_joined_at_steps(lm, jobs, starts=[0, 0, 5, 12])
+    finally:
+        lm.close()
+    assert got == expected
+    assert max(sizes) >= 2, sizes  # they were decoded together
+    # prompts are padded to a chunk boundary: the two that joined together close chunks together
+    assert max(calls) >= 2, calls
+
+
+def test_seeded_sampling_means_what_it_means_alone(model, tokenizer):
+    settings = [
+        SamplingParams(max_new_tokens=30, temperature=0.9, top_p=0.9, seed=5),
+        SamplingParams(max_new_tokens=25, temperature=1.3, top_k=20, seed=7),
+        SamplingParams(max_new_tokens=30, temperature=0.7, seed=11, stop=("fox",)),
+    ]
+    alone = RetroLanguageModel(model, tokenizer)
+    expected = [alone.generate(p, s, fake_retrieve) for p, s in zip(PROMPTS, settings, strict=False)]
+    lm = BatchedRetroLanguageModel(model, tokenizer, gather_s=0.05)
+    try:
+        jobs = [
+            lambda p=p, s=s: lm.generate(p, s, fake_retrieve) for p, s in zip(PROMPTS, settings, strict=False)
+        ]
+        got, _ = run_joined_at_steps(lm, jobs, starts=[0, 2, 3])
+    finally:
+        lm.close()
+    assert got == expected
+
+
+def test_a_failing_retrieval_fails_its_own_request_only(model, tokenizer):
+    params = SamplingParams(max_new_tokens=40, temperature=0)
+    alone = RetroLanguageModel(model, tokenizer)
+    expected = alone.generate(PROMPTS[1], params, fake_retrieve).text
+    calls = [0]
+
+    def breaks_after_the_prompt(texts):
+        calls[0] += 1
+        if calls[0] > 1:
+            raise RuntimeError("index went away")
+        return fake_retrieve(texts)
+
+    lm = BatchedRetroLanguageModel(model, tokenizer, gather_s=0.05)
+    errors = []
+
+    def failing():
+        try:
+            lm.generate(PROMPTS[0], params, breaks_after_the_prompt)
+        except RuntimeError as e:
+            errors.append(str(e))
+
+    try:
+        got, _ = run_joined_at_steps(
+            lm, [failing, lambda: lm.generate(PROMPTS[1], params, fake_retrieve).text], starts=[0, 0]
+        )
+        assert errors == ["index went away"]
+        assert got[1] == expected
+        deadline = time.monotonic() + 5
+        while lm.engine.running and time.monotonic() < deadline:  # leaving is seen at the next boundary
+            time.sleep(0.01)
+        assert lm.engine.running == 0  # the failed row left the batch, and so did the finished one
+        assert (
+            lm.generate(PROMPTS[3], params, fake_retrieve).text
+            == alone.generate(PROMPTS[3], params, fake_retrieve).text
+        )
+    finally:
+        lm.close()
