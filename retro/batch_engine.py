@@ -305,3 +305,14 @@ class BatchedRetroLanguageModel(RetroLanguageModel):
                 last[cfg.pad_id] = float("-inf")
         finally:
             self.engine.leave(row)
+
+
+def batched_form(lm, **options) -> BatchedRetroLanguageModel | None:
+    """`lm` decoded in batches (`BatchedRetroLanguageModel.of`), or None for a model without a
+    batched form (the Hugging Face comparison model: its transformers cache has no per-row
+    positions to step together), which callers then serve one request at a time."""
+    if isinstance(lm, BatchedRetroLanguageModel):
+        return lm
+    if isinstance(lm, RetroLanguageModel):
+        return BatchedRetroLanguageModel.of(lm, **options)
+    return None

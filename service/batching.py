@@ -1,12 +1,12 @@
 """Serving a model with continuous batching: its worker, its batch engine, one search per step.
 
-`start_worker(model, settings, metrics)` gives each served model its `ModelWorker`. A RETRO model
-(with `max_batch` > 1) is swapped for a `retro.batch_engine.BatchedRetroLanguageModel` over the
-same network and tokenizer, and its worker runs up to `max_batch` generations at once: their decode
-steps are taken together, rows joining and leaving at token boundaries. The Hugging Face comparison
-model stays one request at a time behind the same worker interface (`max_running=1`): its
-transformers KV cache has no per-row positions to batch with, and it is a reference, not the
-served model. `max_queue` bounds the requests waiting beyond the running ones either way.
+`start_worker(model, settings, metrics)` gives each served model its `ModelWorker`. A model with a
+batched form (`retro.batch_engine.batched_form`: RETRO), with `max_batch` > 1, is swapped for it
+(a `BatchedRetroLanguageModel` over the same network and tokenizer), and its worker runs up to
+`max_batch` generations at once: their decode steps are taken together, rows joining and leaving
+at token boundaries. A model without one (the Hugging Face comparison model) stays one request at
+a time behind the same worker interface (`max_running=1`). `max_queue` bounds the requests
+waiting beyond the running ones either way.
 
 `retrieve_many` is the engine's retrieval at a step: the rows closing a chunk are grouped by index
 snapshot and k and searched with one `Retriever.search` call per group (one MiniLM encoder call and
@@ -21,8 +21,7 @@ import time
 
 import numpy as np
 
-from retro.batch_engine import BatchedRetroLanguageModel
-from retro.generate import RetroLanguageModel
+from retro.batch_engine import batched_form
 from retro.token_logprobs import RememberedRetrieval
 from service.language_models import ServedModel
 from service.metrics import ServiceMetrics
@@ -65,26 +64,25 @@ def retrieve_many(requests: list[tuple[object, list[str]]]) -> list[np.ndarray]:
 
 
 def start_worker(model: ServedModel, settings: Settings, metrics: ServiceMetrics) -> ModelWorker:
-    """The model's worker; a RETRO model's `lm` becomes its batched form (same network)."""
-    batched = isinstance(model.lm, RetroLanguageModel) and settings.max_batch > 1
-    on_close = None
-    if batched:
-        if not isinstance(model.lm, BatchedRetroLanguageModel):
-            model.lm = BatchedRetroLanguageModel.of(
-                model.lm,
-                retrieve_many=retrieve_many,
-                on_step=metrics.batch_size.labels(model.id).observe,
-                name=model.id,
-            )
-        on_close = model.lm.close
+    """The model's worker; a model with a batched form (RETRO) is served in it (same network)."""
+    batched = None
+    if settings.max_batch > 1:
+        batched = batched_form(
+            model.lm,
+            retrieve_many=retrieve_many,
+            on_step=metrics.batch_size.labels(model.id).observe,
+            name=model.id,
+        )
+    if batched is not None:
+        model.lm = batched
     running = metrics.requests_running.labels(model.id)
     worker = ModelWorker(
         model.id,
         settings.max_queue,
         on_depth=metrics.queue_depth.labels(model.id).set,
-        max_running=settings.max_batch if batched else 1,
+        max_running=settings.max_batch if batched is not None else 1,
         on_wait=metrics.queue_wait.labels(model.id).observe,
-        on_close=on_close,
+        on_close=batched.close if batched is not None else None,
     )
     running.set_function(lambda: worker.running)
     return worker
