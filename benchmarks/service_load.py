@@ -10,7 +10,7 @@ measure a real run instead (with `--compare-model` and `--endpoint compare`, sid
 `--max-batch 1` serves one request at a time (the decoding before continuous batching), for comparison.
 Figures and the command go into docs/service_load.md.
 
-    PYTHONPATH=. python benchmarks/service_load.py --clients 8 --seconds 20
+    PYTHONPATH=. python benchmarks/service_load.py --clients 1,4,16,32 --seconds 15 --no-rebuild
 """
 
 from __future__ import annotations
@@ -161,7 +161,11 @@ def run_clients(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument(
+        "--clients",
+        default="8",
+        help="concurrent clients; a comma list (1,4,16,32) runs one steady phase each",
+    )
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the steady phase")
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--stream", action="store_true", help="use SSE streaming requests")
@@ -181,6 +185,7 @@ def main() -> None:
     )
     parser.add_argument("--no-rebuild", action="store_true")
     args = parser.parse_args()
+    client_counts = [int(n) for n in str(args.clients).split(",")]
 
     from service.settings import Settings
 
@@ -205,16 +210,18 @@ def main() -> None:
         # connect once
         run_clients(base, setup["prompts"], 2, lambda: True, args.max_tokens, args.stream, args.endpoint)
         results = {}
-        deadline = time.monotonic() + args.seconds
-        results["steady"] = run_clients(
-            base,
-            setup["prompts"],
-            args.clients,
-            lambda: time.monotonic() > deadline,
-            args.max_tokens,
-            args.stream,
-            args.endpoint,
-        )
+        for n in client_counts:
+            deadline = time.monotonic() + args.seconds
+            results[f"steady, {n} clients"] = run_clients(
+                base,
+                setup["prompts"],
+                n,
+                lambda deadline=deadline: time.monotonic() > deadline,
+                args.max_tokens,
+                args.stream,
+                args.endpoint,
+            )
+            results[f"steady, {n} clients"]["clients"] = n
         if not args.no_rebuild and setup["rebuild_source"]:
             job = httpx.post(f"{base}/v1/index/rebuild", json={"source": setup["rebuild_source"]}).json()
             finished = threading.Event()
@@ -230,12 +237,13 @@ def main() -> None:
             results["during_rebuild"] = run_clients(
                 base,
                 setup["prompts"],
-                args.clients,
+                client_counts[-1],
                 finished.is_set,
                 args.max_tokens,
                 args.stream,
                 args.endpoint,
             )
+            results["during_rebuild"]["clients"] = client_counts[-1]
             results["during_rebuild"]["rebuild"] = {
                 k: job.get(k) for k in ("status", "version", "report", "error")
             }
@@ -247,7 +255,7 @@ def main() -> None:
     for phase, r in results.items():
         cells = [
             phase,
-            args.clients,
+            r["clients"],
             r["requests"],
             r["requests_per_s"],
             r["tokens_per_s"],

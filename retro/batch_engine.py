@@ -2,27 +2,34 @@
 boundaries (the scheduling vLLM does: rows are added and removed between steps, never inside one).
 
 `BatchedRetroLanguageModel` is a `RetroLanguageModel` whose token loop runs in the caller's thread
-(one per request, as a service worker gives each running job) up to the prefill: prompt padding,
-the prompt's retrieval (one call for its chunks) and `Retro.prefill` are the same code as the
-one-request loop. From then on the request is a row of its model's `BatchEngine`: each time it has
-sampled a token (`retro.sampling.sample_token` with its own generator, so temperature, top-p,
-top-k, seed and stop mean what they mean alone) it hands the token to the engine and waits; the
-engine's one thread steps every waiting row together (`retro.batch_decode.BatchDecoder`) and hands
-each its log-probabilities. Greedy output is the one-request output (tests/retro/test_batch_decode.py).
+(one per request, as a service worker gives each running job) up to its first token: prompt
+padding, the prompt's retrieval (one call for its chunks), `Retro.prefill` and the first
+`sample_token` are the one-request loop's code. From then on the request is a row of its model's
+`BatchEngine`: the engine's one thread steps every running row together
+(`retro.batch_decode.BatchDecoder`) and draws each row's next token with that row's own
+`SamplingParams` and generator (`retro.sampling.sample_token`; greedy rows in one argmax, which is
+what `sample_token` does for each), so temperature, top-p, top-k and seeds mean what they mean
+alone; the request's thread takes its tokens as they come and turns them into text (stop strings,
+length, end-of-text: `retro.sampling.text_pieces`, unchanged). Greedy output is the one-request
+output (tests/retro/test_batch_decode.py).
 
-At a step, every row whose token closes a chunk is retrieved for in one `retrieve_many` call (the
-service groups them into one encoder call and one search per index snapshot and k; the default
-calls each row's own `retrieve`), and their neighbours go through the neighbour encoder together.
-A row that stops asking (its request ended, failed or was cancelled: the token generator is closed)
-leaves at the next step boundary. An error in a step fails the rows of that step only.
+A step never waits for a request's thread. A row leaves the batch when it has drawn
+`max_new_tokens` tokens, drawn end-of-text or reached the context end (what a caller of `stream`
+stops at), or at the next step boundary after its request stops reading (stop string, cancel,
+disconnect: the token generator is closed); a row more than `MAX_AHEAD` tokens ahead of its reader
+waits. At a step, every row whose token closes a chunk is retrieved for in one `retrieve_many`
+call (the service groups them into one encoder call and one search per index snapshot and k; the
+default calls each row's own `retrieve`), and their neighbours go through the neighbour encoder
+together. An error in a step fails the rows of that step only; a failing retrieval only its row.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -31,7 +38,7 @@ from retro.batch_decode import BatchDecoder, DecodeRow
 from retro.generate import RetroLanguageModel
 from retro.language_model import Retrieve
 from retro.model import DecodeCache, Retro
-from retro.sampling import SamplingParams, sample_token
+from retro.sampling import MIN_TEMPERATURE, SamplingParams, sample_token
 
 log = logging.getLogger(__name__)
 
@@ -48,29 +55,43 @@ class EngineClosed(RuntimeError):
     pass
 
 
-class _Row:
-    """One request in the engine: its prefilled cache until it joins, then its decoder row."""
+# A row's sampled tokens not yet taken by its request's thread, at most: a slow reader (a stream
+# whose client reads slowly) pauses its row instead of letting the engine run far ahead of it.
+MAX_AHEAD = 16
 
-    def __init__(self, cache: DecodeCache, retrieve: Retrieve | None, query: Callable[[int], str]):
-        self.cache: DecodeCache | None = cache
+
+class _Row:
+    """One request in the engine: what it samples with, its decoder row, the tokens it has drawn."""
+
+    def __init__(self, cache, retrieve, query, ids, params, generator, first_token: int, eos_id):
+        self.cache: DecodeCache | None = cache  # until it joins the batch
         self.decoded: DecodeRow | None = None
-        self.retrieve, self.query = retrieve, query
-        self.token = 0
-        self.result: torch.Tensor | None = None
+        self.retrieve, self.query, self.ids = retrieve, query, ids
+        self.params, self.generator, self.eos_id = params, generator, eos_id
+        self.next_token = first_token  # sampled, not yet fed
+        self.produced = 1  # tokens sampled for this request (the one from its prefill included)
+        self.out: deque[int] = deque()
+        self.finished = False  # no more tokens will come (its last one is in `out`)
+        self.closed = False  # its request has gone
         self.error: BaseException | None = None
-        self.ready = threading.Event()
+        self.wake = threading.Condition()
 
     @property
     def pos(self) -> int:
         return self.decoded.pos if self.decoded is not None else self.cache.pos
 
+    def runnable(self) -> bool:
+        return not (self.finished or self.closed) and len(self.out) < MAX_AHEAD
+
 
 class BatchEngine:
-    """One thread that steps the waiting rows of one RETRO model together, at token boundaries.
+    """One thread that steps the running rows of one RETRO model together, at token boundaries.
 
-    `gather_s` is how long a step waits for rows of the previous step that have not handed in
-    their next token yet (their threads are sampling or passing text on); a row later than that
-    simply joins the step after. `on_step(rows)` is told each step's batch size.
+    The engine samples each row's next token itself (`sample_token` with the row's own generator
+    and parameters; greedy rows in one argmax), so a step never waits for a request's thread:
+    those only take the tokens drawn for them. A row stops being stepped when it has drawn
+    `max_new_tokens` tokens, drawn end-of-text or reached the context end, or when its request
+    leaves; `on_step(rows)` is told each step's batch size.
     """
 
     def __init__(
@@ -79,62 +100,75 @@ class BatchEngine:
         neighbours_of: Callable[[object], torch.Tensor],
         retrieve_many: RetrieveMany = retrieve_each,
         on_step: Callable[[int], None] | None = None,
-        gather_s: float = 0.005,
         name: str = "retro",
     ):
         self.decoder = BatchDecoder(model)
-        self.chunk_size = model.config.chunk_size
+        self.chunk_size, self.pad_id = model.config.chunk_size, model.config.pad_id
+        self.max_seq_len = model.config.max_seq_len
         self._neighbours_of, self._retrieve_many = neighbours_of, retrieve_many
         self._on_step = on_step or (lambda rows: None)
-        self.gather_s = gather_s
         self._cond = threading.Condition()
-        self._waiting: list[_Row] = []  # rows that handed in a token for the next step
-        self._leaving: list[_Row] = []
-        # Rows a step waits for (briefly, `gather_s`): the last step's, and rows prefilled and
-        # about to hand in their first token, so that requests arriving together decode together.
-        self._previous: set[_Row] = set()
-        self._joining: set[_Row] = set()
+        self._rows: list[_Row] = []  # opened and not yet out of the batch
         self._closed = False
+        self._paused = 0
         self._thread = threading.Thread(target=self._run, name=f"batch-engine-{name}", daemon=True)
         self._thread.start()
 
     # --- what a request's thread calls -----------------------------------------------------------
-    def open(self, cache: DecodeCache, retrieve: Retrieve | None, query: Callable[[int], str]) -> _Row:
-        """A prefilled request; it joins the batch with its first `step`. `query(end)` is the
-        retrieval text of the chunk ending (exclusive) at position `end`."""
-        row = _Row(cache, retrieve, query)
-        with self._cond:
-            self._joining.add(row)
-        return row
-
-    def step(self, row: _Row, token: int) -> torch.Tensor:
-        """Feeds `token` at the row's position in the next batched step -> log-probabilities (V,)."""
+    def open(self, cache: DecodeCache, retrieve, query, ids, params, generator, first_token, eos_id) -> _Row:
+        """A prefilled request whose first token (drawn from the prefill) is `first_token`; it
+        joins the batch at the next step. `query(end)` is the retrieval text of the chunk ending
+        (exclusive) at position `end` of `ids`, which the engine extends with each fed token."""
+        row = _Row(cache, retrieve, query, ids, params, generator, first_token, eos_id)
         with self._cond:
             if self._closed:
                 raise EngineClosed("the model's batch engine has stopped")
-            row.token, row.result, row.error = int(token), None, None
-            row.ready.clear()
-            self._waiting.append(row)
+            self._rows.append(row)
             self._cond.notify_all()
-        row.ready.wait()
-        if row.error is not None:
-            raise row.error
-        return row.result
+        return row
+
+    def tokens(self, row: _Row) -> Iterator[int]:
+        """The tokens drawn for the row after its first, as they come; ends when it is finished."""
+        while True:
+            with row.wake:
+                row.wake.wait_for(lambda: row.out or row.finished or row.error is not None)
+                if row.error is not None and not row.out:
+                    raise row.error
+                token = row.out.popleft() if row.out else None
+            if token is None:
+                return
+            with self._cond:
+                self._cond.notify_all()  # a row held back for being far ahead may go on
+            yield token
 
     def leave(self, row: _Row) -> None:
         """The request is over: its row leaves at the next step boundary."""
         with self._cond:
-            if row in self._waiting:
-                self._waiting.remove(row)
-            self._previous.discard(row)
-            self._joining.discard(row)
-            self._leaving.append(row)
+            row.closed = True
             self._cond.notify_all()
 
     @property
     def running(self) -> int:
         """Rows in the batch now (joined, not yet left)."""
         return len(self.decoder.rows)
+
+    @property
+    def opened(self) -> int:
+        """Requests opened and not yet out of the batch (joined or about to join)."""
+        return len(self._rows)
+
+    @contextmanager
+    def paused(self):
+        """No step starts while held (the one running finishes): requests opened meanwhile join
+        the same step, which a test needs to line rows up."""
+        with self._cond:
+            self._paused += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._paused -= 1
+                self._cond.notify_all()
 
     def close(self, timeout: float = 5.0) -> None:
         with self._cond:
@@ -145,23 +179,17 @@ class BatchEngine:
     # --- the engine's thread ---------------------------------------------------------------------
     def _next_batch(self) -> tuple[list[_Row], list[_Row]] | None:
         with self._cond:
-            while not (self._waiting or self._leaving or self._closed):
+            while not self._closed and (
+                self._paused or not any(r.runnable() or r.closed for r in self._rows)
+            ):
                 self._cond.wait()
             if self._closed:
-                for row in self._waiting:
-                    row.error = EngineClosed("the model's batch engine has stopped")
-                    row.ready.set()
+                for row in self._rows:
+                    self._end(row, EngineClosed("the model's batch engine has stopped"))
                 return None
-            deadline = time.monotonic() + self.gather_s
-            while self._waiting and not (self._previous | self._joining).issubset(self._waiting):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._cond.wait(left)
-            batch, leaving = self._waiting, self._leaving
-            self._waiting, self._leaving = [], []
-            self._previous = set(batch)
-            self._joining.difference_update(batch)
+            leaving = [r for r in self._rows if r.closed]
+            batch = [r for r in self._rows if r.runnable()]
+            self._rows = [r for r in self._rows if not r.closed]
             return batch, leaving
 
     def _run(self) -> None:
@@ -173,20 +201,24 @@ class BatchEngine:
                 batch, leaving = taken
                 try:
                     for row in leaving:
-                        if row.decoded is not None:
-                            self.decoder.remove(row.decoded)
-                            row.decoded = None
-                        row.cache = None
+                        self._release(row)
                     if batch:
                         self._step(batch)
                 except BaseException as e:  # the engine must outlive any one step
                     log.exception("batch engine step failed")
                     self._fail(batch, e)
 
+    def _release(self, row: _Row) -> None:
+        if row.decoded is not None:
+            self.decoder.remove(row.decoded)
+            row.decoded = None
+        row.cache = None
+
     def _step(self, batch: list[_Row]) -> None:
         for row in batch:
             if row.decoded is None:
                 row.decoded, row.cache = self.decoder.add(row.cache), None
+            row.ids.append(row.next_token)
         neighbours = self._retrieve(batch)
         batch = [row for row in batch if row.error is None]
         if not batch:
@@ -194,16 +226,51 @@ class BatchEngine:
         try:
             out = self.decoder.step(
                 [row.decoded for row in batch],
-                [row.token for row in batch],
+                [row.next_token for row in batch],
                 [neighbours.get(row) for row in batch],
             )
+            out[:, self.pad_id] = float("-inf")  # padding is never an answer
+            tokens = self._sample(batch, out)
         except BaseException as e:
             self._fail(batch, e)
             return
         self._on_step(len(batch))
+        for row, token in zip(batch, tokens, strict=True):
+            row.next_token = token
+            row.produced += 1
+            done = row.produced >= row.params.max_new_tokens or token == row.eos_id
+            if done or row.decoded.pos >= self.max_seq_len:
+                self._release(row)  # nothing more to draw: its slot is free at once
+                with self._cond:
+                    if row in self._rows:
+                        self._rows.remove(row)
+                self._end(row, None, token)
+            else:
+                with row.wake:
+                    row.out.append(token)
+                    row.wake.notify_all()
+
+    @staticmethod
+    def _sample(batch: list[_Row], out: torch.Tensor) -> list[int]:
+        """Each row's token from its log-probabilities: `sample_token` with its own parameters and
+        generator; the greedy rows' in one argmax (what `sample_token` does for each of them)."""
+        greedy = [b for b, row in enumerate(batch) if row.params.temperature < MIN_TEMPERATURE]
+        tokens = [0] * len(batch)
+        if greedy:
+            for b, token in zip(greedy, out[greedy].argmax(dim=-1).tolist(), strict=True):
+                tokens[b] = int(token)
         for b, row in enumerate(batch):
-            row.result = out[b]
-            row.ready.set()
+            if row.params.temperature >= MIN_TEMPERATURE:
+                tokens[b] = sample_token(out[b], row.params, row.generator)
+        return tokens
+
+    def _end(self, row: _Row, error: BaseException | None, last: int | None = None) -> None:
+        with row.wake:
+            if last is not None:
+                row.out.append(last)
+            row.error = error if row.error is None else row.error
+            row.finished = True
+            row.wake.notify_all()
 
     def _retrieve(self, batch: list[_Row]) -> dict[_Row, torch.Tensor]:
         """Neighbours (k, r) of every row whose token closes a chunk, from one `retrieve_many` call;
@@ -228,11 +295,15 @@ class BatchEngine:
 
     def _fail(self, rows: list[_Row], error: BaseException) -> None:
         for row in rows:
-            if row.decoded is not None:
-                self.decoder.remove(row.decoded)  # its state may be half-updated: it cannot go on
-                row.decoded = None
-            row.error = error
-            row.ready.set()
+            try:
+                self._release(row)  # its state may be half-updated: it cannot go on
+            except Exception:
+                log.exception("batch engine: a failed row could not leave the batch")
+            finally:
+                with self._cond:
+                    if row in self._rows:
+                        self._rows.remove(row)
+                self._end(row, error)  # its request's thread must never wait for ever
 
 
 class BatchedRetroLanguageModel(RetroLanguageModel):
@@ -246,7 +317,6 @@ class BatchedRetroLanguageModel(RetroLanguageModel):
         *,
         retrieve_many: RetrieveMany = retrieve_each,
         on_step: Callable[[int], None] | None = None,
-        gather_s: float = 0.005,
         name: str = "retro",
     ):
         super().__init__(model, tokenizer, query_tokens)
@@ -256,7 +326,6 @@ class BatchedRetroLanguageModel(RetroLanguageModel):
             lambda rows: self._neighbours(rows, 1),
             retrieve_many=retrieve_many,
             on_step=on_step,
-            gather_s=gather_s,
             name=name,
         )
 
@@ -293,16 +362,13 @@ class BatchedRetroLanguageModel(RetroLanguageModel):
         logprobs, cache = model.prefill(tokens, prompt_neighbours, model.new_cache(1, max_len=len(ids)))
         last = logprobs[0, -1]
         last[cfg.pad_id] = float("-inf")  # padding is never an answer
-        row = self.engine.open(cache, retrieve, query)
+        token = sample_token(last, params, generator)
+        yield token
+        if len(ids) >= cfg.max_seq_len or token == self.eos_id or params.max_new_tokens <= 1:
+            return  # a caller of `stream` asks for nothing after these
+        row = self.engine.open(cache, retrieve, query, ids, params, generator, token, self.eos_id)
         try:
-            while True:
-                token = sample_token(last, params, generator)
-                yield token
-                if len(ids) >= cfg.max_seq_len:
-                    return
-                ids.append(token)
-                last = self.engine.step(row, token).clone()
-                last[cfg.pad_id] = float("-inf")
+            yield from self.engine.tokens(row)
         finally:
             self.engine.leave(row)
 

@@ -153,6 +153,34 @@ def run_joined_at_steps(lm: BatchedRetroLanguageModel, jobs, starts: list[int]):
     return results, sizes
 
 
+def wait_until(condition, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def start_threads(jobs):
+    """Starts each job in a thread; returns a result getter per job (it joins the thread)."""
+    results = [None] * len(jobs)
+
+    def run(i: int) -> None:
+        results[i] = jobs[i]()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+
+    def getter(i: int):
+        def get():
+            threads[i].join(60)
+            return results[i]
+
+        return get
+
+    return [getter(i) for i in range(len(jobs))], threads
+
+
 def test_concurrent_greedy_generations_equal_one_request_generations(model, tokenizer):
     params = SamplingParams(max_new_tokens=40, temperature=0)
     alone = RetroLanguageModel(model, tokenizer)
@@ -163,21 +191,15 @@ def test_concurrent_greedy_generations_equal_one_request_generations(model, toke
         calls.append(len(requests))
         return retrieve_each(requests)
 
-    lm = BatchedRetroLanguageModel(model, tokenizer, retrieve_many=spy, gather_s=0.05)
-    # the first two requests hand in their first tokens together (then the engine's gathering,
-    # not thread timing, decides that they share a step)
-    together, first_steps, real_step = threading.Barrier(2), set(), lm.engine.step
-
-    def step(row, token):
-        if len(first_steps) < 2 and row not in first_steps:
-            first_steps.add(row)
-            together.wait(10)
-        return real_step(row, token)
-
-    lm.engine.step = step
+    lm = BatchedRetroLanguageModel(model, tokenizer, retrieve_many=spy)
     try:
         jobs = [lambda p=p: lm.generate(p, params, fake_retrieve).text for p in PROMPTS]
-        got, sizes = run_joined_at_steps(lm, jobs, starts=[0, 0, 5, 12])
+        # the first two join the same step (opened while the engine is paused)
+        with lm.engine.paused():
+            first, _ = start_threads(jobs[:2])
+            wait_until(lambda: lm.engine.opened == 2)
+        rest, sizes = run_joined_at_steps(lm, jobs[2:], starts=[5, 12])
+        got = [f() for f in first] + rest
     finally:
         lm.close()
     assert got == expected
@@ -194,7 +216,7 @@ def test_seeded_sampling_means_what_it_means_alone(model, tokenizer):
     ]
     alone = RetroLanguageModel(model, tokenizer)
     expected = [alone.generate(p, s, fake_retrieve) for p, s in zip(PROMPTS, settings, strict=False)]
-    lm = BatchedRetroLanguageModel(model, tokenizer, gather_s=0.05)
+    lm = BatchedRetroLanguageModel(model, tokenizer)
     try:
         jobs = [
             lambda p=p, s=s: lm.generate(p, s, fake_retrieve) for p, s in zip(PROMPTS, settings, strict=False)
@@ -217,7 +239,7 @@ def test_a_failing_retrieval_fails_its_own_request_only(model, tokenizer):
             raise RuntimeError("index went away")
         return fake_retrieve(texts)
 
-    lm = BatchedRetroLanguageModel(model, tokenizer, gather_s=0.05)
+    lm = BatchedRetroLanguageModel(model, tokenizer)
     errors = []
 
     def failing():
