@@ -56,6 +56,7 @@ class StreamOptions(BaseModel):
 
 
 TokenId = Annotated[StrictInt, Field(ge=0)]
+TokenIds = Annotated[list[TokenId], Field(min_length=1)]
 MAX_CHOICES = 64  # prompts x n in one /v1/completions request
 MAX_LOGPROBS = 20  # vLLM's default max_logprobs; OpenAI allows 5
 
@@ -63,7 +64,12 @@ MAX_LOGPROBS = 20  # vLLM's default max_logprobs; OpenAI allows 5
 class CompletionRequest(SamplingFields):
     model: str | None = None  # default: the RETRO model
     # OpenAI's four forms: a string, strings, token ids, lists of token ids; one prompt per string/list.
-    prompt: str | list[str] | list[TokenId] | list[list[TokenId]]
+    prompt: (
+        str
+        | Annotated[list[str], Field(min_length=1)]
+        | TokenIds
+        | Annotated[list[TokenIds], Field(min_length=1)]
+    )
     max_tokens: int = Field(16, ge=0)  # 0: nothing is generated (with echo and logprobs: score only)
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -74,9 +80,10 @@ class CompletionRequest(SamplingFields):
     best_of: int | None = None
     suffix: str | None = None
 
-    @field_validator("prompt")
+    @field_validator("prompt", mode="before")
     @classmethod
     def _prompts_given(cls, prompt):
+        # before the union is tried: its four members' errors together would hide these two
         if isinstance(prompt, list):
             if not prompt:
                 raise ValueError("send at least one prompt (got an empty list)")
