@@ -3,8 +3,9 @@
 `lm_eval run --model local-completions` (the real CLI, in a subprocess) scores the tiny
 multiple-choice task in `lm_eval_task/` (its documents in a JSON lines file there: no hub) against
 a real uvicorn serving the tiny RETRO model. lm-eval sends token-id prompts with `echo`,
-`logprobs=1` and `max_tokens=1` and sums `token_logprobs` of each answer's tokens; its tokenizer is
-the RETRO model's own, saved as a Hugging Face tokenizer folder. Every log-likelihood it records
+`logprobs=1` and `max_tokens=1` and sums `token_logprobs` of each answer's tokens; it tokenizes
+with the server's vLLM tokenizer endpoints (`tokenizer_backend=remote`) or with the RETRO model's
+tokenizer saved as a Hugging Face tokenizer folder. Every log-likelihood it records
 must be the one the server gives when asked to score the same tokens, and its accuracy theirs.
 """
 
@@ -55,16 +56,22 @@ def server_loglikelihoods(base: str, tokenizer) -> list[list[float]]:
     return scores
 
 
-def test_lm_eval_local_completions_scores_a_log_likelihood_task(settings, tokenizer, tmp_path):
-    tokenizer_dir = save_hf_tokenizer(tokenizer, tmp_path / "tokenizer")
+@pytest.mark.parametrize("tokenizer_backend", ["huggingface", "remote"])
+def test_lm_eval_local_completions_scores_a_log_likelihood_task(
+    settings, tokenizer, tmp_path, tokenizer_backend
+):
+    # "remote": lm-eval tokenizes with the server's /tokenize; "huggingface": with a local folder
+    tokenizer_args = ["tokenizer_backend=remote"]
+    if tokenizer_backend == "huggingface":
+        tokenizer_dir = save_hf_tokenizer(tokenizer, tmp_path / "tokenizer")
+        tokenizer_args = ["tokenizer_backend=huggingface", f"tokenizer={tokenizer_dir}"]
     app = create_app(make_settings(**settings.model_dump()))
     with live_server(app) as base:
         model_args = ",".join(
             [
                 "model=tiny-retro",
                 f"base_url={base}/v1/completions",
-                "tokenizer_backend=huggingface",
-                f"tokenizer={tokenizer_dir}",
+                *tokenizer_args,
                 "tokenized_requests=True",
                 "max_length=112",  # the tiny model's prompt limit with retrieval
                 "max_retries=1",
