@@ -2,7 +2,7 @@
 
 Shared by /v1/completions, /v1/chat/completions and /v1/compare. `prepare` turns request fields
 into a `GenerationJob` (`SamplingParams` and a `NeighbourRecorder` or none; for completions also a
-prompt given as token ids, `logprobs` and `echo`) and refuses, with the limit named, what the
+prompt given as token ids, and `logprobs`) and refuses, with the limit named, what the
 server will not do. `run_generation` is the blocking work a `ModelWorker` runs: it iterates the
 model's stream, stops when the request's cancel event is set, and reports text, counts, time and
 neighbours as a `GenerationOutcome`; with `logprobs` it then scores prompt and completion
