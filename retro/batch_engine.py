@@ -13,19 +13,22 @@ alone; the request's thread takes its tokens as they come and turns them into te
 length, end-of-text: `retro.sampling.text_pieces`, unchanged). Greedy output is the one-request
 output (tests/retro/test_batch_decode.py).
 
-A step never waits for a request's thread. A row leaves the batch when it has drawn
-`max_new_tokens` tokens, drawn end-of-text or reached the context end (what a caller of `stream`
-stops at), or at the next step boundary after its request stops reading (stop string, cancel,
-disconnect: the token generator is closed); a row more than `MAX_AHEAD` tokens ahead of its reader
-waits. At a step, every row whose token closes a chunk is retrieved for in one `retrieve_many`
-call (the service groups them into one encoder call and one search per index snapshot and k; the
-default calls each row's own `retrieve`), and their neighbours go through the neighbour encoder
-together. An error in a step fails the rows of that step only; a failing retrieval only its row.
+A step never waits for a request's thread, nor for retrieval: rows whose token closes a chunk
+wait for its neighbours on the engine's retrieval thread while the other rows go on. A row leaves
+the batch when it has drawn `max_new_tokens` tokens, drawn end-of-text or reached the context end
+(what a caller of `stream` stops at), or at the next step boundary after its request stops reading
+(stop string, cancel, disconnect: the token generator is closed); a row more than `MAX_AHEAD`
+tokens ahead of its reader waits. At a step, every row whose token closes a chunk is retrieved
+for in one `retrieve_many` call (the service groups them into one encoder call and one search per
+index snapshot and k; the default calls each row's own `retrieve`), and their neighbours go
+through the neighbour encoder together. An error in a step fails the rows of that step only; a
+failing retrieval only its row.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -75,13 +78,18 @@ class _Row:
         self.closed = False  # its request has gone
         self.error: BaseException | None = None
         self.wake = threading.Condition()
+        # neighbours for the chunk its next token closes, fetched on the retrieval thread
+        self.fetching = False
+        self.fetched: torch.Tensor | None = None
+        self.fetched_for = -1  # the position they are for
+        self.fetch_error: BaseException | None = None
 
     @property
     def pos(self) -> int:
         return self.decoded.pos if self.decoded is not None else self.cache.pos
 
     def runnable(self) -> bool:
-        return not (self.finished or self.closed) and len(self.out) < MAX_AHEAD
+        return not (self.finished or self.closed or self.fetching) and len(self.out) < MAX_AHEAD
 
 
 class BatchEngine:
@@ -111,8 +119,11 @@ class BatchEngine:
         self._rows: list[_Row] = []  # opened and not yet out of the batch
         self._closed = False
         self._paused = 0
+        self._fetches: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, name=f"batch-engine-{name}", daemon=True)
+        self._fetcher = threading.Thread(target=self._fetch, name=f"batch-retrieval-{name}", daemon=True)
         self._thread.start()
+        self._fetcher.start()
 
     # --- what a request's thread calls -----------------------------------------------------------
     def open(self, cache: DecodeCache, retrieve, query, ids, params, generator, first_token, eos_id) -> _Row:
@@ -120,6 +131,7 @@ class BatchEngine:
         joins the batch at the next step. `query(end)` is the retrieval text of the chunk ending
         (exclusive) at position `end` of `ids`, which the engine extends with each fed token."""
         row = _Row(cache, retrieve, query, ids, params, generator, first_token, eos_id)
+        ids.append(first_token)  # `ids` holds every token up to the one to feed next
         with self._cond:
             if self._closed:
                 raise EngineClosed("the model's batch engine has stopped")
@@ -174,7 +186,9 @@ class BatchEngine:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+        self._fetches.put(None)
         self._thread.join(timeout)
+        self._fetcher.join(timeout)
 
     # --- the engine's thread ---------------------------------------------------------------------
     def _next_batch(self) -> tuple[list[_Row], list[_Row]] | None:
@@ -218,16 +232,31 @@ class BatchEngine:
         for row in batch:
             if row.decoded is None:
                 row.decoded, row.cache = self.decoder.add(row.cache), None
-            row.ids.append(row.next_token)
-        neighbours = self._retrieve(batch)
-        batch = [row for row in batch if row.error is None]
+            if row.fetch_error is not None:
+                self._fail([row], row.fetch_error)
+        batch = [row for row in batch if not row.finished]
+        # Rows whose next token closes a chunk wait for its neighbours on the retrieval thread
+        # (all of this step's in one call) while the others go on; they step once they have them.
+        m = self.chunk_size
+        fetch = [
+            r for r in batch if r.retrieve is not None and (r.pos + 1) % m == 0 and r.fetched_for != r.pos
+        ]
+        if fetch:
+            with self._cond:
+                for row in fetch:
+                    row.fetching = True
+            self._fetches.put(fetch)
+            batch = [row for row in batch if not row.fetching]
         if not batch:
             return
+        neighbours = [row.fetched if row.fetched_for == row.pos else None for row in batch]
+        for row in batch:
+            row.fetched, row.fetched_for = None, -1
         try:
             out = self.decoder.step(
                 [row.decoded for row in batch],
                 [row.next_token for row in batch],
-                [neighbours.get(row) for row in batch],
+                neighbours,
             )
             out[:, self.pad_id] = float("-inf")  # padding is never an answer
             tokens = self._sample(batch, out)
@@ -237,6 +266,7 @@ class BatchEngine:
         self._on_step(len(batch))
         for row, token in zip(batch, tokens, strict=True):
             row.next_token = token
+            row.ids.append(token)
             row.produced += 1
             done = row.produced >= row.params.max_new_tokens or token == row.eos_id
             if done or row.decoded.pos >= self.max_seq_len:
@@ -272,26 +302,31 @@ class BatchEngine:
             row.finished = True
             row.wake.notify_all()
 
-    def _retrieve(self, batch: list[_Row]) -> dict[_Row, torch.Tensor]:
-        """Neighbours (k, r) of every row whose token closes a chunk, from one `retrieve_many` call;
-        if that call fails, each row's own retrieve, so one row's failure fails that row only."""
-        m = self.chunk_size
-        closing = [row for row in batch if row.retrieve is not None and (row.pos + 1) % m == 0]
-        if not closing:
-            return {}
-        requests = [(row.retrieve, [row.query(row.pos + 1)]) for row in closing]
-        try:
-            found = self._retrieve_many(requests)
-        except Exception:
-            found = None
-        neighbours: dict[_Row, torch.Tensor] = {}
-        for i, row in enumerate(closing):
-            try:
-                rows = found[i] if found is not None else row.retrieve(requests[i][1])
-                neighbours[row] = self._neighbours_of(rows)[0]
-            except Exception as e:
-                self._fail([row], e)
-        return neighbours
+    def _fetch(self) -> None:
+        """The retrieval thread: neighbours (k, r) of the rows one step found closing a chunk, from
+        one `retrieve_many` call; if that call fails, each row's own retrieve, so that one row's
+        failure fails that row only (the engine fails it, in its own thread)."""
+        with torch.inference_mode():
+            while True:
+                closing = self._fetches.get()
+                if closing is None:
+                    return
+                requests = [(row.retrieve, [row.query(row.pos + 1)]) for row in closing]
+                try:
+                    found = self._retrieve_many(requests)
+                except Exception:
+                    found = None
+                for i, row in enumerate(closing):
+                    fetched, error = None, None
+                    try:
+                        rows = found[i] if found is not None else row.retrieve(requests[i][1])
+                        fetched = self._neighbours_of(rows)[0]
+                    except Exception as e:
+                        error = e
+                    with self._cond:
+                        row.fetched, row.fetched_for, row.fetch_error = fetched, row.pos, error
+                        row.fetching = False
+                        self._cond.notify_all()
 
     def _fail(self, rows: list[_Row], error: BaseException) -> None:
         for row in rows:
