@@ -40,6 +40,8 @@ async def info(state: ReadyState):
                 "chunk_size": m.lm.chunk_size,
                 "uses_retrieval": m.lm.uses_retrieval,
                 "queue_depth": state.workers[m.id].depth,
+                "running": state.workers[m.id].running,
+                "max_batch": state.workers[m.id].max_running,  # requests decoded together
             }
             for m in state.models.values()
         ],

@@ -136,8 +136,11 @@ def test_the_queue_limit_bounds_waiting_jobs_not_running_ones():
 
 
 def test_the_comparison_model_stays_one_at_a_time(make_client, settings):
-    state = make_client(settings).app.state.service
+    test_client = make_client(settings)
+    state = test_client.app.state.service
     retro, compare = state.workers[state.retro.id], state.workers[state.compare.id]
+    listed = {m["id"]: m["max_batch"] for m in test_client.get("/info").json()["models"]}
+    assert listed == {state.retro.id: settings.max_batch, state.compare.id: 1}
     assert retro.max_running == settings.max_batch > 1
     assert compare.max_running == 1
     assert not isinstance(state.compare.lm, BatchedRetroLanguageModel)
