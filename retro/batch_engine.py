@@ -3,7 +3,8 @@ boundaries (the scheduling vLLM does: rows are added and removed between steps, 
 
 `BatchedRetroLanguageModel` is a `RetroLanguageModel` whose token loop runs in the caller's thread
 (one per request, as a service worker gives each running job) up to its first token: prompt
-padding, the prompt's retrieval (one call for its chunks), `Retro.prefill` and the first
+padding, the prompt's retrieval (one call for its chunks, made on the engine's retrieval thread
+with every other search waiting then), `Retro.prefill` and the first
 `sample_token` are the one-request loop's code. From then on the request is a row of its model's
 `BatchEngine`: the engine's one thread steps every running row together
 (`retro.batch_decode.BatchDecoder`) and draws each row's next token with that row's own
@@ -90,6 +91,16 @@ class _Row:
 
     def runnable(self) -> bool:
         return not (self.finished or self.closed or self.fetching) and len(self.out) < MAX_AHEAD
+
+
+class _PromptFetch:
+    """A prompt's retrieval waiting for the retrieval thread."""
+
+    def __init__(self, retrieve: Retrieve, texts: list[str]):
+        self.retrieve, self.texts = retrieve, texts
+        self.result = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
 
 
 class BatchEngine:
@@ -302,29 +313,58 @@ class BatchEngine:
             row.finished = True
             row.wake.notify_all()
 
+    def retrieve(self, retrieve: Retrieve, texts: list[str]):
+        """A request's prompt retrieval, done on the retrieval thread together with whatever else
+        waits there (other prompts, the rows closing a chunk): one `retrieve_many` call for all."""
+        fetch = _PromptFetch(retrieve, list(texts))
+        self._fetches.put(fetch)
+        fetch.done.wait()
+        if fetch.error is not None:
+            raise fetch.error
+        return fetch.result
+
     def _fetch(self) -> None:
-        """The retrieval thread: neighbours (k, r) of the rows one step found closing a chunk, from
-        one `retrieve_many` call; if that call fails, each row's own retrieve, so that one row's
-        failure fails that row only (the engine fails it, in its own thread)."""
+        """The retrieval thread: everything waiting for neighbours (prompts, and the rows steps
+        found closing a chunk) from one `retrieve_many` call; if that call fails, each one's own
+        retrieve, so that one failure fails its own request only (a row's is failed by the engine,
+        in its own thread)."""
         with torch.inference_mode():
             while True:
-                closing = self._fetches.get()
-                if closing is None:
+                items = [self._fetches.get()]
+                while True:
+                    try:
+                        items.append(self._fetches.get_nowait())
+                    except queue.Empty:
+                        break
+                if any(item is None for item in items):
+                    for item in items:
+                        if isinstance(item, _PromptFetch):
+                            item.error = EngineClosed("the model's batch engine has stopped")
+                            item.done.set()
                     return
-                requests = [(row.retrieve, [row.query(row.pos + 1)]) for row in closing]
+                prompts = [item for item in items if isinstance(item, _PromptFetch)]
+                rows = [row for item in items if isinstance(item, list) for row in item]
+                requests = [(p.retrieve, p.texts) for p in prompts]
+                requests += [(row.retrieve, [row.query(row.pos + 1)]) for row in rows]
                 try:
                     found = self._retrieve_many(requests)
                 except Exception:
                     found = None
-                for i, row in enumerate(closing):
-                    fetched, error = None, None
+                for i, (retrieve, texts) in enumerate(requests):
+                    result, error = None, None
                     try:
-                        rows = found[i] if found is not None else row.retrieve(requests[i][1])
-                        fetched = self._neighbours_of(rows)[0]
+                        result = found[i] if found is not None else retrieve(texts)
+                        if i >= len(prompts):
+                            result = self._neighbours_of(result)[0]
                     except Exception as e:
                         error = e
+                    if i < len(prompts):
+                        prompts[i].result, prompts[i].error = result, error
+                        prompts[i].done.set()
+                        continue
+                    row = rows[i - len(prompts)]
                     with self._cond:
-                        row.fetched, row.fetched_for, row.fetch_error = fetched, row.pos, error
+                        row.fetched, row.fetched_for, row.fetch_error = result, row.pos, error
                         row.fetching = False
                         self._cond.notify_all()
 
@@ -380,7 +420,8 @@ class BatchedRetroLanguageModel(RetroLanguageModel):
         retrieve: Retrieve | None,
     ) -> Iterator[int]:
         # Up to the prefill, `RetroLanguageModel._sampled_tokens` line for line (padding, prompt
-        # retrieval, prefill), in this request's thread; then every step in the engine's batch.
+        # retrieval, prefill), in this request's thread (the prompt's search joins the engine's
+        # other searches waiting at that moment); then every step in the engine's batch.
         model, cfg, m = self.model, self.model.config, self.model.config.chunk_size
         ids = [cfg.pad_id] * ((-len(prompt_ids)) % m if retrieve is not None else 0) + prompt_ids
         q = self.query_tokens
@@ -392,7 +433,7 @@ class BatchedRetroLanguageModel(RetroLanguageModel):
         prompt_neighbours = None
         if retrieve is not None and n_chunks:
             texts = [query((u + 1) * m) for u in range(n_chunks)]
-            prompt_neighbours = self._neighbours(retrieve(texts), n_chunks)[None]
+            prompt_neighbours = self._neighbours(self.engine.retrieve(retrieve, texts), n_chunks)[None]
         tokens = torch.tensor([ids], device=self.device)
         logprobs, cache = model.prefill(tokens, prompt_neighbours, model.new_cache(1, max_len=len(ids)))
         last = logprobs[0, -1]
