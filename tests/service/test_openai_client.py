@@ -49,7 +49,7 @@ def test_errors_surface_as_openai_exceptions(openai_client):
         openai_client.completions.create(model="tiny-retro", prompt="x", max_tokens=10_000)
     assert "cap of 64" in str(raised.value)
     with pytest.raises(openai.UnprocessableEntityError):
-        openai_client.completions.create(model="tiny-retro", prompt="x", max_tokens=2, n=2)
+        openai_client.completions.create(model="tiny-retro", prompt="x", max_tokens=2, logprobs=21)
 
 
 def test_streaming_with_usage(openai_client):
