@@ -46,6 +46,16 @@ OPERATIONS = sorted(
 )
 
 
+@pytest.fixture(autouse=True)
+def subnormal_floats():
+    """hypothesis refuses to run where subnormal floats flush to zero, and `retro.train` turns
+    flushing on for the whole process (CPU training slows 8x on denormals): a training test earlier
+    in the same session leaves it on. The fuzzer's own process state is restored here."""
+    import torch
+
+    torch.set_flush_denormal(False)
+
+
 @pytest.fixture(scope="module")
 def served(settings, tmp_path_factory):
     """(schema, base URL) of a real uvicorn serving a private copy of the index."""
