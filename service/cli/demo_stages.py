@@ -5,12 +5,14 @@ Stages, each with a Rich progress bar and an ETA where its length is known:
 1. models: the repository's demo checkpoints (`models/demo`, `models/demo-baseline`, trained on a
    CPU by the recipe below), or, with `--train`, the same recipe run here into `DATA/runs/`
    (minutes on a GPU, about an hour on a 2-core CPU);
-2. index: `wiki-vital` + the training facts (`facts:train`, and the same facts as questions and
-   answers, `facts-qa:train`) cut and embedded with the RETRO model's own tokenizer into
-   `DATA/index`, reused when one with the same sources, tokenizer and chunk size is already there;
+2. index: the knowledge the model was trained with, without its question-and-answer training
+   documents (`wiki-vital:train facts:train reading:train`: encyclopedia leads, the training facts
+   and the reading set's training passages) cut and embedded with the RETRO model's own tokenizer
+   into `DATA/index`, reused when one with the same sources, tokenizer and chunk size is there;
 3. held-out facts: the entities the model never saw (`facts:heldout`, declarative phrasings only:
-   never their question-and-answer documents) and the made-up ones (`index.fictional`) added live
-   to that index, as a user would add new knowledge after training;
+   never their question-and-answer documents), the made-up ones (`index.fictional`) and the reading
+   set's development passages (`reading:dev`: styles the model was never trained on) added live to
+   that index, as a user would add new knowledge after training;
 4. serve: the API and the comparison page on http://HOST:PORT, with three example `curl` calls.
 
 This module owns the demo's recipe and its caching; the work is done by the same functions the
@@ -32,18 +34,22 @@ from service.cli.console import INDEX_STAGE_LABELS, console, progress_bar, stage
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # The demo checkpoints: the repository's models/ (the Docker image copies them and sets the variable)
 SHIPPED_MODELS = Path(os.environ.get("RETRO_DEMO_MODELS") or REPO_ROOT / "models")
-INDEX_SOURCES = ["wiki-vital", "facts:train", "facts-qa:train"]  # what the demo RETRO model was trained on
+# What the demo serves: the training knowledge without the question-and-answer training documents,
+# which would outrank the passages a question is about by sharing the question's words.
+INDEX_SOURCES = ["wiki-vital:train", "facts:train", "reading:train"]
 RETRO_RUN, BASELINE_RUN = "demo", "demo-baseline"
 
 # The recipe of models/demo and models/demo-baseline; `{index}` and `{runs}` are filled in. Their model
 # cards quote what was run and where it differed: the shipped models share the tokenizer of an
 # earlier index (wiki-vital facts:train), and the baseline was trained on that earlier index.
 TRAIN_INDEX_COMMAND = (
-    "retro index build wiki-vital facts:train facts-qa:train --out {index} --chunk-size 32 --vocab-size 8192"
+    "retro index build wiki-vital:train facts:train facts-qa:train reading:train reading-qa:train "
+    "--out {index} --chunk-size 32 --vocab-size 8192"
 )
 TRAIN_RETRO_COMMAND = (
     "retro train --preset demo --index {index} --out {runs}/demo --steps 3000 --batch-size 16 "
-    "--lr 1.5e-3 --ckpt-every 100 --recipe continuation_end=0.5 --recipe decay_from=0.2"
+    "--lr 1.5e-3 --ckpt-every 100 --recipe continuation_end=0.5 --recipe decay_from=0.2 "
+    "--recipe read_prefix=reading-qa/,facts-qa/"
 )
 TRAIN_BASELINE_COMMAND = (
     "retro train --preset demo --baseline --index {index} --out {runs}/demo-baseline --steps 800 "
@@ -167,8 +173,9 @@ def ensure_index(index_dir: Path, model_dir: Path, sources: list[str], device: s
 def heldout_documents() -> list:
     from index.facts import fact_documents
     from index.fictional import fictional_documents
+    from index.reading import reading_documents
 
-    return [*fact_documents("heldout"), *fictional_documents()]
+    return [*fact_documents("heldout"), *fictional_documents(), *reading_documents("dev")]
 
 
 def add_heldout_facts(index_dir: Path, model_dir: Path, device: str, encoder=None, documents=None) -> int:

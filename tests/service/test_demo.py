@@ -78,6 +78,9 @@ def test_heldout_documents_are_exactly_the_heldout_and_made_up_entities():
     assert {d.doc_id for d in fact_documents("heldout")} <= ids
     assert not any(d.doc_id for d in fact_documents("train") if d.doc_id in ids)
     assert all(d.doc_id.split("/", 1)[1].rsplit("/", 1)[0] in heldout for d in fact_documents("heldout"))
+    # the reading set's development passages, never its test passages nor any training document
+    assert any(i.startswith("reading/dev/") for i in ids)
+    assert not any(i.startswith(("reading/test/", "reading/train/", "reading-qa/", "facts-qa/")) for i in ids)
 
 
 def test_printed_example_calls_work_against_the_service(client):
