@@ -39,6 +39,10 @@ class LexicalIndex:
         self._counts: dict[str, list[int]] = defaultdict(list)
         self._lengths: list[int] = []
         self._total_length = 0
+        # numpy views built on first use and dropped on `add`: a search then costs the query's
+        # postings, not a conversion of every chunk length and posting list
+        self._length_array: np.ndarray | None = None
+        self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._lock = threading.Lock()
         self.add(texts)
 
@@ -47,6 +51,8 @@ class LexicalIndex:
 
     def add(self, texts: Iterable[str]) -> None:
         with self._lock:
+            self._length_array = None
+            self._arrays.clear()
             for text in texts:
                 counts = Counter(words(text))
                 chunk_id = len(self._lengths)
@@ -63,15 +69,21 @@ class LexicalIndex:
             total = len(self._lengths)
             if total == 0 or n < 1:
                 return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-            lengths = np.asarray(self._lengths, dtype=np.float32)
+            if self._length_array is None:
+                self._length_array = np.asarray(self._lengths, dtype=np.float32)
+            lengths = self._length_array
             average = self._total_length / total
             scores = np.zeros(total, dtype=np.float32)
             for word in set(words(query)):
                 ids = self._postings.get(word)
                 if not ids or len(ids) > COMMON_SHARE * total:
                     continue
-                ids_a = np.asarray(ids, dtype=np.int64)
-                tf = np.asarray(self._counts[word], dtype=np.float32)
+                if word not in self._arrays:
+                    self._arrays[word] = (
+                        np.asarray(ids, dtype=np.int64),
+                        np.asarray(self._counts[word], dtype=np.float32),
+                    )
+                ids_a, tf = self._arrays[word]
                 idf = math.log(1 + (total - len(ids) + 0.5) / (len(ids) + 0.5))
                 norm = tf + K1 * (1 - B + B * lengths[ids_a] / average)
                 np.add.at(scores, ids_a, idf * tf * (K1 + 1) / norm)

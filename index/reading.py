@@ -150,11 +150,9 @@ def _first_sentence(entity: WorldEntity) -> str:
     return f"{entity.name} is {noun}."
 
 
-def render(
-    entity: WorldEntity, family: str, rng: random.Random, facts: dict[str, str] | None = None
-) -> _Writer:
-    """One passage about `entity` in `family` (facts default to the entity's own)."""
-    facts = facts or entity.facts
+def render(entity: WorldEntity, family: str, rng: random.Random) -> _Writer:
+    """One passage about `entity` in `family`."""
+    facts = entity.facts
     relations = list(_relations(entity))
     rng.shuffle(relations)
     if family in ("encyclopedia", "news", "letter"):
@@ -222,12 +220,10 @@ def render(
     raise ValueError(f"unknown style family {family!r}")
 
 
-def passage(
-    entity: WorldEntity, family: str, seed: int = SEED, facts: dict | None = None, tag: str = ""
-) -> Passage:
-    rng = random.Random(f"{seed}:{entity.key}:{family}:{tag}")
-    w = render(entity, family, rng, facts)
-    return Passage(f"{entity.key}/{family}{tag}", family, w.text(), w.prefixes)
+def passage(entity: WorldEntity, family: str) -> Passage:
+    rng = random.Random(f"{SEED}:{entity.key}:{family}:")  # the trailing ":" keeps the texts as first drawn
+    w = render(entity, family, rng)
+    return Passage(f"{entity.key}/{family}", family, w.text(), w.prefixes)
 
 
 # --- the world, split -----------------------------------------------------------------------------
@@ -287,16 +283,13 @@ def _qa_rounds(entity: WorldEntity, slug: str) -> list[Document]:
     return docs
 
 
-def _twin(entity: WorldEntity, rng: random.Random) -> WorldEntity:
-    """A look-alike: the same name stem, another suffix, other values drawn from other entities."""
-    stem = entity.name.split()[0]
-    suffix = {"person": " " + entity.name.split()[-1], "town": "ville", "company": " Brothers",
-              "species": " bug"}[entity.kind]  # fmt: skip
-    name = (
-        (entity.name.split()[0] + "a " + entity.name.split()[-1])
-        if entity.kind == "person"
-        else stem + suffix
-    )
+def _twin(entity: WorldEntity) -> WorldEntity:
+    """A look-alike: the same name stem with another ending (its values are drawn by the caller)."""
+    first, last = entity.name.split()[0], entity.name.split()[-1]
+    if entity.kind == "person":
+        name = f"{first}a {last}"
+    else:
+        name = first + {"town": "ville", "company": " Brothers", "species": " bug"}[entity.kind]
     return WorldEntity(entity.key + "-twin", entity.kind, name, {}, entity.setting)
 
 
@@ -384,7 +377,7 @@ def evaluation_set(split: str) -> EvaluationSet:
             )
         )
     for entity in lookalikes:
-        twin = _twin(entity, rng)
+        twin = _twin(entity)
         twin_facts = {rel.name: _other_value(entity, rel.name, entities, rng) for rel in _relations(entity)}
         rels = list(_relations(entity))
         rng.shuffle(rels)
@@ -395,9 +388,9 @@ def evaluation_set(split: str) -> EvaluationSet:
                 _say(rel.sentence, entity, entity.facts[rel.name], False),
                 _say(rel.sentence, twin, twin_facts[rel.name], False),
             )
-            pair = [(ours, entity), (theirs, twin)]
+            pair = [ours, theirs]
             rng.shuffle(pair)
-            for sentence, _ in pair:
+            for sentence in pair:
                 w.add(sentence)
         doc_id = f"{entity.key}/comparison"
         docs.append(Document(doc_id, w.text(), source=f"reading:{split}", title=entity.name))

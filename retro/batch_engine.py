@@ -419,25 +419,15 @@ class BatchedRetroLanguageModel(RetroLanguageModel):
         generator: torch.Generator,
         retrieve: Retrieve | None,
     ) -> Iterator[int]:
-        # Up to the prefill, `RetroLanguageModel._sampled_tokens` line for line (padding, prompt
-        # retrieval, prefill), in this request's thread (the prompt's search joins the engine's
-        # other searches waiting at that moment); then every step in the engine's batch.
-        model, cfg, m = self.model, self.model.config, self.model.config.chunk_size
-        ids = [cfg.pad_id] * ((-len(prompt_ids)) % m if retrieve is not None else 0) + prompt_ids
-        q = self.query_tokens
-
-        def query(end: int) -> str:
-            return self.tokenizer.decode(ids[max(0, end - q) : end])
-
-        n_chunks = len(ids) // m
-        prompt_neighbours = None
-        if retrieve is not None and n_chunks:
-            texts = [query((u + 1) * m) for u in range(n_chunks)]
-            prompt_neighbours = self._neighbours(self.engine.retrieve(retrieve, texts), n_chunks)[None]
-        tokens = torch.tensor([ids], device=self.device)
-        logprobs, cache = model.prefill(tokens, prompt_neighbours, model.new_cache(1, max_len=len(ids)))
-        last = logprobs[0, -1]
-        last[cfg.pad_id] = float("-inf")  # padding is never an answer
+        # The prefill as `RetroLanguageModel` does it, in this request's thread (the prompt's search
+        # joins the engine's other searches waiting at that moment); then every step in the batch.
+        model, cfg = self.model, self.model.config
+        ids, last, cache, query = self.prefilled(
+            prompt_ids,
+            retrieve,
+            search=self.engine.retrieve,
+            cache_for=lambda n: model.new_cache(1, max_len=n),
+        )
         token = sample_token(last, params, generator)
         yield token
         if len(ids) >= cfg.max_seq_len or token == self.eos_id or params.max_new_tokens <= 1:

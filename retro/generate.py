@@ -96,6 +96,33 @@ class RetroLanguageModel(LanguageModel):
         fitted = fit_neighbours(tokens, self.retrieved_len, self.model.config.pad_id)
         return torch.from_numpy(np.ascontiguousarray(fitted)).to(self.device)
 
+    def prefilled(self, prompt_ids: list[int], retrieve: Retrieve | None, search=None, cache_for=None):
+        """The prompt padded, retrieved for and prefilled: (ids, next-token log-probs with <pad>
+        excluded, cache, query). `ids` is the padded prompt, which decoding extends; `query(end)` is
+        the retrieval text of the chunk ending (exclusive) at `end`. `search(retrieve, texts)` runs
+        the prompt's search (default: `retrieve` itself) and `cache_for(n_tokens)` makes the cache
+        (default: the model's full-length one): the batched decoder (`retro.batch_engine`) routes
+        both through its engine."""
+        model, cfg, m = self.model, self.model.config, self.model.config.chunk_size
+        model.eval()
+        ids = [cfg.pad_id] * ((-len(prompt_ids)) % m if retrieve is not None else 0) + prompt_ids
+        q = self.query_tokens
+
+        def query(end: int) -> str:
+            return self.tokenizer.decode(ids[max(0, end - q) : end])
+
+        n_chunks = len(ids) // m
+        prompt_neighbours = None
+        if retrieve is not None and n_chunks:
+            texts = [query((u + 1) * m) for u in range(n_chunks)]
+            found = search(retrieve, texts) if search is not None else retrieve(texts)
+            prompt_neighbours = self._neighbours(found, n_chunks)[None]
+        cache = cache_for(len(ids)) if cache_for is not None else None
+        logprobs, cache = model.prefill(torch.tensor([ids], device=self.device), prompt_neighbours, cache)
+        last = logprobs[0, -1]
+        last[cfg.pad_id] = float("-inf")  # padding is never an answer
+        return ids, last, cache, query
+
     def _sampled_tokens(
         self,
         prompt_ids: list[int],
@@ -104,24 +131,8 @@ class RetroLanguageModel(LanguageModel):
         retrieve: Retrieve | None,
     ) -> Iterator[int]:
         model, cfg, m = self.model, self.model.config, self.model.config.chunk_size
-        model.eval()
-        ids = [cfg.pad_id] * ((-len(prompt_ids)) % m if retrieve is not None else 0) + prompt_ids
+        ids, last, cache, query = self.prefilled(prompt_ids, retrieve)
         device = self.device
-
-        q = self.query_tokens
-
-        def neighbours_for(ends: list[int]) -> torch.Tensor:
-            """Neighbours of the chunks ending (exclusive) at `ends`, each queried with its window."""
-            texts = [self.tokenizer.decode(ids[max(0, end - q) : end]) for end in ends]
-            return self._neighbours(retrieve(texts), len(ends))
-
-        n_chunks = len(ids) // m
-        prompt_neighbours = None
-        if retrieve is not None and n_chunks:
-            prompt_neighbours = neighbours_for([(u + 1) * m for u in range(n_chunks)])[None]
-        logprobs, cache = model.prefill(torch.tensor([ids], device=device), prompt_neighbours)
-        last = logprobs[0, -1]
-        last[cfg.pad_id] = float("-inf")  # padding is never an answer
         while True:
             token = sample_token(last, params, generator)
             yield token
@@ -131,6 +142,6 @@ class RetroLanguageModel(LanguageModel):
             ids.append(token)
             neighbours = None
             if retrieve is not None and (p + 1) % m == 0:  # this token closes a chunk: retrieve with it
-                neighbours = neighbours_for([p + 1])
+                neighbours = self._neighbours(retrieve([query(p + 1)]), 1)
             last = model.decode_step(torch.tensor([token], device=device), cache, neighbours)[0]
             last[cfg.pad_id] = float("-inf")
