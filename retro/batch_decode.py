@@ -70,7 +70,9 @@ class BatchDecoder:
             "k": [self._zeros(capacity, nh, cfg.max_seq_len, hs) for _ in range(cfg.n_layers)],
             "v": [self._zeros(capacity, nh, cfg.max_seq_len, hs) for _ in range(cfg.n_layers)],
             "chunk_hidden": self._zeros(capacity, self.m, cfg.d_model),
-            "recent": self._zeros(capacity, max(cfg.copy_match_tokens, 1), dtype=torch.long, fill=cfg.pad_id),
+            "recent": self._zeros(
+                capacity, max(cfg.copy_context_tokens, 1), dtype=torch.long, fill=cfg.pad_id
+            ),
             # the latest neighbours, projected per CCA layer (null slot first) and for the copy head
             "mem_k": {i: self._zeros(capacity, nh, 1 + S, hs) for i in self.cca_layers},
             "mem_v": {i: self._zeros(capacity, nh, 1 + S, hs) for i in self.cca_layers},
@@ -183,7 +185,7 @@ class BatchDecoder:
                 stored[:, :S] = value
                 stored[:, S:] = pad
                 self._tensors[name][index] = stored
-            if self.matching:
+            if memory.copy_context is not None:
                 context = self.copy_context[index]
                 context[:, :S] = memory.copy_context
                 context[:, S:] = self.cfg.pad_id
@@ -203,7 +205,8 @@ class BatchDecoder:
             [self.chunk_hidden[s][None].expand(k, -1, -1) for s, k in zip(slots, counts, strict=True)]
         )
         encoded = model.encoder(flat, valid, context, model.wte)  # (sum k, r, de)
-        key_context = model.copy_head.key_context(flat[None, None])[0, 0] if self.matching else None
+        key_context = model.copy_head.key_context(flat[None, None]) if self.matching else None
+        key_context = None if key_context is None else key_context[0, 0]
         S = max(counts) * r
         memory, ids, keep, ctx = [], [], [], []
         start = 0
@@ -297,7 +300,9 @@ class BatchDecoder:
         at = index[mixed]
         recent = self.recent[at][:, None, :] if self.matching else None
         context = self.copy_context[at] if self.matching else None
-        pointer = model.copy_head.pointer(h[mixed], self.copy_keys[at], self.copy_valid[at], recent, context)
+        pointer = model.copy_head.pointer(
+            h[mixed], self.copy_keys[at], self.copy_valid[at], recent, context, self.copy_ids[at]
+        )
         out[mixed] = CopyHead.mix(logits[mixed], pointer, self.copy_ids[at])[:, 0]
         return out
 

@@ -45,6 +45,12 @@ class RetroConfig:
     # position ending in "of Algeria is" points at the token after "of Algeria is" in a neighbour
     # from the first step, instead of learning that lookup through the decoder (0 = off).
     copy_match_tokens: int = 0
+    # Copy-head bag match: neighbour token j also gets sum_i w[q_i] * sum_d u[d] [q_i == token j-1-d]
+    # over the position's last n tokens q_i and the n tokens before j (d = 0 .. n-1), with a learned
+    # weight w per vocabulary token (0 at the start) and u per distance: order-free, so a question
+    # ("In which year was X founded?") points near where its salient words ("X", "founded") sit in a
+    # passage, which the aligned n-gram match cannot do (0 = off).
+    copy_bag_window: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cca_layers", tuple(int(i) for i in self.cca_layers))
@@ -70,12 +76,23 @@ class RetroConfig:
             problems.append("neighbour_prev_tokens must be >= 0")
         if self.copy_match_tokens < 0:
             problems.append("copy_match_tokens must be >= 0")
+        if self.copy_bag_window < 0:
+            problems.append("copy_bag_window must be >= 0")
+        if self.copy_bag_window > self.retrieved_len:
+            problems.append(
+                f"copy_bag_window={self.copy_bag_window} exceeds retrieved_len={self.retrieved_len}"
+            )
         if problems:
             raise ValueError("invalid RetroConfig: " + "; ".join(problems))
 
     @property
     def uses_retrieval(self) -> bool:
         return len(self.cca_layers) > 0
+
+    @property
+    def copy_context_tokens(self) -> int:
+        """How many of a position's last tokens the copy head compares (n-gram and bag match)."""
+        return max(self.copy_match_tokens, self.copy_bag_window) if self.copy_head else 0
 
     def replace(self, **changes) -> RetroConfig:
         return dataclasses.replace(self, **changes)

@@ -4,7 +4,9 @@ measurements that made it part of the model).
 
 `CopyHead.pointer` scores the neighbour tokens against a position's state, plus a learned bonus
 for each previous token the two share (the n-gram match: `query_context` / `key_context` build
-what is compared); `CopyHead.mix` gives the mixture's log-probabilities over the vocabulary, and
+what is compared) and, with `copy_bag_window`, an order-free bonus for the position's recent words
+found just before a neighbour token (the bag match, `bag`); `CopyHead.mix` gives the mixture's
+log-probabilities over the vocabulary, and
 `CopyHead.target_logp` only those of given targets, for the loss. `chunked_pointer` applies the
 pointer to a whole sequence, chunk by chunk, as chunked cross-attention sees the neighbours.
 """
@@ -44,12 +46,19 @@ class CopyHead(nn.Module):
         self.pad_id = cfg.pad_id
         self.chunk_size = cfg.chunk_size
         self.match_tokens = cfg.copy_match_tokens
+        self.context_tokens = cfg.copy_context_tokens
+        self.bag_window = cfg.copy_bag_window
+        self.retrieved_len = cfg.retrieved_len
         # one learned bonus per matched offset (the last token, the one before, ...); see RetroConfig
         self.match_bonus = (
             nn.Parameter(torch.full((cfg.copy_match_tokens,), MATCH_BONUS_INIT))
             if cfg.copy_match_tokens
             else None
         )
+        # the bag match: a salience per vocabulary token (0: no effect until training finds one,
+        # so a model without it loads into one with it unchanged) and a weight per distance
+        self.bag_weight = nn.Parameter(torch.zeros(cfg.vocab_size)) if self.bag_window else None
+        self.bag_distance = nn.Parameter(torch.ones(self.bag_window)) if self.bag_window else None
 
     def reset_parameters(self, n_keys: int) -> None:
         # Start with the null slot as likely as all keys together at uniform scores: p_null ~ 0.5.
@@ -59,43 +68,70 @@ class CopyHead(nn.Module):
     # --- the n-gram match ----------------------------------------------------------------------
     @property
     def matches(self) -> bool:
-        """Whether the pointer adds the n-gram match bonus (and so needs the match contexts)."""
-        return self.match_bonus is not None
+        """Whether the pointer compares a position's recent tokens (n-gram or bag match), and so
+        needs `query_context`."""
+        return self.context_tokens > 0
 
-    def _preceding(self, x, first: int):
+    def _preceding(self, x, first: int, n: int):
         """x (..., T) -> (..., T, n): [..., i] is the token first + i places before each position
         along the last axis (pad before the start)."""
         T = x.shape[-1]
-        return torch.stack(
-            [F.pad(x, (first + i, 0), value=self.pad_id)[..., :T] for i in range(self.match_tokens)], -1
-        )
+        return torch.stack([F.pad(x, (first + i, 0), value=self.pad_id)[..., :T] for i in range(n)], -1)
 
     def query_context(self, tokens):
-        """tokens (B, T) -> (B, T, n): the tokens each position ends with, itself first."""
-        return self._preceding(tokens, 0)
+        """tokens (B, T) -> (B, T, n): the n = `copy_context_tokens` tokens each position ends
+        with, itself first."""
+        return self._preceding(tokens, 0, self.context_tokens)
 
     def key_context(self, neighbours):
         """neighbours (B, L, k, r) -> (B, L, k*r, n): the tokens before each neighbour token,
-        within its own neighbour."""
-        return rearrange(self._preceding(neighbours, 1), "b l k r n -> b l (k r) n")
+        within its own neighbour (n = `copy_match_tokens`); None without the n-gram match."""
+        if self.match_bonus is None:
+            return None
+        return rearrange(self._preceding(neighbours, 1, self.match_tokens), "b l k r n -> b l (k r) n")
 
     def match(self, query_context, key_context):
         """query_context (N, Tq, n): tokens t, t-1, ..; key_context (N, S, n): tokens j-1, j-2, ..
         -> (N, Tq, S) bonus: sum of match_bonus[i] over offsets i where the two tokens are equal."""
+        query_context = query_context[..., : self.match_tokens]
         same = query_context[:, :, None, :] == key_context[:, None, :, :]  # (N, Tq, S, n)
         same &= (query_context != self.pad_id)[:, :, None, :]  # padding matches nothing
         return (same.to(self.match_bonus.dtype) * self.match_bonus).sum(-1)
 
+    def bag(self, query_context, ids):
+        """query_context (N, Tq, >= W): tokens t, t-1, ..; ids (N, k*r) the neighbour tokens ->
+        (N, Tq, k*r): sum over the position's last W tokens q_i of bag_weight[q_i] times
+        sum_d bag_distance[d] [q_i == the token d + 1 places before j, within j's neighbour].
+
+        Computed as a salience per neighbour token (how strongly it is one of the position's
+        recent words), then a causal window sum along each neighbour: O(Tq W S), not O(Tq S W^2).
+        """
+        W, r = self.bag_window, self.retrieved_len
+        q = query_context[..., :W]  # (N, Tq, W)
+        weight = self.bag_weight[q] * (q != self.pad_id)  # padding is no word
+        same = (q[..., None] == ids[:, None, None, :]).to(weight.dtype)  # (N, Tq, W, S)
+        salience = torch.einsum("ntws,ntw->nts", same, weight)  # (N, Tq, S)
+        N, Tq, S = salience.shape
+        if S % r:  # callers pass whole neighbours of r tokens (any k), padded ones included
+            raise ValueError(f"bag match needs whole neighbours of {r} tokens; got {S} neighbour tokens")
+        k = S // r
+        padded = F.pad(salience.view(N, Tq, k, r), (W, 0))  # [.., W + j] = salience of token j
+        score = sum(self.bag_distance[d] * padded[..., W - 1 - d : W - 1 - d + r] for d in range(W))
+        return score.reshape(N, Tq, S)
+
     # --- the pointer and the mixture -----------------------------------------------------------
-    def pointer(self, h, keys, valid, query_context=None, key_context=None):
+    def pointer(self, h, keys, valid, query_context=None, key_context=None, ids=None):
         """h (N, Tq, d), keys (N, S, d), valid (N, S) -> log-probs (N, Tq, 1+S): null slot first.
 
         With the n-gram match on, query_context (N, Tq, n) and key_context (N, S, n) hold the
-        tokens each position ends with and the tokens before each neighbour token (see `match`).
+        tokens each position ends with and the tokens before each neighbour token (see `match`);
+        the bag match also reads the neighbour tokens `ids` (N, S) (see `bag`).
         """
         scores = torch.einsum("ntd,nsd->nts", self.query(h), keys) * self.scale
         if self.match_bonus is not None:
             scores = scores + self.match(query_context, key_context).to(scores.dtype)
+        if self.bag_weight is not None:
+            scores = scores + self.bag(query_context, ids).to(scores.dtype)
         scores = scores.masked_fill(~valid[:, None, :], float("-inf"))
         return torch.cat([self.null(h), scores], dim=-1).float().log_softmax(dim=-1)
 
@@ -105,15 +141,18 @@ class CopyHead(nn.Module):
         m, L = self.chunk_size, neighbours.memory.shape[1]
         if self.matches:
             query_context = rearrange(to_attending_chunks(query_context, m, L), "b l m n -> (b l) m n")
+        if key_context is not None:
             key_context = rearrange(key_context, "b l s n -> (b l) s n")
+        ids = rearrange(neighbours.ids, "b l s -> (b l) s")
         pointer = self.pointer(
             rearrange(to_attending_chunks(h, m, L), "b l m d -> (b l) m d"),
             rearrange(self.key(neighbours.memory), "b l s d -> (b l) s d"),
             rearrange(neighbours.valid, "b l s -> (b l) s"),
             query_context,
             key_context,
+            ids,
         )
-        return pointer, rearrange(neighbours.ids, "b l s -> (b l) s")
+        return pointer, ids
 
     @staticmethod
     def mix(vocab_logits, pointer_logp, ids):

@@ -228,7 +228,7 @@ class Retro(nn.Module):
             if self._matching:
                 cache.recent = query_context[:, -1]  # (B, n): newest first
             if use_retrieval:
-                context = key_context[:, L - 1] if self._matching else None
+                context = key_context[:, L - 1] if key_context is not None else None
                 last = EncodedNeighbours(
                     encoded.memory[:, L - 1], encoded.ids[:, L - 1], encoded.valid[:, L - 1]
                 )
@@ -265,7 +265,7 @@ class Retro(nn.Module):
         recent = None
         if self._matching:
             recent = torch.full(
-                (batch_size, cfg.copy_match_tokens), cfg.pad_id, dtype=torch.long, device=device
+                (batch_size, cfg.copy_context_tokens), cfg.pad_id, dtype=torch.long, device=device
             )
         return DecodeCache(layers=layers, chunk_hidden=chunk_hidden, max_len=max_len, recent=recent)
 
@@ -302,9 +302,8 @@ class Retro(nn.Module):
                         encoded = self.encoder.encode_chunks(
                             neighbours[:, None], cache.chunk_hidden[:, None], self.wte
                         )
-                        context = (
-                            self.copy_head.key_context(neighbours[:, None])[:, 0] if self._matching else None
-                        )
+                        context = self.copy_head.key_context(neighbours[:, None]) if self._matching else None
+                        context = None if context is None else context[:, 0]
                         first = EncodedNeighbours(
                             encoded.memory[:, 0], encoded.ids[:, 0], encoded.valid[:, 0]
                         )
@@ -324,5 +323,7 @@ class Retro(nn.Module):
         if self.copy_head is None or memory is None or memory.chunk != attended:
             return logits[:, 0].float().log_softmax(dim=-1)
         recent = cache.recent[:, None, :] if self._matching else None  # (B, 1, n)
-        pointer = self.copy_head.pointer(h, memory.copy_keys, memory.copy_valid, recent, memory.copy_context)
+        pointer = self.copy_head.pointer(
+            h, memory.copy_keys, memory.copy_valid, recent, memory.copy_context, memory.copy_ids
+        )
         return CopyHead.mix(logits, pointer, memory.copy_ids)[:, 0]

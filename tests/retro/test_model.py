@@ -126,6 +126,55 @@ def test_ngram_match_points_at_the_token_after_the_same_three_tokens():
     assert model(tokens, neighbours)[0, t].exp()[x] < 0.1  # the match, not the random weights
 
 
+def test_bag_match_equals_its_definition():
+    """CopyHead.bag's window sums equal the definition, term by term: for neighbour token j,
+    sum_i w[q_i] sum_d u[d] [q_i == token j-1-d of j's own neighbour] (no term crosses neighbours)."""
+    cfg = CONFIGS["copy+match3+bag6"]
+    head = make_model(cfg).copy_head
+    g = torch.Generator().manual_seed(3)
+    W, r, k, N, Tq = cfg.copy_bag_window, cfg.retrieved_len, 3, 2, 4
+    ids = torch.randint(1, 12, (N, k * r), generator=g)  # a small alphabet: many coincidences
+    query = torch.randint(0, 12, (N, Tq, cfg.copy_context_tokens), generator=g)  # 0 = pad
+    with torch.no_grad():
+        head.bag_weight.copy_(torch.randn(cfg.vocab_size, generator=g))
+        head.bag_distance.copy_(torch.randn(W, generator=g))
+        got = head.bag(query, ids)
+    want = torch.zeros(N, Tq, k * r)
+    for n in range(N):
+        for t in range(Tq):
+            for j in range(k * r):
+                start = (j // r) * r  # j's own neighbour begins here
+                for i in range(W):
+                    q = int(query[n, t, i])
+                    for d in range(W):
+                        if q != cfg.pad_id and j - 1 - d >= start and int(ids[n, j - 1 - d]) == q:
+                            want[n, t, j] += head.bag_weight[q] * head.bag_distance[d]
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_bag_match_points_after_the_questions_words_in_any_order():
+    """The question ends "... c b a ?" and a neighbour holds "a b c x": the n-gram match finds no
+    aligned run, the bag match (salient a, b, c; nearer words weigh more) makes x the most likely
+    copy rather than the tokens after it; at zero weight the bag adds nothing."""
+    cfg = CONFIGS["copy+bag5, no n-gram"]
+    model = make_model(cfg)
+    tokens, neighbours = random_inputs(cfg)
+    t = M - 1
+    a, b, c, x, q_mark = 20, 21, 22, 23, 24
+    tokens[0, t - 3 : t + 1] = torch.tensor([c, b, a, q_mark])
+    keep_out = torch.tensor([a, b, c, x, q_mark])
+    neighbours[0, 0] = torch.where(torch.isin(neighbours[0, 0], keep_out), 9, neighbours[0, 0])
+    neighbours[0, 0, 0, 1:5] = torch.tensor([a, b, c, x])
+    with torch.no_grad():
+        model.copy_head.bag_weight.zero_()
+        before = model(tokens, neighbours)[0, t].exp()[x]
+        model.copy_head.bag_weight[torch.tensor([a, b, c])] = 2.0
+        model.copy_head.bag_distance.copy_(torch.tensor([2.0, 1.0, 0.5, 0.25, 0.1]))
+        after = model(tokens, neighbours)[0, t].exp()
+    assert before < 0.1
+    assert after[x] > 0.5
+
+
 @pytest.mark.parametrize("name", CONFIGS)
 def test_loss_equals_nll_of_forward(name):
     cfg = CONFIGS[name]
