@@ -171,6 +171,7 @@ def train(
     on_step: Callable[[dict], bool | None] | None = None,
     meta: dict | None = None,
     progress: bool = True,
+    init_from: str | Path | None = None,
 ) -> TrainResult:
     """Trains `Retro(config)` into `run_dir`, resuming from its training state if there is one.
 
@@ -180,6 +181,8 @@ def train(
     `on_step(record)` is called on rank 0 after every step with the step's record (the log line's
     fields); returning True stops the run after a checkpoint. `meta` (JSON) is stored in the
     checkpoint and must match on resume, like every argument that decides the numbers.
+    `init_from` (a model or run folder) starts a new run from that checkpoint's weights instead of
+    a random initialisation (fine-tuning; see `initial_weights`); a resume ignores it.
     """
     run_dir = Path(run_dir)
     dist_env = distributed_from_env()
@@ -204,6 +207,10 @@ def train(
         raise ValueError(
             f"the tokenizer has {tokenizer.vocab_size} tokens but config.vocab_size is {config.vocab_size}"
         )
+    start = None
+    if init_from is not None:
+        start = initial_weights(init_from, config, tokenizer)
+        meta = {**(meta or {}), "init_from": {"path": str(Path(init_from).resolve()), "save_id": start[1]}}
     meta = json.loads(json.dumps(meta or {}))  # JSON-normalised, so a resume compares like with like
     torch_device = resolve_device(device, dist_env.local_rank)
     if torch_device.type == "cpu":
@@ -213,7 +220,7 @@ def train(
 
     with process_group(dist_env, torch_device):
         return _run(run_dir, config, data, tokenizer, args, ckpt_every, log_every, torch_device,
-                    dist_env, on_step, meta, progress)  # fmt: skip
+                    dist_env, on_step, meta, progress, None if start is None else start[0])  # fmt: skip
 
 
 def _identity(config: RetroConfig, args: TrainArgs, meta: dict) -> dict:
@@ -231,10 +238,44 @@ def _differences(saved: dict, wanted: dict, prefix: str = "") -> list[str]:
     return out
 
 
+# Config fields a fine-tune may switch on over a checkpoint that has them off: their parameters
+# start at values that leave the model's outputs unchanged (see RetroConfig).
+ADDITIVE_FIELDS = {"copy_bag_window": 0}
+
+
+def initial_weights(folder: str | Path, config: RetroConfig, tokenizer: Tokenizer):
+    """The weights to fine-tune from: (state dict for `Retro(config)`, the checkpoint's save id).
+
+    The checkpoint's config must equal `config` but for `ADDITIVE_FIELDS` it has off, whose new
+    parameters then keep their initial values; its tokenizer must be `tokenizer`.
+    """
+    from retro.checkpoint import CheckpointError, load_checkpoint
+
+    try:
+        source, source_tokenizer, _ = load_checkpoint(folder)
+    except (CheckpointError, FileNotFoundError, OSError) as e:
+        raise ValueError(f"cannot fine-tune from {folder}: {e}") from e
+    have, want = source.config.to_dict(), config.to_dict()
+    switched_on = {k for k, off in ADDITIVE_FIELDS.items() if have.get(k) == off}
+    clash = [f"{k}: {have.get(k)!r} there, {want[k]!r} here" for k in sorted(want)
+             if have.get(k) != want[k] and k not in switched_on]  # fmt: skip
+    if clash:
+        raise ValueError(f"cannot fine-tune from {folder}: its config differs ({'; '.join(clash[:4])})")
+    if source_tokenizer.fingerprint != tokenizer.fingerprint:
+        raise ValueError(f"cannot fine-tune from {folder}: its tokenizer is not the index's")
+    state = Retro(config).state_dict()
+    state.update(source.state_dict())
+    save_id = json.loads((Path(folder) / CONFIG_FILE).read_text()).get("save_id")
+    return state, save_id
+
+
 def _run(run_dir, config, data, tokenizer, args: TrainArgs, ckpt_every, log_every, device,
-         dist_env: Distributed, on_step, meta, progress) -> TrainResult:  # fmt: skip
+         dist_env: Distributed, on_step, meta, progress, start_state=None) -> TrainResult:  # fmt: skip
     torch.manual_seed(args.seed)
-    model = Retro(config).to(device)
+    model = Retro(config)
+    if start_state is not None and read_train_state(run_dir) is None:
+        model.load_state_dict(start_state)  # fine-tuning: a resume loads its own state below
+    model = model.to(device)
     optimizer = make_optimizer(model, args.lr, args.weight_decay, device)
     identity = _identity(config, args, meta)
 

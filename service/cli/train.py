@@ -67,6 +67,31 @@ def _recipe(overrides: list[str]):
     return Recipe(**values)
 
 
+def _config_overrides(config, overrides: list[str]):
+    """`--config name=value` pairs over the preset's RetroConfig (integers and booleans)."""
+    fields = config.to_dict()
+    changes = {}
+    for item in overrides:
+        name, sep, text = item.partition("=")
+        if not sep or name not in fields or isinstance(fields[name], list):
+            scalar = sorted(k for k, v in fields.items() if not isinstance(v, list))
+            fail(f"--config takes name=value with a name among {', '.join(scalar)}; got {item!r}")
+        kind = type(fields[name])
+        try:
+            if kind is bool:
+                if text.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError
+                changes[name] = text.lower() in ("true", "1")
+            else:
+                changes[name] = kind(text)
+        except ValueError:
+            fail(f"--config {name}: {text!r} is not a {kind.__name__}")
+    try:
+        return config.replace(**changes)
+    except ValueError as e:
+        fail(str(e))
+
+
 def _covers_all_chunks(version_dir: Path, path: Path) -> bool:
     """False when documents were added live after the table was computed (it lacks their rows)."""
     import json
@@ -130,6 +155,12 @@ def train_command(
     recipe_overrides: list[str] = typer.Option(
         [], "--recipe", help="data recipe knob as name=value, repeatable (fields of retro.data.Recipe)"
     ),
+    config_overrides: list[str] = typer.Option(
+        [], "--config", help="model config field as name=value over the preset, repeatable (RetroConfig)"
+    ),
+    init_from: Path | None = typer.Option(
+        None, help="start from this model's weights (a run or exported model folder): fine-tuning"
+    ),
 ) -> None:
     """Trains a model on an index; rerun the same command to resume after an interruption."""
     from index.layout import MANIFEST, read_json, resolve_version_dir
@@ -148,6 +179,7 @@ def train_command(
     name, config = _training_config(
         preset, baseline, manifest["chunk_size"], manifest["pad_id"], tokenizer.vocab_size
     )
+    config = _config_overrides(config, config_overrides)
     no_retrieval = not config.uses_retrieval
     rank = distributed_from_env().rank
 
@@ -184,7 +216,7 @@ def train_command(
             out, config, data, tokenizer, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup,
             min_lr_ratio=min_lr_ratio, weight_decay=weight_decay, grad_accum=grad_accum,
             grad_clip=grad_clip, ckpt_every=ckpt_every, log_every=log_every, seed=seed, device=device,
-            meta=meta,
+            meta=meta, init_from=init_from,
         )  # fmt: skip
     except ValueError as e:
         fail(str(e))

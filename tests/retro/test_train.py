@@ -438,3 +438,43 @@ def test_retro_train_bad_input_exits_2_with_one_line(tokenizer, tmp_path, case, 
     result, text = run_cli(*args, *(extra or ["--batch-size", "2"]))
     assert result.exit_code == 2, text
     assert message in text and "Traceback" not in text
+
+
+def test_fine_tuning_starts_from_a_checkpoint_and_a_new_bag_match_changes_nothing_at_first(
+    tokenizer, tmp_path
+):
+    """`init_from`: the first step's loss is the source model's (its weights, not a fresh start),
+    also with the bag match switched on (zero salience); a resume continues the fine-tune; another
+    shape or tokenizer is refused."""
+    config = config_for(tokenizer)
+    data = CountingData(config)
+    kw = dict(batch_size=8, lr=1e-2, warmup=2, progress=False)
+    train(tmp_path / "base", config, data, tokenizer, steps=20, **kw)
+    base, _, _ = load_checkpoint(tmp_path / "base")
+    first = data.batch(0, 8)
+    with torch.no_grad():
+        base_loss = base.loss(first.tokens, first.neighbours, first.targets).item()
+    bag = config.replace(copy_bag_window=4)
+    for name, cfg in (("same", config), ("bag", bag)):
+        records = []
+
+        def stop_after_one(record, records=records):
+            records.append(record)
+            return True  # the run stops after its first step, as if killed after a checkpoint
+
+        train(tmp_path / name, cfg, data, tokenizer, steps=3, init_from=tmp_path / "base",
+              on_step=stop_after_one, **kw)  # fmt: skip
+        assert records[0]["loss"] == pytest.approx(base_loss, rel=1e-5), name
+    fresh = []
+    train(tmp_path / "fresh", bag, data, tokenizer, steps=1, on_step=fresh.append, **kw)
+    assert fresh[0]["loss"] > 2 * base_loss  # a random start is far from the trained model
+    resumed = train(tmp_path / "bag", bag, data, tokenizer, steps=3, init_from=tmp_path / "base", **kw)
+    assert resumed.step == 3 and load_checkpoint(tmp_path / "bag")[2]["init_from"]["save_id"]
+    with pytest.raises(ValueError, match="config differs"):
+        train(tmp_path / "wide", config.replace(d_ff=128), data, tokenizer, steps=1,
+              init_from=tmp_path / "base", **kw)  # fmt: skip
+    from retro.tokenizer import Tokenizer
+
+    other = Tokenizer.train(["completely different words here"] * 50, vocab_size=tokenizer.vocab_size)
+    with pytest.raises(ValueError, match="tokenizer"):
+        train(tmp_path / "tok", config, data, other, steps=1, init_from=tmp_path / "base", **kw)
