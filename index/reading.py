@@ -257,7 +257,14 @@ def training_documents(kinds: tuple[str, ...] = ("passages", "qa")) -> list[Docu
         docs.append(Document(f"reading-qa/{slug}", qa, source="reading-qa", title=entity.name))
         if "qa-forms" in kinds:
             docs += _qa_rounds(entity, slug)
-    wanted = {"reading": "passages", "reading-qa": "qa", "reading-qa-forms": "qa-forms"}
+        if "chat" in kinds:
+            docs.append(_conversation(entity, slug))
+    wanted = {
+        "reading": "passages",
+        "reading-qa": "qa",
+        "reading-qa-forms": "qa-forms",
+        "reading-chat": "chat",
+    }
     return [d for d in docs if wanted[d.source] in kinds]
 
 
@@ -281,6 +288,29 @@ def _qa_rounds(entity: WorldEntity, slug: str) -> list[Document]:
             Document(f"reading-qa/{slug}/form{round_}", qa, source="reading-qa-forms", title=entity.name)
         )
     return docs
+
+
+# System messages of the training conversations; the evaluation's chat prompts use none of them.
+TRAIN_SYSTEM_PROMPTS = (
+    "Answer briefly.",
+    "Answer the questions from what you have read.",
+    "You are a helpful assistant. Give short answers.",
+    "Reply with the answer only.",
+)
+
+
+def _conversation(entity: WorldEntity, slug: str) -> Document:
+    """A short conversation about one entity, rendered as `retro.chat_template` renders a chat: a
+    system message, then one to three questions (training forms) each followed by its answer, the
+    turns joined by one space; one conversation per document, so end-of-text follows the last answer."""
+    rng = random.Random(f"{SEED}:chat:{entity.key}")
+    relations = list(_relations(entity))
+    rng.shuffle(relations)
+    turns = [rng.choice(TRAIN_SYSTEM_PROMPTS)]
+    for rel in relations[: rng.randint(1, 3)]:
+        turns.append(rel.questions[rng.choice(TRAIN_QUESTION_FORMS)].format(e=entity.name))
+        turns.append(f"{entity.facts[rel.name]}.")
+    return Document(f"reading-chat/{slug}", " ".join(turns), source="reading-chat", title=entity.name)
 
 
 def _twin(entity: WorldEntity) -> WorldEntity:
@@ -461,4 +491,6 @@ SOURCES = {
     "reading-qa:train": NamedSource(read=lambda skipped: training_documents(("qa",))),
     # three more per entity: every relation in every training question form
     "reading-qa-forms:train": NamedSource(read=lambda skipped: training_documents(("qa-forms",))),
+    # the same material as conversations in the chat template (system message, questions, answers)
+    "reading-chat:train": NamedSource(read=lambda skipped: training_documents(("chat",))),
 }

@@ -10,7 +10,7 @@ from index.reading_world import HELDOUT_QUESTION_FORMS, KINDS
 
 @pytest.fixture(scope="module")
 def train_docs():
-    return reading.training_documents(("passages", "qa", "qa-forms"))
+    return reading.training_documents(("passages", "qa", "qa-forms", "chat"))
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def test_set():
 
 
 def test_the_same_seed_gives_the_same_set(train_docs):
-    again = reading.training_documents(("passages", "qa", "qa-forms"))
+    again = reading.training_documents(("passages", "qa", "qa-forms", "chat"))
     assert [(d.doc_id, d.text) for d in again] == [(d.doc_id, d.text) for d in train_docs]
     assert reading.evaluation_set("test").items == reading.evaluation_set("test").items
 
@@ -106,3 +106,25 @@ def test_the_form_rounds_ask_every_relation_in_every_training_form(train_docs):
     for relation in reading.KIND_BY_NAME[entity.kind].relations:
         for form in (0, 1, 2):
             assert relation.questions[form].format(e=entity.name) + f" {entity.facts[relation.name]}." in text
+
+
+def test_training_conversations_are_chats_in_the_served_template(train_docs):
+    """`reading-chat:train` is what `/v1/chat/completions` renders for a system message and
+    question/answer turns in the training forms: one conversation per document, answer last."""
+    from retro.chat_template import ChatTurn, render_conversation
+
+    chats = [d for d in train_docs if d.source == "reading-chat"]
+    assert len(chats) == len(reading.world()["train"])
+    entity = reading.world()["train"][0]
+    chat = next(d for d in chats if d.doc_id == f"reading-chat/{entity.key[8:]}")
+    system = next(p for p in reading.TRAIN_SYSTEM_PROMPTS if chat.text.startswith(p))
+    rest = chat.text[len(system) + 1 :]
+    questions = [r.questions[f].format(e=entity.name) for r in reading.KIND_BY_NAME[entity.kind].relations
+                 for f in (0, 1, 2)]  # fmt: skip
+    turns = [ChatTurn("system", system)]
+    while rest:
+        question = next(q for q in questions if rest.startswith(q))
+        rest = rest[len(question) + 1 :]
+        answer, _, rest = rest.partition(". ")
+        turns += [ChatTurn("user", question), ChatTurn("assistant", answer.removesuffix(".") + ".")]
+    assert 3 <= len(turns) <= 7 and render_conversation(turns) == chat.text
