@@ -107,6 +107,11 @@ def build(
         "--keep-versions",
         help="then delete older versions beyond the newest N (CURRENT stays); 0 keeps all",
     ),
+    reuse_embeddings: Path | None = typer.Option(
+        None,
+        help="an index (same tokenizer and encoder) whose embeddings are reused for chunks it holds; "
+        "only the other chunks are encoded",
+    ),
 ) -> None:
     """Builds a new index version from SOURCES (resuming an interrupted identical build)."""
     from index.build import build_index
@@ -127,6 +132,14 @@ def build(
             except ValueError as e:
                 fail(str(e))
     encoder = _encoder(device)
+    if reuse_embeddings is not None:
+        from index.embedding_reuse import ReusingEncoder
+
+        try:
+            with console.status(f"reading the chunk texts of {reuse_embeddings}"):
+                encoder = ReusingEncoder(encoder, reuse_embeddings, lm_tokenizer)
+        except (ValueError, FileNotFoundError) as e:
+            fail(str(e))
     with progress_bar() as bars:
         progress = stage_progress(bars, INDEX_STAGE_LABELS)
         try:
@@ -147,6 +160,8 @@ def build(
             fail(str(e))
     _print_skipped(report.skipped)
     reused = f", {report.shards_reused} of {report.shards} shards reused" if report.shards_reused else ""
+    if reuse_embeddings is not None:
+        reused += f", {encoder.reused:,} embeddings reused and {encoder.encoded:,} encoded"
     output.print(
         f"built {report.version}: {report.n_documents:,} documents, {report.n_chunks:,} chunks, "
         f"factory {report.faiss_factory}, {report.build_seconds:.1f}s{reused} -> {report.version_dir}",
