@@ -17,10 +17,13 @@ format"):
         embeddings.f32             [N, dim] float32 unit vectors
         faiss-<N>.index            the vector index (the manifest names the live file)
         neighbours-k<k>.npy/.json  precomputed training neighbours (index.neighbours)
-        .append.lock               the write lock of live additions (index.locks)
+        removed.jsonl              tombstones, one line per removed document: doc_id, doc_index,
+                                   n_chunks, time (index.store; absent until the first removal)
+        .append.lock               the write lock of live additions and removals (index.locks)
 
-The manifest's counts are the truth: rows past them (left by a crash mid-append) are ignored and
-truncated by the next append (`append_rows`, `append_lines`). Files that readers may open while
+The manifest's counts are the truth (`n_documents`, `n_chunks`, `n_removed` tombstone lines):
+rows past them (left by a crash mid-append) are ignored and truncated by the next append
+(`append_rows`, `append_lines`). Files that readers may open while
 they change are replaced whole: written under a temp name in the same folder, then os.replace'd
 (`replacing`, `write_atomic`), so a reader sees the old file or the new one, never half of one.
 """
@@ -51,6 +54,7 @@ CHUNKS = "chunks.i32"
 CHUNK_DOC = "chunk_doc.i64"
 CHUNK_POS = "chunk_pos.i32"
 EMBEDDINGS = "embeddings.f32"
+REMOVED = "removed.jsonl"
 APPEND_LOCK = ".append.lock"
 
 
@@ -145,14 +149,26 @@ def _append_after(path: Path, keep_bytes: int, data: bytes) -> None:
 
 def read_documents(version_dir: Path, n_documents: int) -> list[dict]:
     """The first n_documents records of documents.jsonl (ValueError when there are fewer)."""
+    return _read_lines(version_dir / DOCUMENTS, n_documents, "documents")
+
+
+def read_removed(version_dir: Path, manifest: dict) -> list[dict]:
+    """The tombstones the manifest counts (`n_removed`, 0 when absent): the first lines of
+    removed.jsonl, each {doc_id, doc_index, n_chunks, time}; ValueError when there are fewer."""
+    n_removed = manifest.get("n_removed", 0)
+    if n_removed == 0:
+        return []
+    return _read_lines(Path(version_dir) / REMOVED, n_removed, "tombstones")
+
+
+def _read_lines(path: Path, n: int, what: str) -> list[dict]:
     records = []
-    with open(version_dir / DOCUMENTS, encoding="utf-8") as f:
-        for line in f:
-            if len(records) == n_documents:
-                break
-            records.append(json.loads(line))
-    if len(records) != n_documents:
-        raise ValueError(
-            f"{version_dir / DOCUMENTS} has {len(records)} documents, manifest says {n_documents}"
-        )
+    if n > 0:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if len(records) == n:
+                    break
+                records.append(json.loads(line))
+    if len(records) != n:
+        raise ValueError(f"{path} has {len(records)} {what}, manifest says {n}")
     return records

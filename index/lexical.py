@@ -5,7 +5,9 @@ A dense sentence encoder confuses invented or rare names that share subwords ("S
 reading set's dev prompts against the demo index (2026-12-01), MiniLM put the passage that states
 the answer among the top 2 chunks for only 40% of questions. BM25 matches the exact word. This
 module owns an in-memory BM25 index (Robertson's weighting, k1 = 1.2, b = 0.75) over chunk texts,
-words being lower-cased `\\w+` runs, grown by `add` as chunks are appended, and
+words being lower-cased `\\w+` runs, grown by `add` as chunks are appended and shrunk by
+`remove` as documents are removed (a removed chunk is never returned, and the statistics,
+document frequencies and the average length, leave it out as if it had never been added), and
 `reciprocal_rank_fusion`, which merges a dense and a lexical ranking (Cormack et al. 2009, k = 60).
 It is built from the store's chunk texts when first needed (`index.retriever`), never written to
 disk, and knows nothing of tokens, embeddings or the model.
@@ -39,15 +41,36 @@ class LexicalIndex:
         self._counts: dict[str, list[int]] = defaultdict(list)
         self._lengths: list[int] = []
         self._total_length = 0
-        # numpy views built on first use and dropped on `add`: a search then costs the query's
-        # postings, not a conversion of every chunk length and posting list
+        self._removed: set[int] = set()
+        self._removed_array = np.zeros(0, dtype=np.int64)
+        self._removed_length = 0
+        # numpy views built on first use and dropped on `add` and `remove` (postings without the
+        # removed chunks): a search then costs the query's postings, not a conversion of every
+        # chunk length and posting list
         self._length_array: np.ndarray | None = None
         self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._lock = threading.Lock()
         self.add(texts)
 
     def __len__(self) -> int:
+        """Texts added, removed ones included (the next text added gets this id)."""
         return len(self._lengths)
+
+    @property
+    def n_removed(self) -> int:
+        return len(self._removed)
+
+    def remove(self, chunk_ids: Iterable[int]) -> None:
+        """Removes chunks: never found again, left out of the statistics. Ids removed already,
+        or never added, are ignored."""
+        with self._lock:
+            new = {int(c) for c in chunk_ids if 0 <= int(c) < len(self._lengths)} - self._removed
+            if not new:
+                return
+            self._removed |= new
+            self._removed_array = np.asarray(sorted(self._removed), dtype=np.int64)
+            self._removed_length += sum(self._lengths[c] for c in new)
+            self._arrays.clear()
 
     def add(self, texts: Iterable[str]) -> None:
         with self._lock:
@@ -66,25 +89,23 @@ class LexicalIndex:
         """The `n` best chunk ids for `query` with their BM25 scores, best first (only chunks with a
         score above 0). `allowed(chunk_ids) -> bool mask`, when given, filters candidates first."""
         with self._lock:
-            total = len(self._lengths)
+            total = len(self._lengths) - len(self._removed)  # the chunks that count
             if total == 0 or n < 1:
                 return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
             if self._length_array is None:
                 self._length_array = np.asarray(self._lengths, dtype=np.float32)
             lengths = self._length_array
-            average = self._total_length / total
-            scores = np.zeros(total, dtype=np.float32)
+            average = (self._total_length - self._removed_length) / total
+            scores = np.zeros(len(self._lengths), dtype=np.float32)
             for word in set(words(query)):
-                ids = self._postings.get(word)
-                if not ids or len(ids) > COMMON_SHARE * total:
+                if word not in self._postings:
                     continue
                 if word not in self._arrays:
-                    self._arrays[word] = (
-                        np.asarray(ids, dtype=np.int64),
-                        np.asarray(self._counts[word], dtype=np.float32),
-                    )
+                    self._arrays[word] = self._posting_arrays(word)
                 ids_a, tf = self._arrays[word]
-                idf = math.log(1 + (total - len(ids) + 0.5) / (len(ids) + 0.5))
+                if not len(ids_a) or len(ids_a) > COMMON_SHARE * total:
+                    continue
+                idf = math.log(1 + (total - len(ids_a) + 0.5) / (len(ids_a) + 0.5))
                 norm = tf + K1 * (1 - B + B * lengths[ids_a] / average)
                 np.add.at(scores, ids_a, idf * tf * (K1 + 1) / norm)
         candidates = np.nonzero(scores > 0)[0]
@@ -94,6 +115,15 @@ class LexicalIndex:
             candidates = candidates[np.argpartition(-scores[candidates], n - 1)[:n]]
         order = np.argsort(-scores[candidates], kind="stable")
         return candidates[order], scores[candidates[order]]
+
+    def _posting_arrays(self, word: str) -> tuple[np.ndarray, np.ndarray]:
+        """(chunk ids, term counts) of a word's postings without removed chunks (under the lock)."""
+        ids = np.asarray(self._postings[word], dtype=np.int64)
+        tf = np.asarray(self._counts[word], dtype=np.float32)
+        if self._removed:
+            live = ~np.isin(ids, self._removed_array)
+            ids, tf = ids[live], tf[live]
+        return ids, tf
 
 
 def reciprocal_rank_fusion(

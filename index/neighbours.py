@@ -8,8 +8,13 @@ embeddings (nothing is re-encoded) and the version's vector store; -1 where fewe
 workers; its arrays come from `index.version.VersionArrays`, as the live store's do) and gives
 the arrays a trainer needs.
 
+Removed documents (`index.store.IndexStore.remove_documents`, the tombstones of removed.jsonl)
+are never anyone's neighbour; their own chunks keep rows (a trainer that samples sequences from
+`TrainingChunks` still sees their text: it is not filtered here).
+
 Caveat: documents added live after a precompute have no rows in the table (`n_precomputed` says
-how many chunks it covers); rerun `precompute_neighbours` after additions. It never imports `retro`.
+how many chunks it covers), and documents removed after it may still be neighbours in it; rerun
+`precompute_neighbours` after additions or removals. It never imports `retro`.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from index.layout import (
     neighbours_info_file,
     read_documents,
     read_json,
+    read_removed,
     replacing,
     resolve_version_dir,
     write_atomic,
@@ -45,9 +51,10 @@ def precompute_neighbours(
 ) -> Path:
     """Writes `neighbours-k<k>.npy` ([N, k] int64, best first, -1 = none) into the version folder.
 
-    Each batch asks faiss for k + (chunks of the batch's longest document) results, so the
-    same-document filter still leaves k whenever k chunks of other documents exist (exact for a
-    Flat index; an IVF index may return fewer, which then show as -1).
+    Chunks of removed documents are never neighbours. Each batch asks faiss for k + (chunks of the
+    batch's longest document) + (chunks of removed documents) results, so the filters still leave
+    k whenever k eligible chunks of other documents exist (exact for a Flat index; an IVF index may
+    return fewer, which then show as -1).
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
@@ -56,6 +63,9 @@ def precompute_neighbours(
     arrays = VersionArrays.open(version_dir, manifest)
     n_chunks, embeddings, doc_index = arrays.n_chunks, arrays.embeddings, arrays.doc_index
     chunks_per_doc = np.bincount(doc_index, minlength=manifest["n_documents"]) if n_chunks else np.zeros(0)
+    removed_doc = np.zeros(manifest["n_documents"], dtype=bool)
+    removed_doc[[t["doc_index"] for t in read_removed(version_dir, manifest)]] = True
+    n_removed_chunks = int(chunks_per_doc[removed_doc].sum()) if n_chunks else 0
     vectors = open_vector_store(version_dir, manifest, gpu)
     started = time.perf_counter()
     final = version_dir / neighbours_file(k)
@@ -64,10 +74,10 @@ def precompute_neighbours(
         for lo in range(0, n_chunks, batch_size):
             hi = min(n_chunks, lo + batch_size)
             own = doc_index[lo:hi]
-            k_search = min(vectors.ntotal, k + int(chunks_per_doc[own].max()))
+            k_search = min(vectors.ntotal, k + int(chunks_per_doc[own].max()) + n_removed_chunks)
             _, found = vectors.search(np.asarray(embeddings[lo:hi]), k_search)
             found_docs = doc_index[np.maximum(found, 0)]
-            keep = (found >= 0) & (found_docs != own[:, None])
+            keep = (found >= 0) & (found_docs != own[:, None]) & ~removed_doc[found_docs]
             # Stable sort puts kept columns first in their original (best-first) order.
             order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
             picked = np.take_along_axis(found, order, axis=1)
@@ -80,6 +90,7 @@ def precompute_neighbours(
         table.flush()
         del table
     info = {"k": k, "n_chunks": n_chunks, "faiss_factory": manifest["faiss_factory"]}
+    info["n_removed"] = manifest.get("n_removed", 0)  # the tombstones it left out
     info["seconds"] = round(time.perf_counter() - started, 3)
     write_atomic(version_dir / neighbours_info_file(k), json.dumps(info))
     return final

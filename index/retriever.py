@@ -6,8 +6,9 @@ RETRO section 2.3), and the choice between dense retrieval (MiniLM vectors only)
 retrieval: the dense and the BM25 (`index.lexical`) rankings of `candidates` chunks each, merged by
 reciprocal rank fusion, so that a query naming a rare or invented word finds the chunks that hold
 it. The BM25 index is built from the store's chunk texts on the first hybrid search and follows
-live additions. Searching, locking and the on-disk arrays belong to `IndexStore`; encoding to the
-store's encoder. It never imports `retro`.
+live additions and removals (a removed document's chunks are found by neither ranking).
+Searching, locking and the on-disk arrays belong to `IndexStore`; encoding to the store's encoder.
+It never imports `retro`.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ class Retriever:
         self._lexical_lock = threading.Lock()
 
     def lexical_index(self) -> LexicalIndex:
-        """The BM25 index of the store's chunks, extended with chunks added since the last call."""
+        """The BM25 index of the store's chunks, extended with chunks added since the last call and
+        without the chunks of documents removed since."""
         with self._lexical_lock:
             if self._lexical is None:
                 self._lexical = LexicalIndex()
@@ -61,6 +63,9 @@ class Retriever:
             for start in range(done, total, 4096):
                 rows = self.store.chunk_tokens(np.arange(start, min(total, start + 4096)))
                 self._lexical.add(self.store.tokenizer.decode_batch([r[r != pad_id].tolist() for r in rows]))
+            removed = self.store.removed_chunk_ids()
+            if len(removed) != self._lexical.n_removed:
+                self._lexical.remove(removed)
             return self._lexical
 
     @property

@@ -87,6 +87,19 @@ def test_hybrid_retrieval_sees_documents_added_live(blind_store):
     assert retriever.search(["Who is Quibbletown's mayor?"], k=1)[0].doc_ids == ["town/quibbletown"]
 
 
+def test_hybrid_retrieval_never_returns_a_removed_document(blind_store):
+    query = ["In which year was Stoqueirirk founded?"]
+    retriever = Retriever(blind_store, mode="hybrid")
+    assert "town/stoqueirirk" in retriever.search(query, k=2)[0].doc_ids  # its BM25 index is built
+    blind_store.remove_documents(["town/stoqueirirk"])
+    # k past the live chunks: the fusion takes every chunk either ranking offers
+    everything = blind_store.n_live_chunks + 1
+    for searcher in (retriever, Retriever(blind_store, mode="hybrid")):
+        found = searcher.search(query, k=everything)[0]
+        assert "town/stoqueirirk" not in found.doc_ids
+        assert (found.chunk_ids >= 0).sum() == blind_store.n_live_chunks
+
+
 def test_unknown_retrieval_mode_is_a_clear_error(blind_store):
     with pytest.raises(ValueError, match="unknown retrieval mode"):
         Retriever(blind_store, mode="sparse")
