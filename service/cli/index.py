@@ -1,4 +1,4 @@
-"""`retro index ...`: build, extend, search, inspect and prune a retrieval index from the command line.
+"""`retro index ...`: build, extend, remove from, search, inspect and prune an index from the command line.
 
 This module owns only argument handling and printing; the work is done by the `index` package.
 When no tokenizer is given, `build` trains a byte-level BPE on the corpus and the index keeps it
@@ -17,7 +17,9 @@ from rich.table import Table
 from service.cli.console import INDEX_STAGE_LABELS, console, fail, output, progress_bar, stage_progress
 
 index_app = typer.Typer(
-    no_args_is_help=True, add_completion=False, help="Build, extend, search and inspect an index."
+    no_args_is_help=True,
+    add_completion=False,
+    help="Build, extend, remove from, search and inspect an index.",
 )
 
 
@@ -190,9 +192,35 @@ def add(
     _print_skipped(report.skipped)
     output.print(
         f"added {report.n_documents:,} documents ({report.n_chunks:,} chunks) to {store.version} "
-        f"in {report.seconds:.1f}s; it now holds {store.n_documents:,} documents",
+        f"in {report.seconds:.1f}s; it now holds {store.n_live_documents:,} documents",
         highlight=False,
     )
+
+
+@index_app.command("remove")
+def remove(
+    index_dir: Path = typer.Argument(..., help="an index folder"),
+    doc_ids: list[str] = typer.Argument(..., help="the doc ids to remove"),
+) -> None:
+    """Removes documents from the current version: never retrieved again, no rebuild. Prints each
+    id's outcome; exits 1 when an id was not in the index (the others are removed)."""
+    from index.store import DOC_ALREADY_REMOVED, DOC_NOT_FOUND, DOC_REMOVED
+
+    store = _open_store(index_dir, None)
+    try:
+        report = store.remove_documents(doc_ids)
+    except (ValueError, OSError) as e:
+        fail(str(e))
+    labels = {DOC_REMOVED: "removed", DOC_NOT_FOUND: "not found", DOC_ALREADY_REMOVED: "already removed"}
+    for doc_id, outcome in zip(report.doc_ids, report.outcomes, strict=True):
+        output.print(f"{labels[outcome]}: {doc_id}", highlight=False, markup=False)
+    output.print(
+        f"removed {report.n_documents:,} documents ({report.n_chunks:,} chunks) from {store.version}; "
+        f"it now holds {store.n_live_documents:,} documents ({store.n_live_chunks:,} chunks)",
+        highlight=False,
+    )
+    if DOC_NOT_FOUND in report.outcomes:
+        raise typer.Exit(code=1)
 
 
 @index_app.command("search")
@@ -282,6 +310,7 @@ def info(
     table.add_row("corpus", manifest["corpus_fingerprint"][:16])
     table.add_row("skipped inputs", str(len(manifest.get("skipped", []))))
     table.add_row("live additions", str(len(manifest.get("additions", []))))
+    table.add_row("removed documents", str(manifest.get("n_removed", 0)))
     if versions:
         current = resolve_version_dir(root).name
         sizes = {name: folder_bytes(root / VERSIONS_DIR / name) for name in versions}
