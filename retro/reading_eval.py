@@ -5,6 +5,10 @@ holds. For every item it records what the model said first and, for retrieval on
 passage that states the answer was among the neighbours of the prompt's last chunk (the ones the
 first answer token attends to), so reader errors and retriever errors are told apart:
 
+- chat: each held-out-form question again as a chat (`chat_items`: a system message no training
+  conversation uses, then the question as the user turn, rendered by `retro.chat_template` as
+  `/v1/chat/completions` renders it), kind `question_chat`, so the chat score sits beside the
+  completion score of the same questions;
 - settings: `on` (k neighbours searched with each chunk's text), `off` (no neighbours), `random`
   (k random chunks of the index per chunk), and for update items also `on, old removed` (the
   passage with the old value excluded from the search, as if deleted);
@@ -22,15 +26,42 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
 from index.reading import ReadingItem
+from retro.chat_template import ChatTurn, generation_prompt
 from retro.scoring import Proportion, answer_contained, answer_first, answer_in_prompt
 
 SETTINGS = ("on", "off", "random")
 UPDATE_REMOVED = "on, old removed"
+CHAT_KIND = "question_chat"
+# The chat items' system messages: none is a training conversation's (index.reading.TRAIN_SYSTEM_PROMPTS).
+EVAL_SYSTEM_PROMPTS = (
+    "Please answer the user's question.",
+    "Use what you know to answer.",
+    "Be concise and accurate.",
+)
+
+
+def chat_items(items: Sequence[ReadingItem]) -> list[ReadingItem]:
+    """The `question` items (held-out forms) as chats: [system, user question], the system message
+    cycling through `EVAL_SYSTEM_PROMPTS`, rendered into the prompt a chat request sends."""
+    questions = [item for item in items if item.kind == "question"]
+    return [
+        replace(
+            item,
+            kind=CHAT_KIND,
+            prompt=generation_prompt(
+                [
+                    ChatTurn("system", EVAL_SYSTEM_PROMPTS[i % len(EVAL_SYSTEM_PROMPTS)]),
+                    ChatTurn("user", item.prompt),
+                ]
+            ).text,
+        )  # fmt: skip
+        for i, item in enumerate(questions)
+    ]
 
 
 class RecordingRetrieve:

@@ -85,3 +85,21 @@ def test_a_prompt_holding_the_answer_earns_nothing_and_errors_count_as_wrong():
     result = run_items([ITEMS[0]], failing, None)[0]
     assert not result.first and "limit" in result.error
     assert summarise([result])["off"]["question"]["errors"] == 1
+
+
+def test_chat_items_ask_the_held_out_questions_as_a_chat_request_renders_them():
+    from index.reading import TRAIN_SYSTEM_PROMPTS, evaluation_set
+    from retro.chat_template import ChatTurn, generation_prompt
+    from retro.reading_eval import CHAT_KIND, EVAL_SYSTEM_PROMPTS, chat_items
+
+    items = evaluation_set("dev").items
+    chats = chat_items(items)
+    questions = [i for i in items if i.kind == "question"]
+    assert len(chats) == len(questions) and {c.kind for c in chats} == {CHAT_KIND}
+    assert not set(EVAL_SYSTEM_PROMPTS) & set(TRAIN_SYSTEM_PROMPTS)  # never a training conversation's
+    first = chats[0]
+    want = generation_prompt(
+        [ChatTurn("system", EVAL_SYSTEM_PROMPTS[0]), ChatTurn("user", questions[0].prompt)]
+    )
+    assert first.prompt == want.text == f"{EVAL_SYSTEM_PROMPTS[0]} {questions[0].prompt}"
+    assert (first.answer, first.evidence) == (questions[0].answer, questions[0].evidence)
