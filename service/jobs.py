@@ -2,10 +2,12 @@
 
 A rebuild reads an allowed corpus, calls `index.build.build_index` (which writes a new version and
 switches CURRENT atomically), then the `IndexHandle` reopens CURRENT and swaps it in. Documents
-added through the API while the rebuild ran are added again to the new version before the swap,
-so no acknowledged document is lost. After the swap, versions beyond the newest `keep_versions`
-are deleted (`index.prune`). This module owns the job table and the source checks; it knows
-nothing of HTTP beyond raising `APIError`.
+added and removed through the API while the rebuild ran are added again to, and removed again
+from, the new version before the swap, in the order they came, so no acknowledged addition is lost
+and no acknowledged removal comes back (a removal acknowledged before the rebuild started is not
+replayed: the new version holds what its source holds). After the swap, versions beyond the
+newest `keep_versions` are deleted (`index.prune`). This module owns the job table and the source
+checks; it knows nothing of HTTP beyond raising `APIError`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from index.build import build_index
 from index.corpus import Document, SkippedInput
 from index.prune import prune_versions
 from index.sources import NAMED_SOURCES, read_sources
+from index.store import DOC_REMOVED, RemoveReport
 from service.errors import APIError
 from service.retrieval import IndexHandle
 
@@ -88,7 +91,8 @@ class RebuildJobs:
         self._jobs: dict[str, RebuildJob] = {}
         self._lock = threading.Lock()
         self._running: RebuildJob | None = None
-        self._added_during: list[Document] = []
+        # API changes while a rebuild runs, in order: ("add", documents) or ("remove", doc ids)
+        self._changes_during: list[tuple[str, list]] = []
         self._on_swap = on_swap or (lambda snapshot: None)
 
     def get(self, job_id: str) -> RebuildJob | None:
@@ -103,7 +107,19 @@ class RebuildJobs:
         with self._lock:
             report = self.handle.current.store.add_documents(documents)
             if self._running is not None:
-                self._added_during.extend(documents)
+                self._changes_during.append(("add", list(documents)))
+        return report
+
+    def remove_documents(self, doc_ids: list[str]) -> RemoveReport:
+        """Removes documents from the serving version (a running rebuild removes them from its new
+        one too, before the swap), under the same lock as `add_documents`."""
+        with self._lock:
+            report = self.handle.current.store.remove_documents(doc_ids)
+            if self._running is not None:
+                outcomes = zip(report.doc_ids, report.outcomes, strict=True)
+                removed = [doc_id for doc_id, outcome in outcomes if outcome == DOC_REMOVED]
+                if removed:
+                    self._changes_during.append(("remove", removed))
         return report
 
     def start(self, source: str) -> RebuildJob:
@@ -113,7 +129,7 @@ class RebuildJobs:
             job = RebuildJob(id=f"rebuild-{uuid.uuid4().hex[:12]}", source=source)
             self._jobs[job.id] = job
             self._running = job
-            self._added_during = []
+            self._changes_during = []
         threading.Thread(target=self._run, args=(job,), name=f"index-{job.id}", daemon=True).start()
         return job
 
@@ -136,6 +152,19 @@ class RebuildJobs:
             log.exception("pruning old index versions of %s failed", self.handle.path)
             return []
 
+    @staticmethod
+    def _replay(store, changes: list[tuple[str, list]]) -> tuple[int, int]:
+        """Applies the API's additions and removals made during a rebuild to the new version, in
+        order; returns (documents given again to add, documents removed from the new version)."""
+        readded = removed = 0
+        for kind, items in changes:
+            if kind == "add":
+                store.add_documents(items)
+                readded += len(items)
+            else:
+                removed += store.remove_documents(items).n_documents
+        return readded, removed
+
     def _run(self, job: RebuildJob) -> None:
         job.status = "running"
         try:
@@ -157,9 +186,8 @@ class RebuildJobs:
             with self._lock:
                 # Rebuild is done; anything added from here on goes to the new version directly.
                 snapshot = handle.reopen()
-                added, self._added_during = self._added_during, []
-                if added:
-                    snapshot.store.add_documents(added)
+                changes, self._changes_during = self._changes_during, []
+                readded, removed = self._replay(snapshot.store, changes)
                 self._running = None
             self._on_swap(snapshot)
             pruned = self._prune()
@@ -168,7 +196,8 @@ class RebuildJobs:
                 "documents": report.n_documents,
                 "chunks": report.n_chunks,
                 "skipped": len(report.skipped),
-                "readded_live_documents": len(added),
+                "readded_live_documents": readded,
+                "removed_live_documents": removed,
                 "pruned_versions": pruned,
                 "seconds": round(report.build_seconds, 3),
             }

@@ -33,8 +33,9 @@ class IndexSnapshot:
         manifest = self.store.manifest
         return {
             "version": self.store.version,
-            "documents": self.store.n_documents,
-            "chunks": self.store.n_chunks,
+            "documents": self.store.n_live_documents,  # removed documents are not counted
+            "chunks": self.store.n_live_chunks,
+            "removed_documents": self.store.n_removed_documents,
             "chunk_size": self.store.chunk_size,
             "encoder": manifest.get("encoder"),
             "faiss_factory": manifest.get("faiss_factory"),

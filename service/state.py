@@ -91,8 +91,8 @@ class ServiceState:
             )
 
     def note_index(self, snapshot: IndexSnapshot) -> None:
-        self.metrics.index_documents.set(snapshot.store.n_documents)
-        self.metrics.index_chunks.set(snapshot.store.n_chunks)
+        self.metrics.index_documents.set(snapshot.store.n_live_documents)
+        self.metrics.index_chunks.set(snapshot.store.n_live_chunks)
 
     def close(self) -> None:
         for worker in self.workers.values():

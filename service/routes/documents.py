@@ -1,7 +1,10 @@
-"""POST /v1/documents: add documents to the serving index; searchable as soon as the call returns.
+"""POST /v1/documents adds documents to the serving index, searchable as soon as the call returns;
+DELETE /v1/documents/{doc_id} removes one, never retrieved again from the moment the call returns.
 
-Needs the API key when one is configured. Encoding runs off the event loop; a document whose id
-is already in the index is reported as skipped, not added twice.
+Both need the API key when one is configured and run off the event loop. A document whose id is
+already in the index is reported as skipped, not added twice; a removed document's id may be added
+again, as a new document. Removing an id the index does not hold (never added, or removed
+already) is a 404.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import uuid
 from fastapi import APIRouter
 
 from index.corpus import Document
+from index.store import DOC_ALREADY_REMOVED, DOC_REMOVED
 from service.deps import ApiKey, AppSettings, Index, Metrics, ReadyState
 from service.errors import APIError
 from service.schemas import DocumentsRequest
@@ -51,6 +55,25 @@ async def add_documents(
             {"id": d.doc_id, "added": reason is None, "reason": reason}
             for d, reason in zip(documents, report.outcomes, strict=True)
         ],
+        "index": snapshot.info(),
+        "seconds": round(report.seconds, 4),
+    }
+
+
+@router.delete("/v1/documents/{doc_id:path}")
+async def remove_document(doc_id: str, _: ApiKey, state: ReadyState, index: Index):
+    report = await asyncio.to_thread(state.jobs.remove_documents, [doc_id])
+    outcome = report.outcomes[0]
+    if outcome != DOC_REMOVED:
+        already = " (it was removed already)" if outcome == DOC_ALREADY_REMOVED else ""
+        raise APIError(404, f"no document {doc_id!r} in the index{already}", "doc_id", "document_not_found")
+    snapshot = index.current
+    state.note_index(snapshot)
+    return {
+        "object": "index.removal",
+        "id": doc_id,
+        "removed": True,
+        "chunks": report.n_chunks,
         "index": snapshot.info(),
         "seconds": round(report.seconds, 4),
     }
