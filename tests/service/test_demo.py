@@ -122,9 +122,12 @@ def test_train_runs_the_recipe_commands_into_the_data_folder(tmp_path, monkeypat
         "--vocab-size 400 --device cpu",
     )  # fmt: skip
     tiny = "--steps 2 --batch-size 2 --device cpu --ckpt-every 1"
-    monkeypatch.setattr(
-        demo, "TRAIN_RETRO_COMMAND", f"retro train --preset tiny --index {{index}} --out {{runs}}/demo {tiny}"
+    stages = (
+        f"retro train --preset tiny --index {{index}} --out {{runs}}/demo-stage1 {tiny}",
+        f"retro train --preset tiny --index {{index}} --out {{runs}}/demo --init-from {{runs}}/demo-stage1 "
+        f"--config copy_bag_window=4 {tiny}",
     )
+    monkeypatch.setattr(demo, "TRAIN_RETRO_COMMANDS", stages)
     monkeypatch.setattr(
         demo, "TRAIN_BASELINE_COMMAND",
         f"retro train --preset tiny --baseline --index {{index}} --out {{runs}}/demo-baseline {tiny}",
@@ -136,8 +139,13 @@ def test_train_runs_the_recipe_commands_into_the_data_folder(tmp_path, monkeypat
     baseline, baseline_tokenizer, _ = load_checkpoint(baseline_dir)
     assert model.config.uses_retrieval and not baseline.config.uses_retrieval
     assert meta["training"]["step"] == 2 and tokenizer.fingerprint == baseline_tokenizer.fingerprint
+    assert model.config.copy_bag_window == 4 and meta["init_from"]["path"] == str(
+        (paths.runs / "demo-stage1").resolve()
+    )
 
-    monkeypatch.setattr(demo, "TRAIN_RETRO_COMMAND", "retro train --preset no-such-preset --index {index}")
+    monkeypatch.setattr(
+        demo, "TRAIN_RETRO_COMMANDS", ("retro train --preset no-such-preset --index {index}",)
+    )
     with pytest.raises(RuntimeError, match="no-such-preset"):
         demo.train_models(paths)
 
