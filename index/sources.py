@@ -2,7 +2,8 @@
 
 This module owns `NAMED_SOURCES`, the table of every named source, in the order the CLI and the
 service list them: `wiki-vital` (Wikipedia vital-article leads, `index.wiki_vital`),
-`wiki-vital:train` (without the held-out entities' own leads, `index.leakage`), `facts`,
+`wiki-vital:train` (without the held-out entities' own leads, `index.leakage`) and those leads,
+`wiki-vital:heldout`, `wiki-vital:dev`, `wiki-vital:test` (general text for `retro eval`), `facts`,
 `facts:train`, `facts:heldout`, `facts:dev`, `facts:test` and their question-and-answer documents
 `facts-qa`, `facts-qa:train`, `facts-qa:heldout` (`index.facts`), the reading set `reading:train`,
 `reading:dev`, `reading:test` (`index.reading`), and the Debian dictd dictionaries

@@ -173,6 +173,28 @@ def test_wiki_vital_train_drops_the_heldout_entities_own_leads():
     assert heldout_title_pattern().search(held_names[2])
 
 
+def test_wiki_vital_heldout_is_what_train_drops_halved_like_the_facts():
+    """The general text `retro eval` scores: never in `wiki-vital:train`, each lead in the part
+    (dev or test) of the held-out entity its title names."""
+    from index.leakage import heldout_lead_part
+
+    everything = {d.doc_id for d in _read("wiki-vital")[0]}
+    train = {d.doc_id for d in _read("wiki-vital:train")[0]}
+    heldout = _read("wiki-vital:heldout")[0]
+    held = {d.doc_id for d in heldout}
+    dev, test = ({d.doc_id for d in _read(f"wiki-vital:{part}")[0]} for part in ("dev", "test"))
+    assert held and held.isdisjoint(train) and held | train == everything
+    assert dev and test and dev.isdisjoint(test) and dev | test == held
+    keys = {e.name: e.key for e in facts.entities() if facts.is_heldout(e.key)}
+    for document in heldout:
+        part = "dev" if document.doc_id in dev else "test"
+        if document.title in keys:  # the entity's own lead
+            assert facts.heldout_part(keys[document.title]) == part
+    name = next(iter(keys))
+    assert heldout_lead_part(f"History of {name}") == facts.heldout_part(keys[name])
+    assert heldout_lead_part("Photosynthesis") is None
+
+
 def test_fact_pairs_answers_appear_in_the_documents():
     pairs = list(facts.fact_pairs())
     assert len(pairs) >= 1000
