@@ -7,6 +7,10 @@ This module owns the numbers an evaluation report holds and how each is computed
   (neighbours searched with each chunk's text, the document itself excluded), "leakage_free" (every
   document of the same entity excluded too, e.g. the other phrasings `.../p1..p3`: paper section
   4.4), "random" (random chunks of the index) and "off" (no neighbours).
+- `bits_per_byte_by_overlap(settings, reference, ...)`: the same bits and bytes per chunk, bucketed
+  by the chunk's 8-gram overlap with the neighbours the reference RETRO model attended for it
+  (`retro.overlap`, paper section 2.6), for several models and modes on the same chunks: copying
+  told from modelling.
 - `evaluate_facts(model, tokenizer, retriever, pairs, ...)`: greedy answers to completion or
   question prompts; correct when the answer is what the model says first (`retro.scoring`, with a
   Wilson 95% interval), and containment anywhere in `max_new_tokens` tokens as a second column.
@@ -34,6 +38,7 @@ from retro.data import IGNORE
 from retro.generate import RetroLanguageModel
 from retro.language_model import PromptTooLongError, fit_neighbours
 from retro.model import Retro
+from retro.overlap import BUCKETS, NGRAM, NO_NEIGHBOURS, attended_neighbours, bucket_of, overlap_share
 from retro.sampling import SamplingParams
 from retro.scoring import answer_contained, answer_first, answer_in_prompt, wilson_interval
 
@@ -113,9 +118,9 @@ def _predicted_bytes(decode, ids: list[int]) -> int:
     return len(decode(ids).encode("utf-8")) - len(decode(ids[:1]).encode("utf-8"))
 
 
-@torch.inference_mode()
-def _retro_document_nll(model: Retro, ids: list[int], neighbours_for) -> tuple[float, int]:
-    """Sum of -ln p over tokens 1.. of one document, in windows of whole chunks (no carried context).
+def _windows(model: Retro, ids: list[int], neighbours_for):
+    """What the model sees of one document: (lo, inputs [1, w], targets [1, w], neighbours
+    [L, k, r] | None) per window of whole chunks (no carried context), `lo` its first position.
 
     The document is left-padded to a chunk boundary, as generation pads prompts, so that every
     chunk is whole and has neighbours; padding is never a target.
@@ -126,21 +131,49 @@ def _retro_document_nll(model: Retro, ids: list[int], neighbours_for) -> tuple[f
     # targets[j] = seq[j + 1]; the document's first token (seq[lead]) is context, never a target
     inputs, targets = seq[:-1], [IGNORE] * lead + seq[lead + 1 :]
     window = cfg.max_seq_len - cfg.max_seq_len % m
-    total, count = 0.0, 0
     for lo in range(0, len(inputs), window):
         x = torch.tensor([inputs[lo : lo + window]], device=model.device)
         y = torch.tensor([targets[lo : lo + window]], device=model.device)
-        n = int((y != IGNORE).sum())
-        if n == 0:
+        if not bool((y != IGNORE).any()):
             continue
         chunks = [inputs[lo + u * m : lo + (u + 1) * m] for u in range(x.shape[1] // m)]
-        neighbours = neighbours_for(chunks) if chunks else None
-        if neighbours is not None:
-            neighbours = torch.from_numpy(neighbours)[None].to(model.device)
-        mean_nll = model.loss(x, neighbours, y)
+        yield lo, x, y, (neighbours_for(chunks) if chunks else None)
+
+
+def _on_device(model: Retro, neighbours: np.ndarray | None) -> torch.Tensor | None:
+    return None if neighbours is None else torch.from_numpy(neighbours)[None].to(model.device)
+
+
+@torch.inference_mode()
+def _retro_document_nll(model: Retro, ids: list[int], neighbours_for) -> tuple[float, int]:
+    """Sum of -ln p over tokens 1.. of one document, in windows of whole chunks (`_windows`)."""
+    total, count = 0.0, 0
+    for _, x, y, neighbours in _windows(model, ids, neighbours_for):
+        n = int((y != IGNORE).sum())
+        mean_nll = model.loss(x, _on_device(model, neighbours), y)
         total += float(mean_nll) * n
         count += n
     return total, count
+
+
+@torch.inference_mode()
+def _retro_token_nll(model: Retro, ids: list[int], neighbours_for) -> tuple[np.ndarray, list]:
+    """-ln p of each of tokens 1.. of one document (entry i - 1 for ids[i]), scored as
+    `_retro_document_nll` scores them, and the neighbours retrieved with each chunk of the
+    left-padded document (None for a chunk none were retrieved with)."""
+    m = model.config.chunk_size
+    lead = (-len(ids)) % m
+    nll = np.zeros(len(ids) - 1)
+    retrieved: list = [None] * ((lead + len(ids)) // m)
+    for lo, x, y, neighbours in _windows(model, ids, neighbours_for):
+        logp = model(x, _on_device(model, neighbours))[0]
+        positions = torch.nonzero(y[0] != IGNORE)[:, 0]
+        values = -logp[positions, y[0, positions]].double()
+        # position j predicts seq[lo + j + 1] = ids[lo + j + 1 - lead]: entry lo + j - lead
+        nll[(positions + lo - lead).cpu().numpy()] = values.cpu().numpy()
+        for u in range(0 if neighbours is None else len(neighbours)):
+            retrieved[lo // m + u] = neighbours[u]
+    return nll, retrieved
 
 
 @torch.inference_mode()
@@ -217,6 +250,97 @@ def bits_per_byte(
         n_bytes += _predicted_bytes(decode, ids)
         n_docs += 1
     return BitsPerByte(mode=mode, bits=bits, n_bytes=n_bytes, n_tokens=n_tokens, n_documents=n_docs)
+
+
+# ----------------------------------------------------------------------------------------------
+# bits per byte by neighbour overlap (RETRO paper section 2.6)
+
+
+def _bucket_row(name: str, settings) -> dict:
+    return {"bucket": name, "chunks": 0, "tokens": 0, "bytes": 0, "bits": dict.fromkeys(settings, 0.0)}
+
+
+def bits_per_byte_by_overlap(
+    settings: dict[str, tuple[object, str]],
+    reference: str,
+    tokenizer,
+    retriever,
+    documents: Sequence[Document],
+    n: int = NGRAM,
+) -> dict:
+    """Bits per byte of `documents` per neighbour-overlap bucket (`retro.overlap`), for every
+    setting {name: (RETRO model, mode "retrieval" or "off")} on the same chunks.
+
+    The chunks are those of the `reference` setting's model (a RETRO model, mode "retrieval"): its
+    chunks of the left-padded document, each bucketed by the share of its token n-grams found in
+    the neighbours that model attended while predicting it (retrieved with the previous chunk;
+    none for a window's first chunk: `NO_NEIGHBOURS`). Each setting's per-token losses are summed
+    over the same tokens, so every row compares the settings on the same text; the rows' bytes add
+    up to `bits_per_byte`'s. Returns {"reference", "ngram", "chunk_size", "documents", "settings",
+    "buckets": [{"bucket", "chunks", "tokens", "bytes", "bits": {setting}, "bpb": {setting}}],
+    "total": the same over every chunk}.
+    """
+    ref_model, ref_mode = settings[reference]
+    if ref_mode != "retrieval":
+        raise ValueError(f"the reference setting {reference!r} must retrieve (mode 'retrieval')")
+    for name, (model, mode) in settings.items():
+        if not isinstance(model, Retro):
+            raise ValueError(f"setting {name!r}: overlap buckets need models on the index's tokenizer")
+        if mode not in ("retrieval", "off"):
+            raise ValueError(f"setting {name!r}: mode {mode!r}; bucketed modes: retrieval, off")
+        _check_mode(model, mode, retriever)
+    m = ref_model.config.chunk_size
+    if m < n:
+        raise ValueError(f"chunks of {m} tokens hold no {n}-gram")
+    window_chunks = ref_model.config.max_seq_len // m
+    rows = {name: _bucket_row(name, settings) for name in (*BUCKETS, NO_NEIGHBOURS)}
+    rng = np.random.default_rng(0)
+    n_docs = 0
+    for document in documents:
+        ids = tokenizer.encode(document.text)
+        if len(ids) < 2:
+            continue
+        n_docs += 1
+        losses, retrieved = {}, None
+        for name, (model, mode) in settings.items():
+            source = _neighbour_source(model, tokenizer, retriever, mode, {document.doc_id}, rng)
+            losses[name], got = _retro_token_nll(model, ids, source)
+            if name == reference:
+                retrieved = got
+        attended = attended_neighbours(retrieved, window_chunks)
+        lead = (-len(ids)) % m
+        seq = [ref_model.config.pad_id] * lead + ids
+        # bytes of the text ids[:i] decodes to, at chunk boundaries: the chunks' bytes telescope
+        boundaries = {1, *range(m - lead, len(ids) + 1, m)}
+        prefix_bytes = {i: len(tokenizer.decode(ids[:i]).encode("utf-8")) for i in boundaries}
+        for u in range(len(seq) // m):
+            start, end = max(1, u * m - lead), (u + 1) * m - lead  # ids[start:end] are its targets
+            if start >= end:
+                continue
+            share = overlap_share(seq[u * m : (u + 1) * m], attended[u], n, ref_model.config.pad_id)
+            row = rows[bucket_of(share)]
+            row["chunks"] += 1
+            row["tokens"] += end - start
+            row["bytes"] += prefix_bytes[end] - prefix_bytes[start]
+            for name, nll in losses.items():
+                row["bits"][name] += float(nll[start - 1 : end - 1].sum()) / math.log(2)
+    total = _bucket_row("all chunks", settings)
+    for row in rows.values():
+        for key in ("chunks", "tokens", "bytes"):
+            total[key] += row[key]
+        for name in settings:
+            total["bits"][name] += row["bits"][name]
+    for row in [*rows.values(), total]:
+        row["bpb"] = {s: (b / row["bytes"] if row["bytes"] else None) for s, b in row["bits"].items()}
+    return {
+        "reference": reference,
+        "ngram": n,
+        "chunk_size": m,
+        "documents": n_docs,
+        "settings": list(settings),
+        "buckets": list(rows.values()),
+        "total": total,
+    }
 
 
 # ----------------------------------------------------------------------------------------------
