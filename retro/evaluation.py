@@ -15,6 +15,11 @@ deleted afterwards (`in_place`: to the index itself), then:
 - the reading set (`index.reading`, `retro.reading_eval`): made-up entities in held-out style
   families and question forms, retrieval on / off / random, with whether the answer's passage was
   retrieved;
+- bits per byte on held-out general text (default: the split's Wikipedia leads of the held-out
+  entities, `wiki-vital:dev` / `wiki-vital:test`, which `wiki-vital:train` drops: in neither the
+  training data nor the index, and checked so), per chunk bucketed by its 8-gram overlap with the
+  neighbours the first RETRO model attended for it (`retro.overlap`, paper section 2.6), for every
+  model on the same chunks: RETRO with retrieval on and off, baselines;
 - parameters, training tokens (checkpoint meta), decode tokens/s and seconds per answer.
 
 `split` chooses the half of the held-out real facts and the reading set's entities: "dev" to
@@ -34,6 +39,7 @@ import time
 from pathlib import Path
 
 DEFAULT_MAX_DOCS = 120
+DEFAULT_MAX_GENERAL_DOCS = 40
 SPLITS = ("dev", "test")
 READING_MAX_NEW_TOKENS = 12
 
@@ -74,6 +80,77 @@ def machine_description(device: str) -> str:
         return f"{torch.cuda.get_device_name()} ({platform.node()})"
     cpu = platform.processor() or platform.machine()
     return f"CPU ({cpu}), {torch.get_num_threads()} torch threads, {os.cpu_count()} cores ({platform.node()})"
+
+
+def index_holds(store, documents: list) -> dict:
+    """Which of `documents` an index holds: by doc id, and by text (a chunk of the document with at
+    least 8 tokens, cut with the index's tokenizer and chunk size, equal to a stored chunk)."""
+    import numpy as np
+
+    from index.chunker import chunk_token_lists, tokenize_texts
+
+    stored = {row.tobytes() for row in store.chunk_tokens(np.arange(store.n_chunks))}
+    by_text = []
+    texts = [d.text for d in documents]
+    for document, ids in zip(documents, tokenize_texts(store.tokenizer, texts), strict=True):
+        rows = chunk_token_lists([ids], store.chunk_size, store.pad_id).tokens
+        if any((row != store.pad_id).sum() >= 8 and row.tobytes() in stored for row in rows):
+            by_text.append(document.doc_id)
+    return {
+        "checked": len(documents),
+        "doc_ids_found": [d.doc_id for d in documents if store.has_document(d.doc_id)],
+        "texts_found": by_text,
+    }
+
+
+def training_index_holds(meta: dict, tokenizer, documents: list) -> dict:
+    """`index_holds` on the index a run was trained on (its checkpoint meta's "index"), when that
+    folder is here and opens with the run's tokenizer; else {"index", "why"}: why it was not checked."""
+    from index.store import IndexStore
+
+    path = meta.get("index")
+    if not path:
+        return {"index": None, "why": "the checkpoint does not name its training index"}
+    if not Path(path).is_dir():
+        return {"index": path, "why": "the training index is not on this machine"}
+    try:
+        store = IndexStore.open(path, tokenizer)
+    except (ValueError, OSError) as e:
+        return {"index": path, "why": str(e)}
+    return {"index": path, **index_holds(store, documents)}
+
+
+def evaluate_general_text(models: list, tokenizer, retriever, documents: list, log=print) -> dict:
+    """Bits per byte of held-out general text by neighbour overlap (`retro.evaluate.
+    bits_per_byte_by_overlap`) for `models` [(name, model, meta)] on the index's tokenizer: the
+    first RETRO model's neighbours define the buckets; every RETRO model is scored with retrieval
+    on and off, every other model off. With whether the index and each run's training index hold
+    the documents."""
+    from retro.evaluate import bits_per_byte_by_overlap
+    from retro.model import Retro
+
+    retrieving = [(n, m) for n, m, _ in models if isinstance(m, Retro) and m.config.uses_retrieval]
+    if not retrieving:
+        return {"skipped": "no RETRO model: a RETRO model's neighbours define the overlap buckets"}
+    settings: dict = {}
+    for name, model in retrieving:
+        settings[f"{name}, retrieval on"] = (model, "retrieval")
+        settings[f"{name}, retrieval off"] = (model, "off")
+    for name, model, _ in models:
+        if name not in {n for n, _ in retrieving}:
+            settings[name] = (model, "off")
+    reference = f"{retrieving[0][0]}, retrieval on"
+    started = time.perf_counter()
+    table = bits_per_byte_by_overlap(settings, reference, tokenizer, retriever, documents)
+    table["in evaluation index"] = index_holds(retriever.store, documents)
+    table["in training index"] = {
+        name: training_index_holds(meta, tokenizer, documents) for name, _, meta in models
+    }
+    for row in [*table["buckets"], table["total"]]:
+        cells = ", ".join(f"{s} {'-' if v is None else f'{v:.3f}'}" for s, v in row["bpb"].items())
+        log(f"  general text, overlap {row['bucket']}: {row['chunks']} chunks; bpb {cells}")
+    log(f"  general text: {table['documents']} documents, {time.perf_counter() - started:.0f} s")
+    return table
 
 
 def evaluate_model(
@@ -189,6 +266,9 @@ def run_evaluation(
     reading_items: list | None = None,
     retrieval: str = "dense",
     query_tokens: int | None = None,
+    general_documents: list | None = None,
+    max_general_docs: int | None = DEFAULT_MAX_GENERAL_DOCS,
+    general_source: str | None = None,
 ) -> dict:
     """Loads every run, extends the index with the evaluation documents, and returns the results.
 
@@ -202,20 +282,48 @@ def run_evaluation(
     `reading_items` defaults to that split's reading items (pass [] to skip the reading set).
     `retrieval` is the retriever's mode, "dense" or "hybrid" (`index.retriever`); `query_tokens`
     widens each chunk's retrieval query back over earlier chunks (`retro.generate`; None: the chunk).
+    `general_documents` (held-out general text for bits per byte by neighbour overlap) default to
+    the named source `general_source` (default `wiki-vital:<split>`), at most `max_general_docs`
+    of them evenly spread; `max_general_docs=0` skips that table.
     """
     if split not in SPLITS:
         raise ValueError(f"unknown evaluation split {split!r}; splits: {', '.join(SPLITS)}")
-    if in_place:
-        return _evaluate(runs, index_dir, index_dir, compare_model, max_facts, max_docs, device, encoder,
+    if max_general_docs is not None and max_general_docs < 0:
+        raise ValueError(f"max_general_docs must be >= 0; got {max_general_docs}")
+    general = None
+    if max_general_docs != 0:
+        general = _general_documents(general_documents, general_source, split, max_general_docs, log)
+
+    def evaluate(work_index: Path) -> dict:
+        return _evaluate(runs, index_dir, work_index, compare_model, max_facts, max_docs, device, encoder,
                          fact_sets, extra_documents, bpb_documents, log, command, split,
-                         reading_items, retrieval, query_tokens)  # fmt: skip
+                         reading_items, retrieval, query_tokens, general)  # fmt: skip
+
+    if in_place:
+        return evaluate(index_dir)
     from index.store import copy_serving_version
 
     with tempfile.TemporaryDirectory(prefix="retro-eval-") as scratch:
-        work_index = copy_serving_version(index_dir, scratch)
-        return _evaluate(runs, index_dir, work_index, compare_model, max_facts, max_docs, device, encoder,
-                         fact_sets, extra_documents, bpb_documents, log, command, split,
-                         reading_items, retrieval, query_tokens)  # fmt: skip
+        return evaluate(copy_serving_version(index_dir, scratch))
+
+
+def _general_documents(
+    documents: list | None, source: str | None, split: str, limit: int | None, log
+) -> tuple[str, list, str | None]:
+    """(where they come from, documents, why there are none) for the general-text table: when the
+    default source is not installed, the rest of the evaluation runs and the report says why."""
+    from index.sources import read_source
+
+    if documents is not None:
+        return source or "given documents", spread(list(documents), limit), None
+    name = source or f"wiki-vital:{split}"
+    try:
+        return name, spread(list(read_source(name, [])), limit), None
+    except ValueError as e:
+        if source is not None:
+            raise
+        log(f"general text skipped: {e}")
+        return name, [], str(e)
 
 
 def _evaluate(
@@ -236,6 +344,7 @@ def _evaluate(
     reading_items: list | None,
     retrieval: str,
     query_tokens: int | None,
+    general: tuple[str, list, str | None] | None = None,
 ) -> dict:
     from index.retriever import Retriever
     from index.store import IndexStore
@@ -315,14 +424,18 @@ def _evaluate(
             "'contained' counts it anywhere, on word boundaries; Wilson 95% intervals",
             "reading_items": len(reading_items),
             "reading_max_new_tokens": READING_MAX_NEW_TOKENS,
+            "general_source": general[0] if general else None,
+            "general_documents": len(general[1]) if general else 0,
         },
         "notes": [],
         "models": {},
     }
     names_seen: set[str] = set()
+    named = []
     for run, model, _, meta in loaded:
         name = run.name if run.name not in names_seen else str(run)
         names_seen.add(name)
+        named.append((name, model, meta))
         kind = "RETRO" if model.config.uses_retrieval else "no-retrieval baseline"
         log(f"{name} ({kind})")
         entry = {"kind": kind, "path": str(run), "training_tokens": training_tokens(meta)}
@@ -332,6 +445,15 @@ def _evaluate(
             )
         )
         results["models"][name] = entry
+    if general is not None:
+        source, documents, skipped = general
+        results["general_text"] = {"source": source}
+        if skipped:
+            results["general_text"]["skipped"] = skipped
+        else:
+            log(f"held-out general text: {len(documents)} documents of {source}")
+            table = evaluate_general_text(named, tokenizer, retriever, documents, log)
+            results["general_text"].update(table)
     if compare_model is not None:
         from retro.hf_model import load_hf_model
 
@@ -346,4 +468,6 @@ def _evaluate(
             f"{hf.name} uses its own tokenizer; its bits per byte count the same documents' bytes "
             "(each document's first token is context, not predicted, for every model)."
         )
+        if "buckets" in results.get("general_text", {}):
+            results["general_text"]["not scored"] = {hf.name: "its own tokenizer cuts other chunks"}
     return results

@@ -7,7 +7,9 @@ This module owns the on-disk shape of a report and nothing else: it computes no 
      "models": {name: {"kind": ..., "parameters": {"total", "non_embedding"}, "training_tokens": ...,
                        "bpb": {mode: {"bpb", "bits", "n_bytes", ...}}, "bpb_validation": {...},
                        "facts": {fact_set: {setting: {"accuracy", "n", "correct", ...}}},
-                       "decode": {"tokens_per_second", "seconds_per_answer"}}}}
+                       "decode": {"tokens_per_second", "seconds_per_answer"}}},
+     "general_text": {"source", "reference", "settings", "buckets": [{"bucket", "chunks", "bytes",
+                      "bpb": {setting}}], "total", "in evaluation index", "in training index"}}
 
 Plots use matplotlib's Agg backend (no display); missing values are simply not drawn.
 """
@@ -91,6 +93,54 @@ def _reading_sections(results: dict) -> list[str]:
     return lines
 
 
+def _holds(found: dict) -> str:
+    n = found["checked"]
+    return f"{len(found['doc_ids_found'])} of {n} by doc id, {len(found['texts_found'])} of {n} by text"
+
+
+def _general_text_section(results: dict) -> list[str]:
+    """The table of bits per byte on held-out general text by neighbour overlap, and its provenance."""
+    general = results.get("general_text")
+    if not general:
+        return []
+    lines = ["", "## Bits per byte on held-out general text by neighbour overlap", ""]
+    if "buckets" not in general:
+        return lines + [f"Not measured: {general.get('skipped', '?')}."]
+    lines.append(
+        f"{general['documents']} documents of `{general['source']}`. Found in the evaluation index "
+        "(the one the models retrieve from: the serving index and the documents added for "
+        f"evaluation): {_holds(general['in evaluation index'])}."
+    )
+    training = []
+    for name, found in general.get("in training index", {}).items():
+        if "why" in found:
+            training.append(f"{name}: not checked, {found['why']} (`{found['index']}`)")
+        else:
+            training.append(f"{name}: {_holds(found)} (`{found['index']}`)")
+    if training:
+        lines.append("Found in the training index: " + "; ".join(training) + ".")
+    settings = general["settings"]
+    lines += [
+        "",
+        "| neighbour overlap | chunks | bytes | " + " | ".join(f"bpb, {s}" for s in settings) + " |",
+        "|---|---|---|" + "---|" * len(settings),
+    ]
+    for row in [*general["buckets"], general["total"]]:
+        cells = [str(row["chunks"]), _fmt(row["bytes"], "int")] + [_fmt(row["bpb"][s]) for s in settings]
+        lines.append(f"| {row['bucket']} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"Chunks of {general['chunk_size']} tokens. A chunk's overlap is the share of its token "
+        f"{general['ngram']}-grams (LM tokenizer ids, padding excluded) found in the neighbours that "
+        f"`{general['reference']}` attended while predicting it, those retrieved with the previous "
+        "chunk (RETRO paper section 2.6); a document's first chunk, and the first of each window of "
+        "a long document, attend none. Every column is scored on the same chunks.",
+    ]
+    for name, why in general.get("not scored", {}).items():
+        lines.append(f"Not in this table: {name} ({why}).")
+    return lines
+
+
 def markdown(results: dict) -> str:
     names = list(results["models"])
     models = [results["models"][n] for n in names]
@@ -134,6 +184,7 @@ def markdown(results: dict) -> str:
     lines += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows]
     if results.get("notes"):
         lines += ["", "Notes:", ""] + [f"- {note}" for note in results["notes"]]
+    lines += _general_text_section(results)
     lines += _reading_sections(results)
     lines += ["", f"![bits per byte]({BPB_PLOT})", "", f"![fact accuracy]({FACTS_PLOT})", ""]
     return "\n".join(lines)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from retro.evaluation import DEFAULT_MAX_DOCS, SPLITS, run_evaluation
+from retro.evaluation import DEFAULT_MAX_DOCS, DEFAULT_MAX_GENERAL_DOCS, SPLITS, run_evaluation
 from service.cli.console import console, fail
 
 
@@ -39,6 +39,17 @@ def eval_command(
     query_tokens: int | None = typer.Option(
         None, "--query-tokens", help="retrieve each chunk with its last N tokens (default: the chunk)"
     ),
+    max_general_docs: int = typer.Option(
+        DEFAULT_MAX_GENERAL_DOCS,
+        "--max-general-docs",
+        help="bpb by neighbour overlap on at most N held-out general-text documents (0: skip it)",
+    ),
+    general_source: str | None = typer.Option(
+        None,
+        "--general-source",
+        help="held-out general text: a named source or a path (default: wiki-vital:SPLIT, the "
+        "held-out entities' own Wikipedia leads, in neither training nor the demo's index)",
+    ),
 ) -> None:
     """Evaluates models: bits per byte with/without retrieval, fact accuracy, speed; writes a report."""
     import torch
@@ -58,6 +69,8 @@ def eval_command(
         fail(f"--max-facts must be >= 1; got {max_facts}")
     if split not in SPLITS:
         fail(f"--split must be one of {', '.join(SPLITS)}; got {split!r}")
+    if max_general_docs < 0:
+        fail(f"--max-general-docs must be >= 0; got {max_general_docs}")
     if retrieval not in RETRIEVAL_MODES:
         fail(f"--retrieval must be one of {', '.join(RETRIEVAL_MODES)}; got {retrieval!r}")
     try:
@@ -74,6 +87,8 @@ def eval_command(
             reading_items=None if reading else [],
             retrieval=retrieval,
             query_tokens=query_tokens,
+            max_general_docs=max_general_docs,
+            general_source=general_source,
             command=" ".join(["retro", *sys.argv[1:]]) if Path(sys.argv[0]).name == "retro" else None,
         )
     except (CheckpointError, ValueError) as e:

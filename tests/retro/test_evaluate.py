@@ -31,14 +31,16 @@ from retro.config import RetroConfig
 from retro.data import Recipe, TrainingData
 from retro.evaluate import (
     bits_per_byte,
+    bits_per_byte_by_overlap,
     entity_of,
     evaluate_facts,
     same_entity_doc_ids,
     training_tokens,
 )
-from retro.evaluation import run_evaluation, spread, validation_documents
+from retro.evaluation import index_holds, run_evaluation, spread, validation_documents
 from retro.language_model import fit_neighbours
 from retro.model import Retro
+from retro.overlap import BUCKETS, NO_NEIGHBOURS
 from retro.report import BPB_PLOT, FACTS_PLOT, REPORT_JSON, REPORT_MD, write_report
 from retro.scoring import answer_first
 from retro.tokenizer import Tokenizer
@@ -319,13 +321,101 @@ def test_fictional_entities_are_unknown_and_their_answers_are_in_their_documents
         assert f"{pair.completion} {pair.answer}" in texts[f"fictional/{pair.entity}/p2"]
 
 
+# --- bits per byte on general text by neighbour overlap ------------------------------------------
+PASSAGES = [
+    "Rivers carry silt down from the hills every spring, and the farmers along the banks wait "
+    "for the water to fall before they plant their barley in the dark wet soil.",
+    "The old lighthouse keeper counted ships through the long winter nights and wrote each name "
+    "in a blue book that his daughter later gave to the harbour museum.",
+    "Bees return to the hive before a storm, and beekeepers say that a quiet hive in the morning "
+    "means rain will come before the evening bells.",
+]
+OPENERS = ["Travellers wrote home about it at all.", "Old maps barely show it.", "Few poems mention it."]
+CLOSER = "Then we walked back along the road, singing about bread and cheese."
+
+
+def general_documents(passages: list[str]) -> list[Document]:
+    """Text in neither training nor the index; with `passages` quoted in its middle (when an index
+    holds those, some chunks overlap their neighbours and others do not)."""
+    return [
+        Document(f"toy/general/{i}", " ".join([OPENERS[i % 3], *passages[i : i + 1], CLOSER]))
+        for i in range(3)
+    ]
+
+
+@pytest.fixture(scope="module")
+def library(toy, tmp_path_factory):
+    """A second tiny index, holding long passages that the general text quotes."""
+    index_dir = tmp_path_factory.mktemp("library-index")
+    documents = [Document(f"library/{i}", text) for i, text in enumerate(PASSAGES)]
+    build_index(documents, index_dir, toy.tokenizer, toy.encoder, chunk_size=8)
+    return Retriever(IndexStore.open(index_dir, toy.tokenizer, toy.encoder))
+
+
+def expected_chunks(tokenizer, documents, m: int, window_chunks: int) -> tuple[int, int]:
+    """(chunks with a predicted token, those of them that start a window), counted by hand."""
+    chunks = window_starts = 0
+    for document in documents:
+        n = len(tokenizer.encode(document.text))
+        lead = (-n) % m
+        for u in range((lead + n) // m):
+            if (u + 1) * m - lead > max(1, u * m - lead):
+                chunks += 1
+                window_starts += u % window_chunks == 0
+    return chunks, window_starts
+
+
+def test_bits_per_byte_by_overlap_scores_every_model_on_the_same_chunks(toy, library):
+    baseline = Retro(
+        toy_config(toy.tokenizer.vocab_size, cca_layers=(), copy_head=False, neighbour_prev_tokens=0)
+    ).eval()
+    settings = {"on": (toy.model, "retrieval"), "off": (toy.model, "off"), "baseline": (baseline, "off")}
+    documents = general_documents(PASSAGES)
+    table = bits_per_byte_by_overlap(settings, "on", toy.tokenizer, library, documents)
+    rows = {row["bucket"]: row for row in table["buckets"]}
+    assert list(rows) == [*BUCKETS, NO_NEIGHBOURS]
+    total = table["total"]
+    m = toy.model.config.chunk_size
+    n_chunks, window_starts = expected_chunks(toy.tokenizer, documents, m, toy.model.config.max_seq_len // m)
+    assert sum(row["chunks"] for row in rows.values()) == total["chunks"] == n_chunks
+    assert rows[NO_NEIGHBOURS]["chunks"] == window_starts  # a document's or a window's first chunk
+    # the rows tile the text: their tokens, bytes and bits add up to `bits_per_byte`'s, per model
+    for name, (model, mode) in settings.items():
+        whole = bits_per_byte(model, toy.tokenizer, library, documents, mode=mode)
+        assert sum(row["tokens"] for row in rows.values()) == total["tokens"] == whole.n_tokens
+        assert sum(row["bytes"] for row in rows.values()) == total["bytes"] == whole.n_bytes
+        assert sum(row["bits"][name] for row in rows.values()) == pytest.approx(whole.bits, rel=1e-4)
+        assert total["bpb"][name] == pytest.approx(whole.bpb, rel=1e-4)
+    # the quoted passages are in the index: chunks inside a quote overlap, the others do not ...
+    assert rows["0%"]["chunks"] > 0 and rows["> 50%"]["chunks"] > 0
+    # ... and that is where retrieval pays: copying (measured: 7.2 bpb on, 16.8 off)
+    assert rows["> 50%"]["bpb"]["on"] < 0.7 * rows["> 50%"]["bpb"]["off"]
+    with pytest.raises(ValueError, match="must retrieve"):
+        bits_per_byte_by_overlap(settings, "off", toy.tokenizer, library, documents)
+
+
+def test_index_holds_finds_documents_by_id_and_by_text(toy):
+    store = toy.retriever.store
+    stored = toy.heldout_docs[0]
+    copied = Document("toy/elsewhere/copy", stored.text)  # the same text under another id
+    novel = general_documents([])[0]
+    found = index_holds(store, [stored, copied, novel])
+    assert found["checked"] == 3
+    assert found["doc_ids_found"] == [stored.doc_id]
+    assert found["texts_found"] == [stored.doc_id, copied.doc_id]
+
+
 # --- the report and the command -------------------------------------------------------------------
 def test_run_evaluation_writes_a_report_holding_the_numbers(toy, hf_folder, tmp_path):
     run = save_checkpoint(
         tmp_path / "toy-retro",
         toy.model,
         toy.tokenizer,
-        meta={"training": {"tokens_seen": STEPS * 16 * 32}, "validation_fraction": 0.1},
+        meta={
+            "training": {"tokens_seen": STEPS * 16 * 32},
+            "validation_fraction": 0.1,
+            "index": str(toy.index_dir),
+        },
     )
     baseline = Retro(
         toy_config(toy.tokenizer.vocab_size, cca_layers=(), copy_head=False, neighbour_prev_tokens=0)
@@ -359,6 +449,7 @@ def test_run_evaluation_writes_a_report_holding_the_numbers(toy, hf_folder, tmp_
         bpb_documents=toy.heldout_docs[:6],
         log=lambda s: None,
         reading_items=reading_items,
+        general_documents=general_documents([]),
     )
     retro_entry, base_entry = results["models"]["toy-retro"], results["models"]["toy-baseline"]
     assert set(retro_entry["bpb"]) == {"retrieval", "leakage_free", "random", "off"}
@@ -407,6 +498,30 @@ def test_run_evaluation_writes_a_report_holding_the_numbers(toy, hf_folder, tmp_
     assert on["scoring"] == "first span" and len(on["interval"]) == 2
     assert "## Reading set (dev split): toy-retro" in markdown
 
+    # held-out general text by neighbour overlap: RETRO on and off and the baseline, same chunks
+    general = results["general_text"]
+    assert general["documents"] == 3 and results["protocol"]["general_documents"] == 3
+    settings = ["toy-retro, retrieval on", "toy-retro, retrieval off", "toy-baseline"]
+    assert general["settings"] == settings and general["reference"] == settings[0]
+    assert general["not scored"] == {"tiny-gpt2": "its own tokenizer cuts other chunks"}
+    in_index = general["in evaluation index"]
+    assert in_index == {"checked": 3, "doc_ids_found": [], "texts_found": []}
+    assert general["in training index"]["toy-retro"] == {"index": str(toy.index_dir), **in_index}
+    assert "why" in general["in training index"]["toy-baseline"]  # its meta names no index
+    total = general["total"]
+    assert sum(row["chunks"] for row in general["buckets"]) == total["chunks"] > 0
+    assert sum(row["bytes"] for row in general["buckets"]) == total["bytes"]
+    assert saved["general_text"]["total"]["chunks"] == total["chunks"]
+    assert "## Bits per byte on held-out general text by neighbour overlap" in markdown
+    header = "| neighbour overlap | chunks | bytes | " + " | ".join(f"bpb, {s}" for s in settings) + " |"
+    assert header in markdown
+    cells = " | ".join(f"{total['bpb'][s]:.3f}" for s in settings)
+    assert f"| all chunks | {total['chunks']} | {total['bytes']:,} | {cells} |" in markdown
+    for row in general["buckets"]:
+        assert f"| {row['bucket']} | {row['chunks']} | " in markdown
+    assert "the documents added for evaluation): 0 of 3 by doc id, 0 of 3 by text." in markdown
+    assert f"toy-retro: 0 of 3 by doc id, 0 of 3 by text (`{toy.index_dir}`)" in markdown
+
 
 def test_validation_documents_are_decoded_back_from_the_index(toy):
     store = toy.retriever.store
@@ -449,9 +564,45 @@ def test_evaluation_documents_go_to_a_scratch_copy_unless_in_place(toy, tmp_path
         bpb_documents=new,
         log=lambda s: None,
         in_place=in_place,
+        max_general_docs=0,
     )
     assert results["index"]["documents added for evaluation"] == 1
     assert results["index"]["path"] == str(index_dir)
     after = IndexStore.open(index_dir, toy.tokenizer, toy.encoder).n_documents
     assert after == before + (1 if in_place else 0)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index", "toy-retro"]
+    assert "general_text" not in results  # max_general_docs=0 skips it
+
+
+def test_eval_command_writes_the_general_text_table(toy, tmp_path, monkeypatch):
+    """`retro eval --general-source FILE --max-general-docs N` on a tiny index: the options reach
+    the protocol and report.md holds the table (the toy's fact sets and encoder are passed in)."""
+    import functools
+
+    from service.cli import app
+    from service.cli import eval as eval_module
+
+    run = save_checkpoint(tmp_path / "toy-retro", toy.model, toy.tokenizer)
+    source = tmp_path / "general.jsonl"
+    source.write_text(
+        "".join(json.dumps({"id": d.doc_id, "text": d.text}) + "\n" for d in general_documents([]))
+    )
+    protocol = functools.partial(
+        run_evaluation,
+        encoder=toy.encoder,
+        fact_sets={"toy held-out": toy.pairs[:1]},
+        extra_documents=toy.heldout_docs,
+        bpb_documents=toy.heldout_docs[:2],
+    )
+    monkeypatch.setattr(eval_module, "run_evaluation", protocol)
+    out = tmp_path / "report"
+    args = ["eval", str(run), "--index", str(toy.index_dir), "--out", str(out), "--device", "cpu"]
+    args += ["--no-reading", "--general-source", str(source), "--max-general-docs", "2"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / REPORT_JSON).read_text())
+    assert saved["protocol"]["general_source"] == str(source)
+    assert saved["general_text"]["documents"] == 2
+    assert "| all chunks | " in (out / REPORT_MD).read_text()
+    refused = CliRunner().invoke(app, [*args[:-1], "-1"])
+    assert refused.exit_code == 2 and "--max-general-docs" in refused.output
