@@ -386,7 +386,9 @@ def _evaluate(
 
                 reading = evaluation_set(split)
                 extra_documents += reading.documents
-                reading_items = reading.items
+                from retro.reading_eval import chat_items
+
+                reading_items = reading.items + chat_items(reading.items)  # the questions as chats too
         if bpb_documents is None:
             bpb_documents = spread(list(fact_documents(split)), max_docs)
     reading_items = reading_items or []

@@ -21,7 +21,7 @@ import math
 from pathlib import Path
 
 from index.reading import ITEM_KINDS
-from retro.reading_eval import markdown_table
+from retro.reading_eval import CHAT_KIND, markdown_table
 
 REPORT_MD, REPORT_JSON = "report.md", "report.json"
 BPB_PLOT, FACTS_PLOT = "bpb.png", "facts.png"
@@ -81,7 +81,7 @@ def _reading_sections(results: dict) -> list[str]:
             "",
             f"## Reading set ({split} split): {name}",
             "",
-            markdown_table(reading["summary"], ITEM_KINDS),
+            markdown_table(reading["summary"], (*ITEM_KINDS, CHAT_KIND)),
         ]
     if lines:
         lines += [
