@@ -1,53 +1,58 @@
-"""Dev-split check of several models: reading items and held-out real facts (dev half), retrieval
-on, hybrid, greedy, first span. Usage: python dev_check.py SERVE_INDEX RUN [RUN...]"""
-import sys, tempfile, time, json
-from collections import defaultdict
-from pathlib import Path
+"""The test-split driver for the chat rows of the 2026-12-01 second round (what was run, tidied for the repository).
+
+The reading set's held-out-form questions after a system message no training conversation uses
+(`retro.reading_eval.chat_items`, rendered by the chat template), retrieval on, hybrid, greedy,
+first span; `retro eval` now asks the same items as `question_chat`.
+
+    python chat_check.py SERVE_INDEX RUN [RUN ...] SPLIT
+"""
+
+import json
+import sys
+import tempfile
+import time
+
 import torch
-torch.set_flush_denormal(True)
-from index.store import IndexStore, copy_serving_version
-from index.retriever import Retriever
-from index.facts import fact_documents, fact_pairs
-from index.fictional import fictional_documents
+
 from index.reading import evaluation_set
+from index.retriever import Retriever
+from index.store import IndexStore, copy_serving_version
 from retro.checkpoint import load_checkpoint
 from retro.generate import RetroLanguageModel
-from retro.reading_eval import RecordingRetrieve, run_items, summarise
+from retro.reading_eval import CHAT_KIND, RecordingRetrieve, chat_items, run_items, summarise
 from retro.sampling import SamplingParams
-from retro.scoring import answer_first
 
-index_dir, runs = sys.argv[1], sys.argv[2:]
-kinds_wanted = None
-ev = evaluation_set(sys.argv[-1]); runs = runs[:-1]
-from retro.reading_eval import chat_items
-items = chat_items(ev.items)
-with tempfile.TemporaryDirectory() as scratch:
-    work = copy_serving_version(index_dir, scratch)
-    _, tok, _ = load_checkpoint(runs[0])
-    store = IndexStore.open(work, tok, None)
-    store.add_documents(list(fact_documents("heldout")) + fictional_documents() + ev.documents)
-    retriever = Retriever(store, mode="hybrid")
-    facts = []
-    out = {}
-    for run in runs:
-        t0 = time.time()
-        model, tok, meta = load_checkpoint(run)
-        lm = RetroLanguageModel(model, tok)
-        params = SamplingParams(max_new_tokens=12, temperature=0.0, seed=0)
-        answer = lambda prompt, retrieve: lm.generate(prompt, params, retrieve).text
-        make = lambda mode, exclude: RecordingRetrieve(retriever, lm.default_k, mode, exclude)
-        results = run_items(items, answer, make, settings=("on",))
-        summ = summarise(results)["on"]
-        row = {k: round(100 * v["first"]["value"], 1) for k, v in summ.items()}
-        row["retrieved_chat"] = round(100 * summ["question_chat"]["retrieved"]["value"], 1); row["n"] = summ["question_chat"]["first"]["n"]
-        for form in ():
-            ok = 0
-            for f in facts:
-                prompt = f.completion if form == "completion" else f.question
-                ok += answer_first(f.answer, answer(prompt, make("on", set())))
-            row[f"facts_{form}"] = round(100 * ok / len(facts), 1)
-        out[run] = row
-        print(run, json.dumps(row), f"{time.time()-t0:.0f}s", flush=True)
-    # a few question answers of the last model, to read
-    for r in results[:0]:
-        pass
+
+def main(index_dir: str, runs: list[str], split: str) -> None:
+    torch.set_flush_denormal(True)
+    ev = evaluation_set(split)
+    items = chat_items(ev.items)
+    with tempfile.TemporaryDirectory() as scratch:
+        work = copy_serving_version(index_dir, scratch)
+        _, tokenizer, _ = load_checkpoint(runs[0])
+        store = IndexStore.open(work, tokenizer, None)
+        store.add_documents(ev.documents)
+        retriever = Retriever(store, mode="hybrid")
+        for run in runs:
+            started = time.time()
+            model, tokenizer, _ = load_checkpoint(run)
+            lm = RetroLanguageModel(model, tokenizer)
+            params = SamplingParams(max_new_tokens=12, temperature=0.0, seed=0)
+
+            def answer(prompt, retrieve, lm=lm, params=params):
+                return lm.generate(prompt, params, retrieve).text
+
+            def make(mode, exclude, lm=lm):
+                return RecordingRetrieve(retriever, lm.default_k, mode, exclude)
+
+            row = summarise(run_items(items, answer, make, settings=("on",)))["on"][CHAT_KIND]
+            out = {
+                CHAT_KIND: round(100 * row["first"]["value"], 1),
+                "retrieved_chat": round(100 * row["retrieved"]["value"], 1),
+                "n": row["first"]["n"],
+            }
+            print(run, json.dumps(out), f"{time.time() - started:.0f}s", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2:-1], sys.argv[-1])
