@@ -1,4 +1,4 @@
-"""The test-split driver for the chat rows of the 2026-12-01 second round (what was run, tidied for the repository).
+"""The test-split driver for the chat rows of the 2026-12-01 second round (as run, tidied).
 
 The reading set's held-out-form questions after a system message no training conversation uses
 (`retro.reading_eval.chat_items`, rendered by the chat template), retrieval on, hybrid, greedy,

@@ -1,4 +1,4 @@
-"""The dev-split driver that chose the 2026-12-01 second-round demo (what was run, tidied for the repository).
+"""The dev-split driver that chose the 2026-12-01 second-round demo (as run, tidied).
 
 Reading items (and the held-out-form questions as chats) and the held-out real facts' dev half,
 retrieval on, hybrid, greedy, first span, on a scratch copy of a serving index with the
