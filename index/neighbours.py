@@ -115,6 +115,9 @@ class TrainingChunks:
         self.position = self._arrays.position
         self.continuation = continuation_ids(self.doc_index)
         self.doc_ids = [d["doc_id"] for d in read_documents(self.version_dir, self.manifest["n_documents"])]
+        # documents removed from the index (tombstones): training reads none of their chunks
+        self.removed_docs = np.zeros(len(self.doc_ids), dtype=bool)
+        self.removed_docs[[t["doc_index"] for t in read_removed(self.version_dir, self.manifest)]] = True
         self.neighbours: np.ndarray | None = None
         if k is not None:
             path = self.version_dir / neighbours_file(k)

@@ -131,7 +131,7 @@ class TrainingData:
         in_validation = np.array(
             [in_validation_split(d, validation_fraction) for d in chunks.doc_ids], dtype=bool
         )
-        keep_doc = in_validation if split == "validation" else ~in_validation
+        keep_doc = (in_validation if split == "validation" else ~in_validation) & ~chunks.removed_docs
         self.chunk_ids = np.nonzero(keep_doc[np.asarray(chunks.doc_index)])[0]  # store ids, in order
         self.n_seq_chunks = self.seq_len // m
         if len(self.chunk_ids) < self.n_seq_chunks + 1:
@@ -142,6 +142,7 @@ class TrainingData:
         self.stream = np.asarray(chunks.tokens)[self.chunk_ids].reshape(-1).astype(np.int64)  # (n*m,)
         self.doc_of_chunk = np.asarray(chunks.doc_index)[self.chunk_ids]
         self.chunks = chunks
+        self.live_chunks = np.nonzero(~chunks.removed_docs[np.asarray(chunks.doc_index)])[0]
         # store chunk id -> row in self.chunk_ids (-1 if that chunk is not in this split)
         self.row_of_store = np.full(chunks.n_chunks, -1, dtype=np.int64)
         self.row_of_store[self.chunk_ids] = np.arange(len(self.chunk_ids))
@@ -219,9 +220,10 @@ class TrainingData:
         nb_docs = np.asarray(self.chunks.doc_index)[np.maximum(retrieved, 0)]
         own = (nb_docs[..., None] == seq_docs[:, None, None, :]).any(-1)
         retrieved = np.where(own, -1, retrieved)
-        # distractors: some retrieved slots become random chunks of the whole store
+        # distractors: some retrieved slots become random chunks of the whole store (removed
+        # documents' chunks excluded)
         randomise = rng.random((B, L, k)) < self.recipe.random_neighbour_prob
-        random_ids = rng.integers(0, self.chunks.n_chunks, size=(B, L, k))
+        random_ids = self.live_chunks[rng.integers(0, len(self.live_chunks), size=(B, L, k))]
         retrieved = np.where(randomise, random_ids, retrieved)
         out = self.chunks.neighbour_tokens(retrieved)[..., :r]  # (B, L, k, 2m) -> (B, L, k, r)
         if out.shape[-1] < r:

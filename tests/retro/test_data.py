@@ -210,3 +210,31 @@ def test_read_share_starts_sequences_before_reading_documents(index_dir):
             assert tuple(row[M : 2 * M].tolist()) in doc3_chunks
     with pytest.raises(ValueError, match="no document matches"):
         make_data(index_dir, recipe=Recipe(read_share=0.5, read_prefix="nothing/"))
+
+
+def test_a_removed_document_is_never_trained_on_nor_a_neighbour(index_dir, tmp_path):
+    """After `remove_documents`, no training sequence, retrieved or random neighbour holds the
+    removed document's chunks (its tokens are unique to it), and an index without removals gives
+    the batches it always gave."""
+    import shutil
+
+    from index.store import IndexStore
+
+    copy = tmp_path / "index"
+    shutil.copytree(index_dir, copy)
+    before = make_data(copy, recipe=Recipe(random_neighbour_prob=0.5)).batch(3, 8)
+    again = make_data(index_dir, recipe=Recipe(random_neighbour_prob=0.5)).batch(3, 8)
+    assert np.array_equal(before.tokens, again.tokens) and np.array_equal(before.neighbours, again.neighbours)
+    tokenizer = Tokenizer.load(TrainingChunks(copy).version_dir)
+    IndexStore.open(copy, tokenizer, HashingEncoder()).remove_documents(["doc/3"])
+    precompute_neighbours(copy, k=2)
+    chunks = TrainingChunks(copy)
+    gone = set(np.asarray(chunks.tokens)[chunks.doc_chunks("doc/3")].reshape(-1).tolist()) - {chunks.pad_id}
+    kept = np.asarray(chunks.tokens)[np.asarray(chunks.doc_index) != 3].reshape(-1)
+    gone -= set(kept.tolist())  # tokens only the removed document has
+    assert gone
+    data = make_data(copy, recipe=Recipe(random_neighbour_prob=0.5))
+    for step in range(20):
+        batch = data.batch(step, 8)
+        seen = set(batch.tokens.reshape(-1).tolist()) | set(batch.neighbours.reshape(-1).tolist())
+        assert not seen & gone, step
