@@ -465,14 +465,23 @@ def parameter_counts(model) -> dict[str, int]:
 
 
 def training_tokens(meta: dict) -> int | None:
-    """Tokens seen in training, from a checkpoint's meta when the trainer recorded them."""
+    """Tokens seen in training, from a checkpoint's meta when the trainer recorded them; a
+    fine-tune adds those behind the weights it started from (`init_from.tokens_before`)."""
+    found = _tokens_of_run(meta)
+    before = (meta.get("init_from") or {}).get("tokens_before")
+    if found is not None and isinstance(before, int | float):
+        return found + int(before)
+    return found
+
+
+def _tokens_of_run(meta: dict) -> int | None:
     for key in ("tokens_seen", "train_tokens", "tokens"):
         value = meta.get(key)
         if isinstance(value, int | float):
             return int(value)
     for nested in ("train", "result", "training"):
         if isinstance(meta.get(nested), dict):
-            found = training_tokens(meta[nested])
+            found = _tokens_of_run(meta[nested])
             if found is not None:
                 return found
     return None

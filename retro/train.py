@@ -210,7 +210,8 @@ def train(
     start = None
     if init_from is not None:
         start = initial_weights(init_from, config, tokenizer)
-        meta = {**(meta or {}), "init_from": {"path": str(Path(init_from).resolve()), "save_id": start[1]}}
+        source = {"path": str(Path(init_from).resolve()), "save_id": start[1], "tokens_before": start[2]}
+        meta = {**(meta or {}), "init_from": source}
     meta = json.loads(json.dumps(meta or {}))  # JSON-normalised, so a resume compares like with like
     torch_device = resolve_device(device, dist_env.local_rank)
     if torch_device.type == "cpu":
@@ -244,7 +245,8 @@ ADDITIVE_FIELDS = {"copy_bag_window": 0}
 
 
 def initial_weights(folder: str | Path, config: RetroConfig, tokenizer: Tokenizer):
-    """The weights to fine-tune from: (state dict for `Retro(config)`, the checkpoint's save id).
+    """The weights to fine-tune from: (state dict for `Retro(config)`, the checkpoint's save id,
+    the training tokens behind them).
 
     The checkpoint's config must equal `config` but for `ADDITIVE_FIELDS` it has off, whose new
     parameters then keep their initial values; its tokenizer must be `tokenizer`.
@@ -252,7 +254,7 @@ def initial_weights(folder: str | Path, config: RetroConfig, tokenizer: Tokenize
     from retro.checkpoint import CheckpointError, load_checkpoint
 
     try:
-        source, source_tokenizer, _ = load_checkpoint(folder)
+        source, source_tokenizer, source_meta = load_checkpoint(folder)
     except (CheckpointError, FileNotFoundError, OSError) as e:
         raise ValueError(f"cannot fine-tune from {folder}: {e}") from e
     have, want = source.config.to_dict(), config.to_dict()
@@ -266,7 +268,10 @@ def initial_weights(folder: str | Path, config: RetroConfig, tokenizer: Tokenize
     state = Retro(config).state_dict()
     state.update(source.state_dict())
     save_id = json.loads((Path(folder) / CONFIG_FILE).read_text()).get("save_id")
-    return state, save_id
+    # the tokens behind the source's weights: its own run's and those of what it started from
+    tokens_before = int((source_meta.get("training") or {}).get("tokens_seen") or 0)
+    tokens_before += int((source_meta.get("init_from") or {}).get("tokens_before") or 0)
+    return state, save_id, tokens_before
 
 
 def _run(run_dir, config, data, tokenizer, args: TrainArgs, ckpt_every, log_every, device,

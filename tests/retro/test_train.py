@@ -469,7 +469,13 @@ def test_fine_tuning_starts_from_a_checkpoint_and_a_new_bag_match_changes_nothin
     train(tmp_path / "fresh", bag, data, tokenizer, steps=1, on_step=fresh.append, **kw)
     assert fresh[0]["loss"] > 2 * base_loss  # a random start is far from the trained model
     resumed = train(tmp_path / "bag", bag, data, tokenizer, steps=3, init_from=tmp_path / "base", **kw)
-    assert resumed.step == 3 and load_checkpoint(tmp_path / "bag")[2]["init_from"]["save_id"]
+    fine_meta = load_checkpoint(tmp_path / "bag")[2]
+    assert resumed.step == 3 and fine_meta["init_from"]["save_id"]
+    from retro.evaluate import training_tokens
+
+    # the tokens behind the weights: the base run's 20 steps, then this run's 3
+    assert fine_meta["init_from"]["tokens_before"] == 20 * 8 * SEQ_LEN
+    assert training_tokens(fine_meta) == 23 * 8 * SEQ_LEN
     with pytest.raises(ValueError, match="config differs"):
         train(tmp_path / "wide", config.replace(d_ff=128), data, tokenizer, steps=1,
               init_from=tmp_path / "base", **kw)  # fmt: skip
