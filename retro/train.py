@@ -208,9 +208,10 @@ def train(
             f"the tokenizer has {tokenizer.vocab_size} tokens but config.vocab_size is {config.vocab_size}"
         )
     start = None
-    if init_from is not None:
+    if init_from is not None:  # read on a resume too: its save id is part of the run's identity
         start = initial_weights(init_from, config, tokenizer)
-        source = {"path": str(Path(init_from).resolve()), "save_id": start[1], "tokens_before": start[2]}
+        source = {"path": str(Path(init_from).resolve()), "save_id": start.save_id,
+                  "tokens_before": start.tokens_before}  # fmt: skip
         meta = {**(meta or {}), "init_from": source}
     meta = json.loads(json.dumps(meta or {}))  # JSON-normalised, so a resume compares like with like
     torch_device = resolve_device(device, dist_env.local_rank)
@@ -221,7 +222,7 @@ def train(
 
     with process_group(dist_env, torch_device):
         return _run(run_dir, config, data, tokenizer, args, ckpt_every, log_every, torch_device,
-                    dist_env, on_step, meta, progress, None if start is None else start[0])  # fmt: skip
+                    dist_env, on_step, meta, progress, None if start is None else start.state)  # fmt: skip
 
 
 def _identity(config: RetroConfig, args: TrainArgs, meta: dict) -> dict:
@@ -244,9 +245,17 @@ def _differences(saved: dict, wanted: dict, prefix: str = "") -> list[str]:
 ADDITIVE_FIELDS = {"copy_bag_window": 0}
 
 
-def initial_weights(folder: str | Path, config: RetroConfig, tokenizer: Tokenizer):
-    """The weights to fine-tune from: (state dict for `Retro(config)`, the checkpoint's save id,
-    the training tokens behind them).
+@dataclass(frozen=True)
+class StartWeights:
+    """A checkpoint to fine-tune from: its weights, save id and the training tokens behind them."""
+
+    state: dict[str, torch.Tensor]  # lacks only the parameters of switched-on ADDITIVE_FIELDS
+    save_id: str | None
+    tokens_before: int
+
+
+def initial_weights(folder: str | Path, config: RetroConfig, tokenizer: Tokenizer) -> StartWeights:
+    """The weights to fine-tune `Retro(config)` from.
 
     The checkpoint's config must equal `config` but for `ADDITIVE_FIELDS` it has off, whose new
     parameters then keep their initial values; its tokenizer must be `tokenizer`.
@@ -265,27 +274,30 @@ def initial_weights(folder: str | Path, config: RetroConfig, tokenizer: Tokenize
         raise ValueError(f"cannot fine-tune from {folder}: its config differs ({'; '.join(clash[:4])})")
     if source_tokenizer.fingerprint != tokenizer.fingerprint:
         raise ValueError(f"cannot fine-tune from {folder}: its tokenizer is not the index's")
-    state = Retro(config).state_dict()
-    state.update(source.state_dict())
     save_id = json.loads((Path(folder) / CONFIG_FILE).read_text()).get("save_id")
     # the tokens behind the source's weights: its own run's and those of what it started from
     tokens_before = int((source_meta.get("training") or {}).get("tokens_seen") or 0)
     tokens_before += int((source_meta.get("init_from") or {}).get("tokens_before") or 0)
-    return state, save_id, tokens_before
+    return StartWeights(source.state_dict(), save_id, tokens_before)
 
 
 def _run(run_dir, config, data, tokenizer, args: TrainArgs, ckpt_every, log_every, device,
          dist_env: Distributed, on_step, meta, progress, start_state=None) -> TrainResult:  # fmt: skip
     torch.manual_seed(args.seed)
     model = Retro(config)
-    if start_state is not None and read_train_state(run_dir) is None:
-        model.load_state_dict(start_state)  # fine-tuning: a resume loads its own state below
+    saved = read_train_state(run_dir)
+    if start_state is not None and saved is None:  # fine-tuning; a resume loads its own state below
+        # the config check of `initial_weights` leaves only switched-on features' parameters missing
+        unexpected = model.load_state_dict(start_state, strict=False).unexpected_keys
+        if unexpected:
+            raise ValueError(
+                f"the weights to fine-tune from hold parameters this model lacks: {unexpected[:4]}"
+            )
     model = model.to(device)
     optimizer = make_optimizer(model, args.lr, args.weight_decay, device)
     identity = _identity(config, args, meta)
 
     start_step, elapsed_before, tokens_seen = 0, 0.0, 0
-    saved = read_train_state(run_dir)
     if saved is not None:
         differences = _differences({k: saved.get(k) for k in identity}, identity)
         if differences:
