@@ -68,8 +68,10 @@ class RecordingRetrieve:
     """A language model's `retrieve(texts) -> [n, k, 2m]` that remembers what the model was shown.
 
     `seen` holds the doc ids of the neighbours of the last chunk of the first call (the prompt's last
-    chunk); `mode` "random" draws random chunks instead; `exclude` doc ids are never returned. The
-    tokens are the index's (chunk + continuation); the model fits them to its own length.
+    chunk) and `shown` their text as the model gets it (chunk + continuation, decoded): a passage
+    can be retrieved by a chunk that does not hold the answer, which only `shown` tells. `mode`
+    "random" draws random chunks instead; `exclude` doc ids are never returned. The tokens are the
+    index's (chunk + continuation); the model fits them to its own length.
     """
 
     def __init__(self, retriever, k: int, mode: str = "on", exclude: set[str] | None = None, seed: int = 0):
@@ -77,6 +79,7 @@ class RecordingRetrieve:
         self.mode, self.exclude = mode, exclude or set()
         self.rng = np.random.default_rng(seed)
         self.seen: list[str] | None = None
+        self.shown: list[str] | None = None
 
     def __call__(self, texts: list[str]) -> np.ndarray:
         if self.mode == "random":
@@ -89,6 +92,10 @@ class RecordingRetrieve:
         )
         if self.seen is None:
             self.seen = list(hits[-1].doc_ids)
+            pad = self.retriever.store.pad_id
+            self.shown = self.retriever.store.tokenizer.decode_batch(
+                [row[row != pad].tolist() for row in np.asarray(hits[-1].tokens)]
+            )
         return np.stack([np.asarray(h.tokens, dtype=np.int64) for h in hits])
 
 
@@ -100,6 +107,7 @@ class ItemResult:
     first: bool  # the answer is what the model says first (and the prompt did not hold it)
     contained: bool  # the answer occurs anywhere in the generation, on word boundaries
     retrieved: bool | None  # evidence among the neighbours of the prompt's last chunk (None: no retrieval)
+    shown: bool | None = None  # the answer's words in those neighbours' tokens (chunk + continuation)
     took_other: bool = False  # lookalike: the twin's value first; update: the old value first
     error: str | None = None
 
@@ -140,9 +148,10 @@ def _run_one(item: ReadingItem, setting: str, answer, make_retrieve) -> ItemResu
     except Exception as e:  # a prompt the model cannot take counts as wrong, with the reason
         return ItemResult(item, setting, "", False, False, None, error=f"{type(e).__name__}: {e}")
     leaked = answer_in_prompt(item.answer, item.prompt)
-    retrieved = None
+    retrieved = shown = None
     if retrieve is not None and retrieve.mode == "on" and retrieve.seen is not None:
         retrieved = any(d in item.evidence for d in retrieve.seen)
+        shown = any(answer_contained(item.answer, t) for t in retrieve.shown or ())
     took_other = bool(item.other_answer) and answer_first(item.other_answer, text)
     return ItemResult(
         item,
@@ -151,13 +160,15 @@ def _run_one(item: ReadingItem, setting: str, answer, make_retrieve) -> ItemResu
         first=answer_first(item.answer, text) and not leaked,
         contained=answer_contained(item.answer, text) and not leaked,
         retrieved=retrieved,
+        shown=shown,
         took_other=took_other,
     )
 
 
 def summarise(results: Sequence[ItemResult]) -> dict:
     """{setting: {kind: row}} where a row holds Proportions as dicts: first, contained, retrieved,
-    first_given_retrieved, took_other; plus per-family and per-form first-span accuracy."""
+    first_given_retrieved, shown (the answer's words in the neighbours the model saw),
+    first_given_shown, took_other; plus per-family and per-form first-span accuracy."""
     groups: dict[tuple[str, str], list[ItemResult]] = defaultdict(list)
     for r in results:
         groups[(r.setting, r.item.kind)].append(r)
@@ -191,6 +202,11 @@ def _row(rows: Sequence[ItemResult]) -> dict:
     if with_retrieval:
         row["retrieved"] = Proportion(sum(r.retrieved for r in with_retrieval), len(with_retrieval)).to_dict()
         row["first_given_retrieved"] = Proportion(sum(r.first for r in given), len(given)).to_dict()
+    with_shown = [r for r in rows if r.shown is not None]
+    if with_shown:
+        shown = [r for r in with_shown if r.shown]
+        row["shown"] = Proportion(len(shown), len(with_shown)).to_dict()
+        row["first_given_shown"] = Proportion(sum(r.first for r in shown), len(shown)).to_dict()
     return row
 
 
@@ -202,11 +218,13 @@ def _cell(p: dict | None) -> str:
 
 def markdown_table(summary: dict, kinds: Sequence[str]) -> str:
     """One row per item kind: first span with retrieval on / off / random, containment, passage
-    retrieved, first span given retrieved, and (look-alikes, updates) the other value taken."""
+    retrieved, first span given retrieved, the answer shown (its words in the neighbours the model
+    saw: a passage retrieved by a chunk without the answer is not), first span given shown, and
+    (look-alikes, updates) the other value taken."""
     lines = [
         "| prompts | first span, retrieval on | off | random neighbours | contains (on) | passage retrieved "
-        "| first span given retrieved | other value taken (on) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| first span given retrieved | answer shown | first span given shown | other value taken (on) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     settings = [s for s in (*SETTINGS, UPDATE_REMOVED) if s in summary]
     for kind in kinds:
@@ -223,6 +241,8 @@ def markdown_table(summary: dict, kinds: Sequence[str]) -> str:
             on and on["contained"],
             on and on.get("retrieved"),
             on and on.get("first_given_retrieved"),
+            on and on.get("shown"),
+            on and on.get("first_given_shown"),
         ]
         lines.append(f"| {kind} | " + " | ".join(_cell(c) for c in cells) + f" | {other} |")
     if UPDATE_REMOVED in settings and "update" in summary[UPDATE_REMOVED]:
@@ -234,6 +254,8 @@ def markdown_table(summary: dict, kinds: Sequence[str]) -> str:
             row["contained"],
             row.get("retrieved"),
             row.get("first_given_retrieved"),
+            row.get("shown"),
+            row.get("first_given_shown"),
         ]
         lines.append(
             "| update, old passage removed | "

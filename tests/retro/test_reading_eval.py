@@ -8,22 +8,42 @@ from index.reading import ReadingItem
 from retro.reading_eval import UPDATE_REMOVED, RecordingRetrieve, markdown_table, run_items, summarise
 
 
-class FakeRetriever:
-    """Returns, for each text, the documents whose id holds a word of the text (minus exclusions)."""
+class FakeTokenizer:
+    """Token i + 1 is the i-th text of a table; 0 is padding."""
 
-    def __init__(self, doc_ids):
+    def __init__(self, texts):
+        self.texts = texts
+
+    def decode_batch(self, rows):
+        return [" ".join(self.texts[t - 1] for t in row) for row in rows]
+
+
+class FakeRetriever:
+    """Returns, for each text, the documents whose id holds a word of the text (minus exclusions);
+    a document's tokens say what `chunk_text` gives it (default: its value)."""
+
+    def __init__(self, doc_ids, chunk_text=None):
         self.doc_ids = doc_ids
+        self.chunk_text = {d: VALUES.get(d, "nothing here") for d in doc_ids} | (chunk_text or {})
+        table = list(self.chunk_text.values())
         self.store = SimpleNamespace(
-            n_chunks=10, chunks_with_continuations=lambda ids: np.zeros((*ids.shape, 4), dtype=np.int64)
+            n_chunks=10,
+            chunks_with_continuations=lambda ids: np.zeros((*ids.shape, 4), dtype=np.int64),
+            pad_id=0,
+            tokenizer=FakeTokenizer(table),
         )
+        self.token = {d: table.index(t) + 1 for d, t in self.chunk_text.items()}
 
     def search(self, texts, k, exclude=None):
         out = []
         for i, text in enumerate(texts):
             banned = exclude[i] if exclude else set()
             hits = [d for d in self.doc_ids if d.split("/")[0] in text and d not in banned][:k]
+            tokens = np.zeros((k, 4), dtype=np.int64)
+            for j, d in enumerate(hits):
+                tokens[j, 0] = self.token[d]
             hits += [""] * (k - len(hits))
-            out.append(SimpleNamespace(tokens=np.zeros((k, 4), dtype=np.int64), doc_ids=hits))
+            out.append(SimpleNamespace(tokens=tokens, doc_ids=hits))
         return out
 
 
@@ -39,14 +59,16 @@ ITEMS = [
 ]
 
 
+VALUES = {"alpha/p": " A1.", "gamma/p": " G2, or so", "delta/new": " NEW", "delta/old": " OLD"}
+
+
 def reader(prompt, retrieve):
     """Reads perfectly what it is shown: the first seen document's value, nothing without retrieval."""
     if retrieve is None:
         return " I do not know"
     retrieve([prompt])
     seen = retrieve.seen or []
-    values = {"alpha/p": " A1.", "gamma/p": " G2, or so", "delta/new": " NEW", "delta/old": " OLD"}
-    return next((values[d] for d in seen if d in values), " no idea")
+    return next((VALUES[d] for d in seen if d in VALUES), " no idea")
 
 
 def test_reader_and_retriever_errors_are_told_apart():
@@ -72,6 +94,24 @@ def test_reader_and_retriever_errors_are_told_apart():
     assert removed["first"]["k"] == 1 and removed["took_other"]["k"] == 0
     table = markdown_table(summary, ("question", "lookalike", "update"))
     assert "| question | 50.0% (1/2" in table and "update, old passage removed" in table
+    assert question["shown"]["k"] == 1 and question["first_given_shown"]["value"] == 1.0
+
+
+def test_a_passage_retrieved_by_a_chunk_without_the_answer_is_retrieved_but_not_shown():
+    # alpha's passage is found, but by a chunk that holds another part of it, not the value
+    retriever = FakeRetriever(["alpha/p"], chunk_text={"alpha/p": "alpha is a town on a river"})
+
+    def guesser(prompt, retrieve):
+        retrieve([prompt])
+        return " A1"  # right, but not from what it was shown
+
+    results = run_items(
+        ITEMS[:1], guesser, lambda mode, exclude: RecordingRetrieve(retriever, 2, mode, exclude), ("on",)
+    )
+    row = summarise(results)["on"]["question"]
+    assert row["retrieved"]["k"] == 1 and row["shown"]["k"] == 0
+    assert row["first_given_shown"]["n"] == 0
+    assert "answer shown" in markdown_table(summarise(results), ("question",))
 
 
 def test_a_prompt_holding_the_answer_earns_nothing_and_errors_count_as_wrong():
