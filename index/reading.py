@@ -150,10 +150,12 @@ def _first_sentence(entity: WorldEntity) -> str:
     return f"{entity.name} is {noun}."
 
 
-def render(entity: WorldEntity, family: str, rng: random.Random) -> _Writer:
-    """One passage about `entity` in `family`."""
+def render(
+    entity: WorldEntity, family: str, rng: random.Random, relations: tuple[Relation, ...] | None = None
+) -> _Writer:
+    """One passage about `entity` in `family`, stating `relations` (default: its kind's four)."""
     facts = entity.facts
-    relations = list(_relations(entity))
+    relations = list(relations or _relations(entity))
     rng.shuffle(relations)
     if family in ("encyclopedia", "news", "letter"):
         w = _Writer(" ")
