@@ -9,7 +9,8 @@ the version folder assembled (under a hidden name, renamed when complete) and `C
 so a build killed at any moment leaves the previous version serving. From the hidden folder to the
 switch it holds the build lock (`index.locks.building`); `index.prune` then deletes versions
 beyond `keep_versions` (all are kept by default). The file names are `index.layout`'s, the vector
-index is whatever `index.vector_store.build_vector_store` makes. It never imports `retro`.
+index is whatever `index.vector_store.build_vector_store` makes in the store chosen (faiss, or a
+Milvus collection; by default the store the CURRENT version uses). It never imports `retro`.
 """
 
 from __future__ import annotations
@@ -44,12 +45,14 @@ from index.layout import (
     VERSIONS_DIR,
     WORK_DIR,
     atomic_writer,
+    read_json,
+    resolve_version_dir,
     vector_file,
     write_atomic,
 )
 from index.locks import building
 from index.prune import prune_versions
-from index.vector_store import build_vector_store
+from index.vector_store import FAISS, build_vector_store, check_vector_store, store_of
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +76,7 @@ class BuildReport:
     embed_seconds: float  # encoder time in this run (the benchmark compares rates with it)
     skipped: list[SkippedInput] = field(default_factory=list)
     pruned: list[str] = field(default_factory=list)  # old versions deleted after the switch
+    vector_store: str = "faiss"  # the manifest's: "faiss" or "milvus:URI"
 
 
 def corpus_fingerprint(documents: list[Document]) -> str:
@@ -85,6 +89,15 @@ def corpus_fingerprint(documents: list[Document]) -> str:
 def _save_npy(path: Path, array: np.ndarray) -> None:
     with atomic_writer(path, binary=True) as f:
         np.save(f, array)
+
+
+def _current_store(out_dir: Path) -> str:
+    """The vector store of the version out_dir serves; faiss when it serves none yet."""
+    try:
+        version_dir = resolve_version_dir(out_dir)
+    except ValueError:
+        return FAISS
+    return store_of(read_json(version_dir / MANIFEST))
 
 
 def _next_version_name(versions: Path) -> str:
@@ -169,6 +182,7 @@ def build_index(
     gpu: bool | None = None,
     progress: Progress | None = None,
     keep_versions: int | None = None,
+    vector_store: str | None = None,
 ) -> BuildReport:
     """Builds a new version of the index in `out_dir` and makes it CURRENT.
 
@@ -176,6 +190,8 @@ def build_index(
     documents without tokens are added to it. Raises ValueError when no document is left.
     `keep_versions` (None: keep all) deletes the oldest versions after the switch, so that at most
     that many remain (`index.prune.prune_versions`); a failure there is logged, not raised.
+    `vector_store` is "faiss" or "milvus:URI" (`index.vector_store.parse_vector_store`); None keeps
+    the store of the version CURRENT names (so a rebuild stays where it was), faiss for a new index.
     """
     if keep_versions is not None and keep_versions < 1:
         raise ValueError(f"keep_versions must be >= 1 or None (keep all), got {keep_versions}")
@@ -183,6 +199,7 @@ def build_index(
     progress = progress or (lambda stage, done, total: None)
     skipped = list(skipped or [])
     out_dir = Path(out_dir)
+    vector_store = check_vector_store(vector_store if vector_store is not None else _current_store(out_dir))
     unique: list[Document] = []
     seen: set[str] = set()
     for document in documents:
@@ -265,8 +282,8 @@ def build_index(
                     + "\n"
                 )
         progress("index", 0, n_chunks)
-        vectors = build_vector_store(embeddings, factory, gpu)
-        faiss_file = vector_file(n_chunks)
+        vectors = build_vector_store(embeddings, factory, gpu, store=vector_store)
+        faiss_file = vector_file(n_chunks, vector_store)
         vectors.save(staging / faiss_file)
         progress("index", n_chunks, n_chunks)
         tokenizer.save(staging)
@@ -286,6 +303,7 @@ def build_index(
             "tokenizer_fingerprint": tokenizer.fingerprint,
             "encoder": encoder.name,
             "embedding_dim": int(encoder.dim),
+            "vector_store": vector_store,
             "faiss_factory": vectors.factory,
             "faiss_file": faiss_file,
             "corpus_fingerprint": corpus_fp,
@@ -323,4 +341,5 @@ def build_index(
         embed_seconds=embed_seconds,
         skipped=skipped,
         pruned=pruned,
+        vector_store=vector_store,
     )

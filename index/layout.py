@@ -15,7 +15,9 @@ format"):
         chunks.i32                 [N, chunk_size] int32 token ids (raw, memmapped)
         chunk_doc.i64, chunk_pos.i32   [N] document index and position of each chunk
         embeddings.f32             [N, dim] float32 unit vectors
-        faiss-<N>.index            the vector index (the manifest names the live file)
+        faiss-<N>.index            the vector index (the manifest names the live file), or
+        milvus-<N>.json            for a Milvus-backed version: the collection it names (index.milvus_store)
+        .milvus-owner              the collection this folder made (absent in a copy: it copies before adding)
         neighbours-k<k>.npy/.json  precomputed training neighbours (index.neighbours)
         removed.jsonl              tombstones, one line per removed document: doc_id, doc_index,
                                    n_chunks, time (index.store; absent until the first removal)
@@ -56,11 +58,13 @@ CHUNK_POS = "chunk_pos.i32"
 EMBEDDINGS = "embeddings.f32"
 REMOVED = "removed.jsonl"
 APPEND_LOCK = ".append.lock"
+MILVUS_OWNER = ".milvus-owner"  # hidden: index.store.copy_serving_version leaves it out of a copy
 
 
-def vector_file(n_chunks: int) -> str:
-    """The vector index's file name once it holds n_chunks vectors (a new name after each append)."""
-    return f"faiss-{n_chunks}.index"
+def vector_file(n_chunks: int, store: str = "faiss") -> str:
+    """The vector index's file name once it holds n_chunks vectors (a new name after each append);
+    `store` is the manifest's `vector_store` (a Milvus-backed version keeps a pointer file)."""
+    return f"milvus-{n_chunks}.json" if store.startswith("milvus") else f"faiss-{n_chunks}.index"
 
 
 def neighbours_file(k: int) -> str:

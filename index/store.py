@@ -53,7 +53,7 @@ from index.layout import (
     write_atomic,
 )
 from index.locks import ReadWriteLock, version_lock
-from index.vector_store import open_vector_store
+from index.vector_store import open_vector_store, store_of
 from index.version import VersionArrays
 
 
@@ -301,6 +301,15 @@ class IndexStore:
                 documents[doc_index[c]]["doc_id"] if c >= 0 else "" for c in np.asarray(chunk_ids).tolist()
             ]
 
+    def chunk_titles(self, chunk_ids: np.ndarray) -> list[str]:
+        """The title of each chunk's document ("" for -1 or a document without one)."""
+        with self._rw.read():
+            doc_index, documents = self._snapshot.doc_index, self._documents
+            return [
+                (documents[doc_index[c]].get("title") or "") if c >= 0 else ""
+                for c in np.asarray(chunk_ids).tolist()
+            ]
+
     def chunks_with_continuations(
         self, chunk_ids: np.ndarray, snapshot: VersionArrays | None = None
     ) -> np.ndarray:
@@ -395,7 +404,7 @@ class IndexStore:
 
     def _persist_addition(self, report: AddReport) -> None:
         old_file = self.manifest["faiss_file"]
-        new_file = vector_file(self._snapshot.n_chunks)
+        new_file = vector_file(self._snapshot.n_chunks, store_of(self.manifest))
         with self._reading(), replacing(self.version_dir / new_file) as tmp:
             self.vectors.save(tmp)
         manifest = dict(self.manifest)

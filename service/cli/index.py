@@ -100,7 +100,15 @@ def build(
     vocab_size: int = typer.Option(8192, help="vocabulary of the BPE trained when no --tokenizer is given"),
     chunk_size: int = typer.Option(64, help="tokens per chunk"),
     factory: str | None = typer.Option(
-        None, help="faiss factory string; default: by size (Flat, IVF, IVF-PQ)"
+        None,
+        help="faiss factory string; default: by size (Flat, IVF, IVF-PQ); with Milvus its index type "
+        "(FLAT, the default, IVF_FLAT, HNSW, AUTOINDEX)",
+    ),
+    vector_store: str | None = typer.Option(
+        None,
+        "--vector-store",
+        help="faiss, or milvus:URI with URI a server (http://HOST:19530) or a Milvus Lite file (PATH.db); "
+        "default: the store of the index's current version, faiss for a new index",
     ),
     device: str = typer.Option("auto", help="encoder device: auto, cpu or cuda"),
     shard_size: int = typer.Option(4096, help="chunks per embedding shard (the unit a rerun resumes from)"),
@@ -120,6 +128,14 @@ def build(
 
     if keep_versions < 0:
         fail(f"--keep-versions must be >= 0 (0 keeps all versions), got {keep_versions}")
+    if vector_store is not None:
+        from index.vector_store import check_vector_store
+
+        try:  # before the long stages: a wrong URI or an unreachable server fails at once
+            with console.status(f"connecting to {vector_store}"):
+                vector_store = check_vector_store(vector_store)
+        except ValueError as e:
+            fail(f"--vector-store: {e}")
     documents, skipped = _read_documents(sources)
     if not documents:
         fail(f"no readable documents in {', '.join(sources)} ({len(skipped)} inputs skipped)")
@@ -157,6 +173,7 @@ def build(
                 sources=sources,
                 progress=progress,
                 keep_versions=keep_versions or None,
+                vector_store=vector_store,
             )
         except ValueError as e:
             fail(str(e))
@@ -166,7 +183,8 @@ def build(
         reused += f", {encoder.reused:,} embeddings reused and {encoder.encoded:,} encoded"
     output.print(
         f"built {report.version}: {report.n_documents:,} documents, {report.n_chunks:,} chunks, "
-        f"factory {report.faiss_factory}, {report.build_seconds:.1f}s{reused} -> {report.version_dir}",
+        f"{report.vector_store} {report.faiss_factory}, {report.build_seconds:.1f}s{reused} -> "
+        f"{report.version_dir}",
         highlight=False,
     )
     if report.pruned:
@@ -306,6 +324,7 @@ def info(
         "faiss_factory", "build_seconds", "created", "sources",
     ):  # fmt: skip
         table.add_row(key, str(manifest.get(key)))
+    table.add_row("vector_store", manifest.get("vector_store", "faiss"))
     table.add_row("tokenizer", manifest["tokenizer_fingerprint"][:16])
     table.add_row("corpus", manifest["corpus_fingerprint"][:16])
     table.add_row("skipped inputs", str(len(manifest.get("skipped", []))))
