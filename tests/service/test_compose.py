@@ -1,5 +1,6 @@
 """docker-compose.yml validates with a compose binary (no Docker engine needed): the service has a
-data volume, a healthcheck on /health, RETRO_* settings, a CPU default and a GPU profile."""
+data volume, a healthcheck on /health, RETRO_* settings, a CPU default, a GPU profile and a Milvus
+profile (Milvus standalone with etcd and MinIO, and a service that waits for it)."""
 
 import json
 import os
@@ -69,6 +70,28 @@ def test_gpu_profile_reserves_a_gpu():
     assert devices[0]["capabilities"] == ["gpu"]
     assert gpu["environment"]["RETRO_DEVICE"] == "cuda"
     assert "/health" in " ".join(gpu["healthcheck"]["test"])
+
+
+def test_milvus_profile_runs_milvus_standalone_and_a_service_that_waits_for_it():
+    result = compose_config("--profile", "milvus")
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    assert {"retro", "retro-milvus", "milvus", "milvus-etcd", "milvus-minio"} <= set(services)
+    milvus = services["milvus"]
+    assert milvus["image"].startswith("milvusdb/milvus:")
+    assert milvus["command"] == ["milvus", "run", "standalone"]
+    assert milvus["environment"]["ETCD_ENDPOINTS"] == "milvus-etcd:2379"
+    assert milvus["environment"]["MINIO_ADDRESS"] == "milvus-minio:9000"
+    assert "9091/healthz" in " ".join(milvus["healthcheck"]["test"])
+    assert any(v["target"] == "/var/lib/milvus" for v in milvus["volumes"])
+    assert services["milvus-etcd"]["image"].startswith("quay.io/coreos/etcd:")
+    assert services["milvus-minio"]["image"].startswith("minio/minio:")
+    retro = services["retro-milvus"]
+    assert retro["depends_on"]["milvus"]["condition"] == "service_healthy"
+    assert retro["command"] == ["retro", "serve"]
+    assert retro["environment"]["RETRO_INDEX"] == "/data/index-milvus"
+    assert any(v["target"] == "/data" and v["source"] == "retro-data" for v in retro["volumes"])
+    assert "/health" in " ".join(retro["healthcheck"]["test"])
 
 
 def test_a_missing_api_key_is_refused_with_a_reason():
