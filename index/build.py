@@ -32,6 +32,7 @@ import numpy as np
 
 from index.chunker import chunk_token_lists, decode_chunks, tokenize_texts
 from index.corpus import Document, SkippedInput
+from index.encoder import embedding_precision
 from index.layout import (
     CHUNK_DOC,
     CHUNK_POS,
@@ -220,6 +221,9 @@ def build_index(
         "encoder": encoder.name,
         "shard_size": shard_size,
     }
+    backend = getattr(encoder, "backend", None)  # "torch", "onnx", "onnx-int8"; test encoders have none
+    if embedding_precision(backend) != "fp32":  # fp32 backends share shards: the same vectors to ~1e-7
+        settings["encoder_precision"] = embedding_precision(backend)
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     work = out_dir / WORK_DIR / key
     work.mkdir(parents=True, exist_ok=True)
@@ -302,6 +306,7 @@ def build_index(
             "vocab_size": int(tokenizer.vocab_size),
             "tokenizer_fingerprint": tokenizer.fingerprint,
             "encoder": encoder.name,
+            **({"encoder_backend": backend} if backend else {}),
             "embedding_dim": int(encoder.dim),
             "vector_store": vector_store,
             "faiss_factory": vectors.factory,

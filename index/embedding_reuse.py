@@ -8,6 +8,10 @@ encoder, same tokenizer, so the same text gives the same vector) takes that vers
 embedding; only the rest go through the encoder. The result is the array a fresh build computes,
 up to the encoder's own batch-to-batch rounding.
 
+Vectors of the torch and ONNX fp32 backends are interchangeable (the same to ~1e-7); those of
+the int8 backend are not, so reuse refuses to mix int8 with fp32 in either direction (the
+manifest's `encoder_backend`; absent means torch).
+
 This module owns the lookup only; `index.build.build_index` is unchanged (it sees an encoder).
 """
 
@@ -18,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from index.chunker import decode_chunks
+from index.encoder import embedding_precision
 from index.layout import MANIFEST, read_json, resolve_version_dir
 from index.version import VersionArrays
 
@@ -33,11 +38,20 @@ class ReusingEncoder:
                 f"cannot reuse embeddings of {version_dir}: its encoder is {manifest.get('encoder')!r}, "
                 f"this build's {encoder.name!r}"
             )
+        theirs, ours = manifest.get("encoder_backend"), getattr(encoder, "backend", None)
+        if embedding_precision(theirs) != embedding_precision(ours):
+            raise ValueError(
+                f"cannot reuse embeddings of {version_dir}: they are {embedding_precision(theirs)} "
+                f"(encoder backend {theirs or 'torch'}), this build's {embedding_precision(ours)} "
+                f"({ours}); int8 and fp32 vectors differ, use the same --encoder-backend"
+            )
         if manifest.get("tokenizer_fingerprint") != tokenizer.fingerprint:
             raise ValueError(
                 f"cannot reuse embeddings of {version_dir}: it was chunked with another tokenizer"
             )
         self.encoder, self.name, self.dim = encoder, encoder.name, encoder.dim
+        if ours is not None:  # the build records the backend of the vectors it computes
+            self.backend = ours
         self.source = version_dir
         arrays = VersionArrays.open(version_dir, manifest)
         self._embeddings = arrays.embeddings

