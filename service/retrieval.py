@@ -12,6 +12,7 @@ This module owns no HTTP and no model.
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -20,8 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
+from index.encoder import embedding_precision
 from index.retriever import Retriever
 from index.store import IndexStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -43,21 +47,44 @@ class IndexSnapshot:
         }
 
 
+def shared_encoder(device: str = "auto", backend: str = "auto", cache: Path | None = None):
+    """One MiniLM per device, backend and process: every app and index version share it (read-only)."""
+    return _shared_encoder(device, backend, cache)  # one cache key however the caller spells it
+
+
 @functools.lru_cache(maxsize=4)
-def shared_encoder(device: str = "auto"):
-    """One MiniLM per device and process: every app and every index version share it (read-only)."""
+def _shared_encoder(device: str, backend: str, cache: Path | None):
     from index.encoder import ChunkEncoder
 
-    return ChunkEncoder(device)
+    return ChunkEncoder(device, backend=backend, onnx_cache=cache)
 
 
 class IndexHandle:
     """The serving index; `current` is read without a lock (one reference), `reopen` replaces it."""
 
-    def __init__(self, path: Path, tokenizer, device: str = "auto", retrieval: str = "dense"):
+    def __init__(
+        self,
+        path: Path,
+        tokenizer,
+        device: str = "auto",
+        retrieval: str = "dense",
+        encoder_backend: str = "auto",
+        encoder_cache: Path | None = None,
+    ):
         self.path, self.tokenizer, self.device, self.retrieval = Path(path), tokenizer, device, retrieval
-        encoder = shared_encoder(device)  # loaded now, so that the first request is not the slow one
+        # loaded now, so that the first request is not the slow one
+        encoder = shared_encoder(device, encoder_backend, encoder_cache)
         store = IndexStore.open(self.path, tokenizer, encoder=encoder, device=device)
+        built, serving = store.manifest.get("encoder_backend"), getattr(encoder, "backend", None)
+        if embedding_precision(built) != embedding_precision(serving):
+            # Allowed (the vectors are close), but additions through the API would mix the two.
+            log.warning(
+                "the index %s holds %s vectors (encoder backend %s); queries and additions use %s",
+                store.version,
+                embedding_precision(built),
+                built or "torch",
+                serving,
+            )
         self.current = self._snapshot(store, encoder)
         self._swap_lock = threading.Lock()
 

@@ -36,6 +36,13 @@ class Settings(BaseSettings):
     compare_model_name: str | None = None
     device: str = "cpu"  # torch device for the models ("cpu", "cuda", "cuda:0")
     index_device: str = "auto"  # the chunk encoder's device
+    # The chunk encoder's backend (index.encoder): "auto" runs MiniLM on ONNX Runtime fp32 on the CPU
+    # (same vectors as torch, ~1.8x faster; docs/index_build.md) when onnxruntime is installed, torch
+    # otherwise and on a GPU; "torch" turns ONNX off; "onnx-int8" is faster again but its vectors
+    # differ slightly (live additions then put int8 rows into the index: the service warns).
+    encoder_backend: Literal["auto", "torch", "onnx", "onnx-int8"] = "auto"
+    # Where the ONNX export of MiniLM is cached (None: $XDG_CACHE_HOME/retro/encoder).
+    encoder_cache: Path | None = None
     # "hybrid": MiniLM and BM25 rankings fused (index.retriever), so a question naming a rare or
     # invented word finds the passage that holds it; "dense": MiniLM vectors only. Hybrid keeps a
     # BM25 index of every chunk's words in memory, built when the index opens (~2 s per 65k chunks).

@@ -70,7 +70,14 @@ class ServiceState:
                 compare_id = f"{compare_id}-compare"
             self.compare = load_served_model(s.compare_model, compare_id, s.device)
         if s.index is not None:
-            self.index = IndexHandle(s.index, self.retro.lm.tokenizer, s.index_device, s.retrieval)
+            self.index = IndexHandle(
+                s.index,
+                self.retro.lm.tokenizer,
+                s.index_device,
+                s.retrieval,
+                encoder_backend=s.encoder_backend,
+                encoder_cache=s.encoder_cache,
+            )
             self._check_index_fits(self.index.current)
             self.jobs = RebuildJobs(
                 self.index,

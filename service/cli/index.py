@@ -45,26 +45,68 @@ def _load_tokenizer(path: Path):
         fail(str(e))
 
 
-def _open_store(index_dir: Path, tokenizer_path: Path | None, device: str = "auto"):
-    from index.layout import resolve_version_dir
+def _open_store(
+    index_dir: Path,
+    tokenizer_path: Path | None,
+    device: str = "auto",
+    encoder_backend: str | None = None,
+    adding: bool = False,
+):
+    """The CURRENT version; with `encoder_backend`, its chunk encoder is loaded now, and when
+    `adding`, on a backend that does not mix int8 and fp32 vectors in it (`_backend_for_index`;
+    a search may query an fp32 version with int8 vectors)."""
+    from index.layout import MANIFEST, read_json, resolve_version_dir
     from index.store import IndexStore
 
     try:
         version_dir = resolve_version_dir(index_dir)
         tokenizer = _load_tokenizer(tokenizer_path or version_dir)
-        return IndexStore.open(version_dir, tokenizer, device=device)
+        encoder = None
+        if encoder_backend is not None:
+            if adding:
+                built = read_json(version_dir / MANIFEST).get("encoder_backend")
+                encoder_backend = _backend_for_index(version_dir.name, built, encoder_backend)
+            encoder = _encoder(device, encoder_backend)
+        return IndexStore.open(version_dir, tokenizer, encoder=encoder, device=device)
     except ValueError as e:
         fail(str(e))
 
 
-def _encoder(device: str):
+def _encoder_backend_option():
+    return typer.Option(
+        "auto",
+        "--encoder-backend",
+        envvar="RETRO_ENCODER_BACKEND",
+        help="MiniLM backend: auto (ONNX Runtime fp32 on the CPU when installed, else torch), torch, "
+        "onnx, onnx-int8 (faster, vectors differ slightly; the manifest records it)",
+    )
+
+
+def _encoder(device: str, backend: str = "auto"):
     from index.encoder import ChunkEncoder
 
     try:
         with console.status("loading the chunk encoder"):
-            return ChunkEncoder(device)
+            # "auto" is ChunkEncoder's own default; the one-argument call is also what the tests'
+            # stand-ins for it take.
+            return ChunkEncoder(device) if backend == "auto" else ChunkEncoder(device, backend=backend)
     except ValueError as e:
         fail(str(e))
+
+
+def _backend_for_index(version: str, built: str | None, backend: str) -> str:
+    """The backend that adds to a version built with `built` without mixing int8 and fp32 vectors
+    in it: "auto" follows an int8 version; an explicit backend of the other precision is refused."""
+    from index.encoder import embedding_precision
+
+    if backend == "auto":
+        return "onnx-int8" if embedding_precision(built) == "int8" else "auto"
+    if embedding_precision(backend) != embedding_precision(built):
+        fail(
+            f"{version} holds {embedding_precision(built)} vectors (encoder backend {built or 'torch'}); "
+            f"adding with {backend} would mix int8 and fp32 vectors in it"
+        )
+    return backend
 
 
 def format_bytes(n: float) -> str:
@@ -111,6 +153,7 @@ def build(
         "default: the store of the index's current version, faiss for a new index",
     ),
     device: str = typer.Option("auto", help="encoder device: auto, cpu or cuda"),
+    encoder_backend: str = _encoder_backend_option(),
     shard_size: int = typer.Option(4096, help="chunks per embedding shard (the unit a rerun resumes from)"),
     keep_versions: int = typer.Option(
         3,
@@ -149,7 +192,7 @@ def build(
                 lm_tokenizer = Tokenizer.train((d.text for d in documents), vocab_size=vocab_size)
             except ValueError as e:
                 fail(str(e))
-    encoder = _encoder(device)
+    encoder = _encoder(device, encoder_backend)
     if reuse_embeddings is not None:
         from index.embedding_reuse import ReusingEncoder
 
@@ -201,9 +244,10 @@ def add(
         None, help="check against this tokenizer; default: the index's own"
     ),
     device: str = typer.Option("auto", help="encoder device: auto, cpu or cuda"),
+    encoder_backend: str = _encoder_backend_option(),
 ) -> None:
     """Adds documents to the current version without a rebuild."""
-    store = _open_store(index_dir, tokenizer, device)
+    store = _open_store(index_dir, tokenizer, device, encoder_backend, adding=True)
     documents, skipped = _read_documents(sources)
     with console.status(f"adding {len(documents)} documents"):
         report = store.add_documents(documents, skipped)
@@ -251,13 +295,14 @@ def search(
         None, help="check against this tokenizer; default: the index's own"
     ),
     device: str = typer.Option("auto", help="encoder device: auto, cpu or cuda"),
+    encoder_backend: str = _encoder_backend_option(),
 ) -> None:
     """Prints the k chunks nearest to TEXT."""
     from index.retriever import Retriever
 
     if k < 1:
         fail(f"-k must be >= 1, got {k}")
-    store = _open_store(index_dir, tokenizer, device)
+    store = _open_store(index_dir, tokenizer, device, encoder_backend)
     (found,) = Retriever(store).search([text], k)
     rows = [
         {"rank": i + 1, "score": float(s), "doc_id": d, "chunk_id": int(c), "text": t}
@@ -325,6 +370,7 @@ def info(
     ):  # fmt: skip
         table.add_row(key, str(manifest.get(key)))
     table.add_row("vector_store", manifest.get("vector_store", "faiss"))
+    table.add_row("encoder_backend", manifest.get("encoder_backend", "torch (not recorded)"))
     table.add_row("tokenizer", manifest["tokenizer_fingerprint"][:16])
     table.add_row("corpus", manifest["corpus_fingerprint"][:16])
     table.add_row("skipped inputs", str(len(manifest.get("skipped", []))))
