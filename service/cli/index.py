@@ -165,13 +165,37 @@ def build(
         help="an index (same tokenizer and encoder) whose embeddings are reused for chunks it holds; "
         "only the other chunks are encoded",
     ),
+    slice_spec: str | None = typer.Option(
+        None,
+        "--slice",
+        metavar="I/N",
+        help="one of N workers sharing OUT: embed only slice I (0-based) of the documents into OUT/work "
+        "and make no version; the store options then apply to the --assemble step (docs/scale.md)",
+    ),
+    assemble: bool = typer.Option(
+        False,
+        "--assemble",
+        help="make the version from the slices the workers embedded, encoding nothing; fails naming "
+        "the slices not finished (a build without it encodes what they miss)",
+    ),
 ) -> None:
-    """Builds a new index version from SOURCES (resuming an interrupted identical build)."""
+    """Builds a new index version from SOURCES (resuming an interrupted identical build), or with
+    --slice I/N embeds one worker's share of it; --assemble then makes the version from the slices."""
     from index.build import build_index
 
     if keep_versions < 0:
         fail(f"--keep-versions must be >= 0 (0 keeps all versions), got {keep_versions}")
-    if vector_store is not None:
+    part = None
+    if slice_spec is not None:
+        from index.slices import parse_slice
+
+        if assemble:
+            fail("--slice and --assemble are two steps: --slice I/N on each worker, then --assemble once")
+        try:
+            part = parse_slice(slice_spec)
+        except ValueError as e:
+            fail(str(e))
+    if vector_store is not None and part is None:
         from index.vector_store import check_vector_store
 
         try:  # before the long stages: a wrong URI or an unreachable server fails at once
@@ -201,6 +225,9 @@ def build(
                 encoder = ReusingEncoder(encoder, reuse_embeddings, lm_tokenizer)
         except (ValueError, FileNotFoundError) as e:
             fail(str(e))
+    if part is not None:
+        _embed_slice(documents, out, lm_tokenizer, encoder, part, chunk_size, shard_size, skipped, sources)
+        return
     with progress_bar() as bars:
         progress = stage_progress(bars, INDEX_STAGE_LABELS)
         try:
@@ -217,11 +244,14 @@ def build(
                 progress=progress,
                 keep_versions=keep_versions or None,
                 vector_store=vector_store,
+                assemble=assemble,
             )
         except ValueError as e:
             fail(str(e))
     _print_skipped(report.skipped)
     reused = f", {report.shards_reused} of {report.shards} shards reused" if report.shards_reused else ""
+    if report.slices:
+        reused += f", assembled from {report.slices} slices"
     if reuse_embeddings is not None:
         reused += f", {encoder.reused:,} embeddings reused and {encoder.encoded:,} encoded"
     output.print(
@@ -234,6 +264,37 @@ def build(
         output.print(
             f"deleted old versions {', '.join(report.pruned)} (keeping {keep_versions})", highlight=False
         )
+
+
+def _embed_slice(documents, out, tokenizer, encoder, part, chunk_size, shard_size, skipped, sources) -> None:
+    """A worker's share of a sliced build (`index.build.embed_slice`), and what to run next."""
+    from index.build import embed_slice
+
+    with progress_bar() as bars:
+        progress = stage_progress(bars, INDEX_STAGE_LABELS)
+        try:
+            report = embed_slice(
+                documents, out, tokenizer, encoder, part, chunk_size=chunk_size, shard_size=shard_size,
+                skipped=skipped, progress=progress,
+            )  # fmt: skip
+        except ValueError as e:
+            fail(str(e))
+    if report.already_done:
+        done = "was already done"
+    else:
+        reused = f" ({report.shards_reused} reused)" if report.shards_reused else ""
+        done = f"done in {report.seconds:.1f}s, {report.shards} shards{reused}"
+    output.print(
+        f"slice {report.slice}: documents {report.first_document:,}:{report.end_document:,}, "
+        f"{report.n_chunks:,} chunks, {done} -> {report.work_dir}",
+        highlight=False,
+    )
+    output.print(
+        f"when all {part.count} slices are done: retro index build {' '.join(sources)} --out {out} "
+        f"--assemble (with this worker's --tokenizer, --chunk-size and --shard-size)",
+        highlight=False,
+        markup=False,
+    )
 
 
 @index_app.command("add")
