@@ -439,12 +439,15 @@ class BatchedRetroLanguageModel(RetroLanguageModel):
             self.engine.leave(row)
 
 
-def batched_form(lm, **options) -> BatchedRetroLanguageModel | None:
-    """`lm` decoded in batches (`BatchedRetroLanguageModel.of`), or None for a model without a
-    batched form (the Hugging Face comparison model: its transformers cache has no per-row
-    positions to step together), which callers then serve one request at a time."""
-    if isinstance(lm, BatchedRetroLanguageModel):
+def batched_form(lm, **options):
+    """`lm` decoded in batches (`BatchedRetroLanguageModel.of`; a model with its own `batched`,
+    the retrieval-in-prompt comparator of `retro.in_context`, builds it over this one), or None
+    for a model without a batched form (the Hugging Face comparison model: its transformers cache
+    has no per-row positions to step together), which callers then serve one request at a time."""
+    if isinstance(lm, BatchedRetroLanguageModel) or getattr(lm, "is_batched", False):
         return lm
+    if callable(getattr(lm, "batched", None)):
+        return lm.batched(**options)
     if isinstance(lm, RetroLanguageModel):
         return BatchedRetroLanguageModel.of(lm, **options)
     return None

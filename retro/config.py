@@ -1,8 +1,10 @@
 """The one way to shape a model: `RetroConfig` and its named presets.
 
 A config is saved inside every checkpoint (as JSON) so that a checkpoint loads without guessing.
-The same class describes the no-retrieval baseline: `cca_layers=()` gives a plain decoder.
-This module owns only shapes and switches; it builds no tensors.
+The same class describes the no-retrieval baseline: `cca_layers=()` gives a plain decoder, and the
+retrieval-in-prompt comparator: a plain decoder with `in_context=True` reads its retrieved
+neighbours as passages in its prompt (`retro.in_context`). This module owns only shapes and
+switches; it builds no tensors.
 """
 
 from __future__ import annotations
@@ -51,6 +53,10 @@ class RetroConfig:
     # ("In which year was X founded?") points near where its salient words ("X", "founded") sit in a
     # passage, which the aligned n-gram match cannot do (0 = off).
     copy_bag_window: int = 0
+    # Retrieval in the prompt (RAG / In-Context RALM, Ram et al. 2023): a plain decoder (no CCA, no
+    # copy head) whose context holds its n_neighbours retrieved neighbours of up to retrieved_len
+    # tokens as passages before the text (`retro.in_context`: the template and the context budget).
+    in_context: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cca_layers", tuple(int(i) for i in self.cca_layers))
@@ -82,12 +88,19 @@ class RetroConfig:
             problems.append(
                 f"copy_bag_window={self.copy_bag_window} exceeds retrieved_len={self.retrieved_len}"
             )
+        if self.in_context and (self.cca_layers or self.copy_head):
+            problems.append("in_context=True is a plain decoder: it needs cca_layers=() and copy_head=False")
         if problems:
             raise ValueError("invalid RetroConfig: " + "; ".join(problems))
 
     @property
     def uses_retrieval(self) -> bool:
         return len(self.cca_layers) > 0
+
+    @property
+    def reads_neighbours(self) -> bool:
+        """Whether the model reads retrieved neighbours: through CCA, or as passages in its prompt."""
+        return self.uses_retrieval or self.in_context
 
     @property
     def copy_context_tokens(self) -> int:
@@ -100,6 +113,10 @@ class RetroConfig:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["cca_layers"] = list(self.cca_layers)
+        if not self.in_context:
+            # Written only when on: every checkpoint and training state saved before the field
+            # existed reads as the same config (a resume compares them key by key).
+            del d["in_context"]
         return d
 
     def to_json(self) -> str:
@@ -150,6 +167,9 @@ PRESETS: dict[str, RetroConfig] = {
         vocab_size=512,
     ),
     "tiny-baseline": _baseline(4, 96, 4, max_seq_len=128, chunk_size=16, retrieved_len=32, vocab_size=512),
+    "tiny-rag": _baseline(
+        2, 48, 2, d_ff=96, max_seq_len=256, chunk_size=16, retrieved_len=32, vocab_size=512, in_context=True
+    ),
     # The demo model: trains on a 2-core CPU (docs/design.md: d=128, 4 layers copies facts).
     # Two CCA layers, as in the prototype (2 of 6); one CCA layer copied 1% of held-out facts after
     # 1.6M tokens on the CPU, where a 4-layer model with CCA in layers 1 and 3 copied 28%.
@@ -170,6 +190,14 @@ PRESETS: dict[str, RetroConfig] = {
         copy_match_tokens=8,
     ),
     "demo-baseline": _baseline(8, 320, 5, max_seq_len=256, chunk_size=32, retrieved_len=64, vocab_size=8192),
+    # The demo's retrieval-in-prompt comparator: a plain decoder of about the demo's *total*
+    # parameters (2.29M against 2.36M: two more layers of the same width in place of the neighbour
+    # encoder and CCA), reading the demo's k=2 neighbours of r=64 tokens as passages. Its context of
+    # 416 holds them and the template (2 x (64 + 5) + 4 = 142 tokens with the demo's tokenizer) and
+    # the demo's 256-token training sequences: the same sequences RETRO trains on (retro.in_context).
+    "demo-rag": _baseline(
+        6, 128, 4, max_seq_len=416, chunk_size=32, retrieved_len=64, vocab_size=8192, in_context=True
+    ),
     # The measured prototype's size class, and the issue's `small` (~25M non-embedding parameters).
     "small": _retro(
         8, 512, 8, max_seq_len=512, enc_layers=2, enc_d_model=256, enc_n_heads=4, vocab_size=8192

@@ -168,6 +168,12 @@ class TrainingData:
 
     # --- one batch ----------------------------------------------------------------------------
     def batch(self, step: int, batch_size: int, rank: int = 0, world_size: int = 1) -> Batch:
+        starts, shifts = self.draws(step, batch_size, rank, world_size)
+        return self.sequences(starts, shifts, step=step, rng_key=(step, rank, world_size))
+
+    def draws(self, step: int, batch_size: int, rank: int = 0, world_size: int = 1):
+        """The batch's sequence start rows and left shifts: the token draws alone, which the
+        retrieval-in-prompt comparator's data (`retro.in_context_data`) shares."""
         token_rng = np.random.default_rng([self.seed, step, rank, world_size, 0])
         starts = token_rng.integers(0, self.n_sequences, size=batch_size)
         if self.recipe.read_share > 0:
@@ -179,7 +185,7 @@ class TrainingData:
             token_rng.integers(1, self.m, size=batch_size) if self.m > 1 else 0,
             0,
         )
-        return self.sequences(starts, shifts, step=step, rng_key=(step, rank, world_size))
+        return starts, shifts
 
     def sequences(self, starts: np.ndarray, shifts: np.ndarray, step: int = 0, rng_key=(0, 0, 1)) -> Batch:
         """The batch for given start rows (in this split's chunk order) and left shifts."""

@@ -12,6 +12,8 @@ temperature 1, before top-k/top-p):
   the scored positions close, each queried with the same window generation uses
   (`RetroLanguageModel.query_tokens`); `<pad>` is renormalised away, as generation never samples it.
 - The Hugging Face comparison model (`retro.hf_model.HFCausalLM.sequence_logprobs`): its softmax.
+- The retrieval-in-prompt comparator (`retro.in_context.InContextLanguageModel.sequence_logprobs`):
+  one forward over the passages retrieved for the prompt, in its template, then the sequence.
 
 `stream_ids` is `LanguageModel.stream` for a prompt given as token ids (fed as they are, never
 re-tokenised), recording each sampled id, so a completion can be scored after it is generated;
@@ -29,6 +31,7 @@ import torch
 
 from retro.generate import RetroLanguageModel
 from retro.hf_model import HFCausalLM
+from retro.in_context import InContextLanguageModel
 from retro.language_model import LanguageModel, PromptTooLongError, Retrieve, fit_neighbours
 from retro.sampling import SamplingParams, TextPiece, seeded_generator, text_pieces
 
@@ -72,7 +75,7 @@ class RememberedRetrieval:
 
 def vocab_size(lm: LanguageModel) -> int:
     """Token ids 0 .. vocab_size - 1 are ones the model embeds and its tokenizer can decode."""
-    if isinstance(lm, RetroLanguageModel):
+    if isinstance(lm, RetroLanguageModel | InContextLanguageModel):
         return min(lm.model.config.vocab_size, lm.tokenizer.vocab_size)
     if isinstance(lm, HFCausalLM):
         return lm.vocab_size
@@ -81,7 +84,7 @@ def vocab_size(lm: LanguageModel) -> int:
 
 def token_text(lm: LanguageModel, token_id: int) -> str:
     """One token as text, special tokens by name (an end-of-text token is `<eos>`, not '')."""
-    if isinstance(lm, RetroLanguageModel):
+    if isinstance(lm, RetroLanguageModel | InContextLanguageModel):
         return lm.tokenizer.decode([token_id], skip_special=False)
     if isinstance(lm, HFCausalLM):
         return lm.token_text(token_id)
@@ -134,6 +137,8 @@ def sequence_logprobs(
     prompt_len = len(ids) if prompt_len is None else prompt_len
     if isinstance(lm, RetroLanguageModel):
         return _retro_sequence_logprobs(lm, ids, prompt_len, retrieve)
+    if isinstance(lm, InContextLanguageModel):
+        return lm.sequence_logprobs(ids, prompt_len, retrieve)
     if isinstance(lm, HFCausalLM):
         return lm.sequence_logprobs(ids)
     raise TypeError(f"no token scoring for {type(lm).__name__}")

@@ -2,7 +2,9 @@
 
 This module owns argument handling only: it checks the preset against the index (vocabulary from
 the index's tokenizer, equal chunk sizes), precomputes the index's training neighbours when they are
-missing, builds `retro.data.TrainingData` and hands over to `retro.train.train`. Rerunning the same
+missing, builds `retro.data.TrainingData` (for a retrieval-in-prompt preset such as `demo-rag`,
+`retro.in_context_data.InContextTrainingData`: the same sequences, passages before them) and
+hands over to `retro.train.train`. Rerunning the same
 command continues from the run folder's last checkpoint. Multi-GPU: `torchrun --nproc_per_node=N
 --no-python retro train ...` (rank 0 precomputes and writes; the others wait and read). Bad input
 exits with code 2 and one line (`service.cli.console.fail`).
@@ -180,25 +182,33 @@ def train_command(
         preset, baseline, manifest["chunk_size"], manifest["pad_id"], tokenizer.vocab_size
     )
     config = _config_overrides(config, config_overrides)
-    no_retrieval = not config.uses_retrieval
+    no_retrieval = not config.uses_retrieval and not config.in_context
     rank = distributed_from_env().rank
 
     from retro.data import TrainingData
+    from retro.in_context_data import InContextTrainingData
     from retro.train import train
 
     recipe = _recipe(recipe_overrides)
     try:
         if not no_retrieval:
             _ensure_neighbours(version_dir, config.n_neighbours, rank)
-        data = TrainingData.from_index(
-            version_dir, config, recipe=recipe, seed=seed, total_steps=steps, baseline=no_retrieval,
-            validation_fraction=validation_fraction,
-        )  # fmt: skip
+        if config.in_context:  # the retrieval-in-prompt comparator: passages before RETRO's sequences
+            data = InContextTrainingData.from_index(
+                version_dir, config, tokenizer, recipe=recipe, seed=seed, total_steps=steps,
+                validation_fraction=validation_fraction,
+            )  # fmt: skip
+        else:
+            data = TrainingData.from_index(
+                version_dir, config, recipe=recipe, seed=seed, total_steps=steps, baseline=no_retrieval,
+                validation_fraction=validation_fraction,
+            )  # fmt: skip
     except ValueError as e:
         fail(str(e))
     meta = {
         "preset": name,
         "baseline": no_retrieval,
+        **({"in_context": True} if config.in_context else {}),
         "index": str(Path(index).resolve()),
         "index_version": version_dir.name,
         "recipe": recipe.to_dict(),
@@ -206,8 +216,9 @@ def train_command(
         "validation_fraction": validation_fraction,
     }
     if rank == 0:
+        reads = "passages in its prompt" if config.in_context else "neighbours"
         console.print(
-            f"training {name} ({'no retrieval' if no_retrieval else f'k={config.n_neighbours} neighbours'}) "
+            f"training {name} ({'no retrieval' if no_retrieval else f'k={config.n_neighbours} {reads}'}) "
             f"on {version_dir} ({data.n_sequences:,} sequence starts of {data.seq_len} tokens) -> {out}",
             highlight=False,
         )
