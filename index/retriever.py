@@ -43,12 +43,22 @@ RETRIEVAL_MODES = ("dense", "hybrid")
 class Retriever:
     """Batched k-nearest-chunk search over an `IndexStore` (thread-safe like the store)."""
 
-    def __init__(self, store: IndexStore, encoder=None, mode: str = "dense", candidates: int = 32):
+    def __init__(
+        self,
+        store: IndexStore,
+        encoder=None,
+        mode: str = "dense",
+        candidates: int = 32,
+        lexical_titles: bool = False,
+    ):
         if mode not in RETRIEVAL_MODES:
             raise ValueError(f"unknown retrieval mode {mode!r}; modes: {', '.join(RETRIEVAL_MODES)}")
         self.store = store
         self._encoder = encoder
         self.mode, self.candidates = mode, candidates
+        # BM25 sees each chunk under its document's title: a passage's later chunks name their
+        # subject by a pronoun or a surname, and the title lets a question naming it find them too
+        self.lexical_titles = lexical_titles
         self._lexical: LexicalIndex | None = None
         self._lexical_lock = threading.Lock()
 
@@ -61,8 +71,12 @@ class Retriever:
             done, total = len(self._lexical), self.store.n_chunks
             pad_id = self.store.pad_id
             for start in range(done, total, 4096):
-                rows = self.store.chunk_tokens(np.arange(start, min(total, start + 4096)))
-                self._lexical.add(self.store.tokenizer.decode_batch([r[r != pad_id].tolist() for r in rows]))
+                ids = np.arange(start, min(total, start + 4096))
+                rows = self.store.chunk_tokens(ids)
+                texts = self.store.tokenizer.decode_batch([r[r != pad_id].tolist() for r in rows])
+                if self.lexical_titles:
+                    texts = [f"{t}\n{x}" for t, x in zip(self.store.chunk_titles(ids), texts, strict=True)]
+                self._lexical.add(texts)
             removed = self.store.removed_chunk_ids()
             if len(removed) != self._lexical.n_removed:
                 self._lexical.remove(removed)

@@ -103,3 +103,28 @@ def test_hybrid_retrieval_never_returns_a_removed_document(blind_store):
 def test_unknown_retrieval_mode_is_a_clear_error(blind_store):
     with pytest.raises(ValueError, match="unknown retrieval mode"):
         Retriever(blind_store, mode="sparse")
+
+
+def test_lexical_titles_let_a_question_find_the_chunk_that_names_its_subject_by_pronoun(tmp_path, tokenizer):
+    # The founding year is in the document's second chunk, which says "It" where the first says
+    # the name; only under its title does BM25 see that chunk as about Vornholt.
+    head = "Vornholt is a quiet market town on the northern bank of the slow brown river Elde."
+    documents = [
+        Document(f"filler/{i}", f"Filler{i} was founded by farmers; it grows apples.", "test", f"Filler{i}")
+        for i in range(6)
+    ] + [Document("town/vornholt", f"{head} It was founded in 1925 by traders.", "test", "Vornholt")]
+    encoder = BlindEncoder()
+    build_index(documents, tmp_path / "ix", tokenizer, encoder, chunk_size=16)
+    store = IndexStore.open(tmp_path / "ix", tokenizer, encoder)
+    everything = np.arange(store.n_chunks)
+    own = everything[np.array(store.chunk_doc_ids(everything)) == "town/vornholt"]
+    rows = store.chunk_tokens(own)
+    texts = store.tokenizer.decode_batch([[t for t in r.tolist() if t != store.pad_id] for r in rows])
+    (year_chunk,) = [c for c, text in zip(own, texts, strict=True) if "1925" in text]
+    assert "Vornholt" not in texts[list(own).index(year_chunk)]
+    query = ["When was Vornholt founded?"]
+    plain = Retriever(store, mode="hybrid").search(query, k=1)[0]
+    titled = Retriever(store, mode="hybrid", lexical_titles=True).search(query, k=1)[0]
+    assert plain.chunk_ids[0] != year_chunk  # the chunk that names Vornholt ranks first
+    assert titled.chunk_ids[0] == year_chunk
+    assert store.chunk_titles(np.array([year_chunk, -1])) == ["Vornholt", ""]
