@@ -270,9 +270,9 @@ def language_model_for(model: Retro, tokenizer, query_tokens: int | None = None)
 @torch.inference_mode()
 def document_token_nll(model: Retro, tokenizer, ids: list[int], neighbours_for) -> tuple[np.ndarray, list]:
     """-ln p of each of tokens 1.. of one document (entry i - 1 for ids[i]) and the neighbours
-    retrieved with each chunk, as `retro.evaluate` scores a RETRO model: the document left-padded
-    to whole chunks of the index's size, cut into windows of `text_budget` tokens with nothing
-    carried over, and chunk u of a window read with the passages of chunk u - 1
+    retrieved with each chunk, in the chunks and windows `retro.evaluate` scores RETRO in: the
+    document left-padded to whole chunks of the index's size, cut into windows of `text_budget`
+    tokens with nothing carried over, and chunk u of a window read with the passages of chunk u - 1
     (`neighbours_for(chunks) -> [n, k, r]`, or None: no passages) before the window's text up to
     chunk u's end; a window's first chunk has no passages. The pads only align the chunks with
     RETRO's: the model never reads them."""

@@ -208,13 +208,14 @@ def train_command(
     meta = {
         "preset": name,
         "baseline": no_retrieval,
-        **({"in_context": True} if config.in_context else {}),
         "index": str(Path(index).resolve()),
         "index_version": version_dir.name,
         "recipe": recipe.to_dict(),
         "data_seed": seed,
         "validation_fraction": validation_fraction,
     }
+    if config.in_context:  # tokens_seen counts whole contexts, each of text_len tokens of RETRO's text
+        meta["in_context"] = {"text_len": data.seq_len, "context_len": config.max_seq_len}
     if rank == 0:
         reads = "passages in its prompt" if config.in_context else "neighbours"
         console.print(

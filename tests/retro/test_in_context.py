@@ -334,7 +334,8 @@ def test_retro_train_trains_the_comparator_preset_and_export_keeps_it(tmp_path):
     assert result.exit_code == 0, text
     assert "k=2 passages in its prompt" in text and "trained 2/2 steps" in text
     model, _, meta = load_checkpoint(tmp_path / "run")
-    assert model.config.in_context and meta["in_context"] and not meta["baseline"]
+    assert model.config.in_context and not meta["baseline"]
+    assert meta["in_context"]["context_len"] == 256 and meta["in_context"]["text_len"] % 16 == 0
     exported = CliRunner().invoke(app, ["export", str(tmp_path / "run"), "--out", str(tmp_path / "model")])
     assert exported.exit_code == 0, exported.output
     model, tok, _ = load_checkpoint(tmp_path / "model")
