@@ -17,6 +17,8 @@ This module owns the numbers an evaluation report holds and how each is computed
   Also decode tokens/s and seconds per answer.
 
 Models are `retro.model.Retro` or, for comparison, `retro.hf_model.HFCausalLM` (never retrieves).
+A `Retro` with `in_context=True` (the retrieval-in-prompt comparator) gets the same neighbours in
+every mode, read as passages before its text (`retro.in_context.document_token_nll`).
 It reads an index through `index.retriever.Retriever` and never modifies it; adding documents and
 writing files belong to `retro.evaluation` and `retro.report`.
 """
@@ -35,7 +37,7 @@ import torch
 from index.corpus import Document
 from index.facts import FactPair
 from retro.data import IGNORE
-from retro.generate import RetroLanguageModel
+from retro.in_context import document_token_nll, language_model_for
 from retro.language_model import PromptTooLongError, fit_neighbours
 from retro.model import Retro
 from retro.overlap import BUCKETS, NGRAM, NO_NEIGHBOURS, attended_neighbours, bucket_of, overlap_share
@@ -107,8 +109,10 @@ def _check_mode(model, mode: str, retriever) -> None:
     if mode not in BPB_MODES:
         raise ValueError(f"unknown bits-per-byte mode {mode!r}; modes: {', '.join(BPB_MODES)}")
     if mode != "off":
-        if not isinstance(model, Retro) or not model.config.uses_retrieval:
-            raise ValueError(f"mode {mode!r} needs a RETRO model with CCA layers; use mode='off'")
+        if not isinstance(model, Retro) or not model.config.reads_neighbours:
+            raise ValueError(
+                f"mode {mode!r} needs a model that reads neighbours (CCA or in_context); use mode='off'"
+            )
         if retriever is None:
             raise ValueError(f"mode {mode!r} needs a retriever")
 
@@ -244,7 +248,11 @@ def bits_per_byte(
             else:
                 exclude = {document.doc_id}
             source = _neighbour_source(model, tokenizer, retriever, mode, exclude, rng)
-            nll, count = _retro_document_nll(model, ids, source)
+            if model.config.in_context:
+                losses, _ = document_token_nll(model, tokenizer, ids, None if mode == "off" else source)
+                nll, count = float(losses.sum()), len(losses)
+            else:
+                nll, count = _retro_document_nll(model, ids, source)
         bits += nll / math.log(2)
         n_tokens += count
         n_bytes += _predicted_bytes(decode, ids)
@@ -304,7 +312,11 @@ def bits_per_byte_by_overlap(
         losses, retrieved = {}, None
         for name, (model, mode) in settings.items():
             source = _neighbour_source(model, tokenizer, retriever, mode, {document.doc_id}, rng)
-            losses[name], got = _retro_token_nll(model, ids, source)
+            if model.config.in_context:
+                read = None if mode == "off" else source
+                losses[name], got = document_token_nll(model, tokenizer, ids, read)
+            else:
+                losses[name], got = _retro_token_nll(model, ids, source)
             if name == reference:
                 retrieved = got
         attended = attended_neighbours(retrieved, window_chunks)
@@ -427,11 +439,11 @@ def evaluate_facts(
     if style not in PROMPT_STYLES:
         raise ValueError(f"unknown prompt style {style!r}; styles: {', '.join(PROMPT_STYLES)}")
     is_retro = isinstance(model, Retro)
-    retrieving = use_retrieval and is_retro and model.config.uses_retrieval
+    retrieving = use_retrieval and is_retro and model.config.reads_neighbours
     if retrieving and retriever is None:
         raise ValueError("use_retrieval=True needs a retriever")
     retrieve = make_retrieve(retriever, model.config.n_neighbours) if retrieving else None
-    language_model = RetroLanguageModel(model, tokenizer, query_tokens) if is_retro else model
+    language_model = language_model_for(model, tokenizer, query_tokens) if is_retro else model
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, seed=0)
     result = FactAccuracy(style, retrieving, n=0, correct=0, completion_tokens=0, seconds=0.0)
     for pair in pairs:

@@ -19,11 +19,15 @@ deleted afterwards (`in_place`: to the index itself), then:
   entities, `wiki-vital:dev` / `wiki-vital:test`, which `wiki-vital:train` drops: in neither the
   training data nor the index, and checked so), per chunk bucketed by its 8-gram overlap with the
   neighbours the first RETRO model attended for it (`retro.overlap`, paper section 2.6), for every
-  model on the same chunks: RETRO with retrieval on and off, baselines;
+  model on the same chunks: RETRO (and the retrieval-in-prompt comparator) with retrieval on and
+  off, baselines;
 - parameters, training tokens (checkpoint meta), decode tokens/s and seconds per answer.
 
 `split` chooses the half of the held-out real facts and the reading set's entities: "dev" to
 choose recipes on, "test" (frozen) for the figures a report or README quotes.
+
+A run with `in_context=True` (`retro.in_context`: the retrieval-in-prompt comparator) is scored
+in every setting RETRO is, with the same neighbours read as passages in its prompt.
 
 `run_evaluation` returns the results dict that `retro.report.write_report` writes. Models, torch
 and faiss are imported inside the functions: the command line imports this module at start-up and
@@ -129,8 +133,9 @@ def evaluate_general_text(models: list, tokenizer, retriever, documents: list, l
     from retro.evaluate import bits_per_byte_by_overlap
     from retro.model import Retro
 
-    retrieving = [(n, m) for n, m, _ in models if isinstance(m, Retro) and m.config.uses_retrieval]
-    if not retrieving:
+    retrieving = [(n, m) for n, m, _ in models if isinstance(m, Retro) and m.config.reads_neighbours]
+    cca = [n for n, m in retrieving if m.config.uses_retrieval]
+    if not cca:
         return {"skipped": "no RETRO model: a RETRO model's neighbours define the overlap buckets"}
     settings: dict = {}
     for name, model in retrieving:
@@ -139,7 +144,7 @@ def evaluate_general_text(models: list, tokenizer, retriever, documents: list, l
     for name, model, _ in models:
         if name not in {n for n, _ in retrieving}:
             settings[name] = (model, "off")
-    reference = f"{retrieving[0][0]}, retrieval on"
+    reference = f"{cca[0]}, retrieval on"
     started = time.perf_counter()
     table = bits_per_byte_by_overlap(settings, reference, tokenizer, retriever, documents)
     table["in evaluation index"] = index_holds(retriever.store, documents)
@@ -173,7 +178,7 @@ def evaluate_model(
     from retro.evaluate import bits_per_byte, evaluate_facts, parameter_counts
     from retro.model import Retro
 
-    retrieving = isinstance(model, Retro) and model.config.uses_retrieval
+    retrieving = isinstance(model, Retro) and model.config.reads_neighbours
     result = {"parameters": parameter_counts(model), "bpb": {}, "facts": {}, "decode": {}}
     for mode in ("retrieval", "leakage_free", "random", "off") if retrieving else ("off",):
         started = time.perf_counter()
@@ -220,13 +225,13 @@ def evaluate_reading(
     model, tokenizer, retriever, items: list, log=print, query_tokens: int | None = None
 ) -> dict:
     """The reading set's items, greedy, in every retrieval setting: {"summary", "answers"}."""
-    from retro.generate import RetroLanguageModel
+    from retro.in_context import language_model_for
     from retro.model import Retro
     from retro.reading_eval import RecordingRetrieve, run_items, summarise
     from retro.sampling import SamplingParams
 
     is_retro = isinstance(model, Retro)
-    language_model = RetroLanguageModel(model, tokenizer, query_tokens) if is_retro else model
+    language_model = language_model_for(model, tokenizer, query_tokens) if is_retro else model
     params = SamplingParams(max_new_tokens=READING_MAX_NEW_TOKENS, temperature=0.0, seed=0)
 
     def answer(prompt: str, retrieve) -> str:
@@ -439,6 +444,8 @@ def _evaluate(
         names_seen.add(name)
         named.append((name, model, meta))
         kind = "RETRO" if model.config.uses_retrieval else "no-retrieval baseline"
+        if model.config.in_context:
+            kind = "retrieval in prompt"
         log(f"{name} ({kind})")
         entry = {"kind": kind, "path": str(run), "training_tokens": training_tokens(meta)}
         entry.update(

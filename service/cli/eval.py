@@ -18,7 +18,9 @@ from service.cli.console import console, fail
 
 def eval_command(
     runs: list[Path] = typer.Argument(
-        ..., help="run folders (retro checkpoints): RETRO models and baselines"
+        ...,
+        help="run folders (retro checkpoints): RETRO models, baselines and retrieval-in-prompt "
+        "comparators (e.g. a demo-rag run)",
     ),
     index: Path = typer.Option(..., "--index", help="the index folder (its CURRENT version is used)"),
     out: Path = typer.Option(..., "--out", help="report folder: report.md, report.json, plots"),
