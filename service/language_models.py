@@ -1,8 +1,9 @@
 """The models the service answers with: a folder loaded into the right `retro.language_model` one.
 
-A RETRO checkpoint (`retro.checkpoint`) becomes a `RetroLanguageModel`, a Hugging Face causal LM
-(`retro.hf_model`) an `HFCausalLM`; both are the same `LanguageModel`, so nothing past this module
-tells them apart. A `ServedModel` adds what only the service knows: the id clients name it by and
+A RETRO checkpoint (`retro.checkpoint`) becomes a `RetroLanguageModel` (or, for a
+retrieval-in-prompt checkpoint, `in_context=True`, an `InContextLanguageModel`), a Hugging Face
+causal LM (`retro.hf_model`) an `HFCausalLM`; all are the same `LanguageModel`, so nothing past
+this module tells them apart. A `ServedModel` adds what only the service knows: the id clients name it by and
 the folder it came from. This module owns choosing the loader; it runs no threads and knows no HTTP.
 """
 
@@ -12,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from retro.checkpoint import load_checkpoint
-from retro.generate import RetroLanguageModel
 from retro.hf_model import is_hf_model_folder, load_hf_model
+from retro.in_context import language_model_for
 from retro.language_model import LanguageModel
 
 
@@ -36,7 +37,7 @@ def load_language_model(path: Path, device: str = "cpu") -> LanguageModel:
     if is_hf_model_folder(path):
         return load_hf_model(path, device=device)
     model, tokenizer, _meta = load_checkpoint(path, device=device)
-    return RetroLanguageModel(model, tokenizer)
+    return language_model_for(model, tokenizer)
 
 
 def load_served_model(path: Path, model_id: str, device: str = "cpu") -> ServedModel:

@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     index: Path | None = None  # the index folder (CURRENT + versions); None serves without retrieval
     compare_model: Path | None = None  # a second retro checkpoint or a Hugging Face causal-LM folder
     compare_model_name: str | None = None
+    # The retrieval-in-prompt comparator (a checkpoint with in_context=True, e.g. `retro train
+    # --preset demo-rag`): served beside RETRO on the same index and in /v1/compare with role "rag".
+    rag_model: Path | None = None
+    rag_model_name: str | None = None
     device: str = "cpu"  # torch device for the models ("cpu", "cuda", "cuda:0")
     index_device: str = "auto"  # the chunk encoder's device
     # The chunk encoder's backend (index.encoder): "auto" runs MiniLM on ONNX Runtime fp32 on the CPU
@@ -90,3 +94,9 @@ class Settings(BaseSettings):
         if self.compare_model is None:
             return None
         return self.compare_model_name or self.compare_model.name
+
+    @property
+    def rag_model_id(self) -> str | None:
+        if self.rag_model is None:
+            return None
+        return self.rag_model_name or self.rag_model.name

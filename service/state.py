@@ -12,6 +12,7 @@ import time
 
 import torch
 
+from retro.in_context import InContextLanguageModel
 from service.batching import start_worker
 from service.jobs import RebuildJobs
 from service.language_models import ServedModel, load_served_model
@@ -30,6 +31,7 @@ class ServiceState:
         self.error: str | None = None
         self.retro: ServedModel | None = None  # the model named by --model (default for requests)
         self.compare: ServedModel | None = None
+        self.rag: ServedModel | None = None  # the retrieval-in-prompt comparator (--rag-model)
         self.workers: dict[str, ModelWorker] = {}
         self.index: IndexHandle | None = None
         self.jobs: RebuildJobs | None = None
@@ -42,7 +44,13 @@ class ServiceState:
 
     @property
     def models(self) -> dict[str, ServedModel]:
-        return {m.id: m for m in (self.retro, self.compare) if m is not None}
+        return {m.id: m for m in (self.retro, self.compare, self.rag) if m is not None}
+
+    def role(self, model: ServedModel) -> str:
+        """What a served model is here: "retro" (--model), "comparison" or "rag" (retrieval in prompt)."""
+        if model is self.retro:
+            return "retro"
+        return "rag" if model is self.rag else "comparison"
 
     def load(self) -> None:
         started = time.perf_counter()
@@ -69,6 +77,12 @@ class ServiceState:
             if compare_id == self.retro.id:
                 compare_id = f"{compare_id}-compare"
             self.compare = load_served_model(s.compare_model, compare_id, s.device)
+        if s.rag_model is not None:
+            rag_id = s.rag_model_id
+            if rag_id in self.models:
+                rag_id = f"{rag_id}-rag"
+            self.rag = load_served_model(s.rag_model, rag_id, s.device)
+            self._check_rag(self.rag)
         if s.index is not None:
             self.index = IndexHandle(
                 s.index,
@@ -95,6 +109,19 @@ class ServiceState:
             raise ValueError(
                 f"the index at {self.settings.index} has chunk_size {snapshot.store.chunk_size}, "
                 f"the model {model.chunk_size}: build the index with --chunk-size {model.chunk_size}"
+            )
+
+    def _check_rag(self, rag: ServedModel) -> None:
+        """The comparator reads the index's passages as token ids: its tokenizer must be RETRO's."""
+        if not isinstance(rag.lm, InContextLanguageModel):
+            raise ValueError(
+                f"the rag model {self.settings.rag_model} is not a retrieval-in-prompt checkpoint "
+                "(in_context=True, e.g. `retro train --preset demo-rag`)"
+            )
+        if rag.lm.tokenizer.fingerprint != self.retro.lm.tokenizer.fingerprint:
+            raise ValueError(
+                f"the rag model {self.settings.rag_model} has another tokenizer than {self.settings.model}: "
+                "train it on the same index"
             )
 
     def note_index(self, snapshot: IndexSnapshot) -> None:

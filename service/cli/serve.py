@@ -21,6 +21,11 @@ def serve_command(
     compare_model: Path | None = typer.Option(
         None, help="a second retro checkpoint or a Hugging Face causal-LM folder (env RETRO_COMPARE_MODEL)"
     ),
+    rag_model: Path | None = typer.Option(
+        None,
+        help="a retrieval-in-prompt checkpoint (e.g. trained with --preset demo-rag) served beside RETRO "
+        "on the same index (env RETRO_RAG_MODEL)",
+    ),
     host: str | None = typer.Option(None, help="address to bind (env RETRO_HOST, default 127.0.0.1)"),
     port: int | None = typer.Option(None, help="port (env RETRO_PORT, default 8000)"),
     api_key: str | None = typer.Option(
@@ -41,7 +46,7 @@ def serve_command(
     from service.settings import Settings
 
     given = dict(
-        model=model, index=index, compare_model=compare_model, host=host, port=port,
+        model=model, index=index, compare_model=compare_model, rag_model=rag_model, host=host, port=port,
         api_key=api_key, device=device, corpus_root=corpus_root,
     )  # fmt: skip
     try:
@@ -55,6 +60,7 @@ def serve_command(
         ("model", settings.model),
         ("index", settings.index),
         ("compare model", settings.compare_model),
+        ("rag model", settings.rag_model),
     ):
         if path is not None and not path.is_dir():
             fail(f"the {name} folder {path} does not exist")

@@ -1,7 +1,11 @@
-"""POST /v1/compare: one prompt through RETRO and the comparison model with the same sampling.
+"""POST /v1/compare: one prompt through RETRO and the comparison models with the same sampling.
 
-The two run one after the other (on 2 cores, running them together would distort both timings);
-each result carries its text, latency, tokens/s and parameter counts, RETRO's its neighbours.
+The comparison models are the second model (`--compare-model`: a baseline or a Hugging Face
+model, role "comparison") and the retrieval-in-prompt comparator (`--rag-model`, role "rag"),
+whichever are served, in that order after RETRO. They run one after the other (on 2 cores,
+running them together would distort the timings); each result carries its text, latency,
+tokens/s and parameter counts, and the neighbours it retrieved (RETRO's per chunk; the rag
+model's, the passages in its prompt).
 """
 
 from __future__ import annotations
@@ -35,20 +39,19 @@ def _result(model, outcome, role: str) -> dict:
 
 @router.post("/v1/compare")
 async def compare(body: CompareRequest, state: ReadyState, request: Request):
-    if state.compare is None:
-        raise APIError(400, "this server has no comparison model (start it with --compare-model)")
-    jobs = [
-        generation.prepare(state, state.retro, body.prompt, body),
-        generation.prepare(state, state.compare, body.prompt, body),
-    ]
-    retro_outcome = await generation.run(state, jobs[0], request)
-    compare_outcome = await generation.run(state, jobs[1], request)
+    models = [m for m in (state.retro, state.compare, state.rag) if m is not None]
+    if len(models) < 2:
+        raise APIError(
+            400, "this server has no comparison model (start it with --compare-model or --rag-model)"
+        )
+    jobs = [generation.prepare(state, model, body.prompt, body) for model in models]
+    results = []
+    for model, job in zip(models, jobs, strict=True):
+        outcome = await generation.run(state, job, request)
+        results.append(_result(model, outcome, state.role(model)))
     return {
         "object": "comparison",
         "prompt": body.prompt,
         "sampling": body.model_dump(exclude={"prompt"}),
-        "results": [
-            _result(state.retro, retro_outcome, "retro"),
-            _result(state.compare, compare_outcome, "comparison"),
-        ],
+        "results": results,
     }

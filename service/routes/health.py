@@ -32,7 +32,7 @@ async def info(state: ReadyState):
         "models": [
             {
                 "id": m.id,
-                "role": "retro" if m is state.retro else "comparison",
+                "role": state.role(m),
                 "kind": m.lm.kind,
                 "path": str(m.path),
                 "parameters": m.parameters,

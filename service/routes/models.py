@@ -1,4 +1,5 @@
-"""GET /v1/models: the RETRO model and the comparison model, in OpenAI's list shape."""
+"""GET /v1/models: the RETRO model and the comparison models (a second model, the retrieval-in-prompt
+comparator), in OpenAI's list shape, each with its role."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ async def list_models(state: ReadyState):
                 "created": created,
                 "owned_by": "retro",
                 "kind": model.lm.kind,  # the checkpoint format: "retro" (ours) or "huggingface"
-                "role": "retro" if model is state.retro else "comparison",
+                "role": state.role(model),
                 "uses_retrieval": model.lm.uses_retrieval and state.index is not None,
                 "parameters": model.parameters,
                 "context_length": model.lm.max_seq_len,
