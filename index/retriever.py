@@ -37,7 +37,8 @@ class Neighbours:
     texts: list[str]  # decoded chunk text (without the continuation)
 
 
-RETRIEVAL_MODES = ("dense", "hybrid")
+# "hybrid-titled" is "hybrid" with BM25 over each chunk's document title + its text (lexical_titles)
+RETRIEVAL_MODES = ("dense", "hybrid", "hybrid-titled")
 
 
 class Retriever:
@@ -58,7 +59,7 @@ class Retriever:
         self.mode, self.candidates = mode, candidates
         # BM25 sees each chunk under its document's title: a passage's later chunks name their
         # subject by a pronoun or a surname, and the title lets a question naming it find them too
-        self.lexical_titles = lexical_titles
+        self.lexical_titles = lexical_titles or mode == "hybrid-titled"
         self._lexical: LexicalIndex | None = None
         self._lexical_lock = threading.Lock()
 
@@ -97,7 +98,7 @@ class Retriever:
         if not texts:
             return []
         vectors = self.encoder.encode(list(texts))
-        if self.mode == "hybrid":
+        if self.mode != "dense":  # hybrid or hybrid-titled
             return self._hybrid(list(texts), vectors, k, exclude_doc_ids)
         found = self.store.nearest_chunks(vectors, k, exclude_doc_ids)
         m = self.store.chunk_size

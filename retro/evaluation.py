@@ -285,8 +285,9 @@ def run_evaluation(
     `command` is the command line recorded in the results (None when not run from one).
     `split` ("dev" or "test") picks the held-out facts' half and the reading set's entities;
     `reading_items` defaults to that split's reading items (pass [] to skip the reading set).
-    `retrieval` is the retriever's mode, "dense" or "hybrid" (`index.retriever`); `query_tokens`
-    widens each chunk's retrieval query back over earlier chunks (`retro.generate`; None: the chunk).
+    `retrieval` is the retriever's mode, "dense", "hybrid" or "hybrid-titled" (`index.retriever`);
+    `query_tokens` widens each chunk's retrieval query back over earlier chunks (`retro.generate`;
+    None: the chunk).
     `general_documents` (held-out general text for bits per byte by neighbour overlap) default to
     the named source `general_source` (default `wiki-vital:<split>`), at most `max_general_docs`
     of them evenly spread; `max_general_docs=0` skips that table.

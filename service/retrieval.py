@@ -90,7 +90,7 @@ class IndexHandle:
 
     def _snapshot(self, store: IndexStore, encoder) -> IndexSnapshot:
         retriever = Retriever(store, encoder=encoder, mode=self.retrieval)
-        if self.retrieval == "hybrid":
+        if retriever.mode != "dense":
             retriever.lexical_index()  # built now (before serving, or before the swap), not on a request
         return IndexSnapshot(store, retriever)
 

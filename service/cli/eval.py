@@ -37,7 +37,11 @@ def eval_command(
         "dev", "--split", help="dev (choose recipes on it) or test (frozen: the figures you report)"
     ),
     reading: bool = typer.Option(True, "--reading/--no-reading", help="run the reading set"),
-    retrieval: str = typer.Option("dense", "--retrieval", help="dense (MiniLM) or hybrid (MiniLM + BM25)"),
+    retrieval: str = typer.Option(
+        "dense",
+        "--retrieval",
+        help="dense (MiniLM), hybrid (MiniLM + BM25) or hybrid-titled (BM25 over title + chunk)",
+    ),
     query_tokens: int | None = typer.Option(
         None, "--query-tokens", help="retrieve each chunk with its last N tokens (default: the chunk)"
     ),

@@ -127,4 +127,6 @@ def test_lexical_titles_let_a_question_find_the_chunk_that_names_its_subject_by_
     titled = Retriever(store, mode="hybrid", lexical_titles=True).search(query, k=1)[0]
     assert plain.chunk_ids[0] != year_chunk  # the chunk that names Vornholt ranks first
     assert titled.chunk_ids[0] == year_chunk
+    by_mode = Retriever(store, mode="hybrid-titled").search(query, k=1)[0]
+    assert by_mode.chunk_ids.tolist() == titled.chunk_ids.tolist()
     assert store.chunk_titles(np.array([year_chunk, -1])) == ["Vornholt", ""]

@@ -216,7 +216,7 @@ def test_failed_rebuild_keeps_the_old_index(make_client, settings, fresh_index, 
     assert test_client.post("/v1/retrieve", json={"query": "Mars"}).status_code == 200
 
 
-@pytest.mark.parametrize("mode", ["dense", "hybrid"])
+@pytest.mark.parametrize("mode", ["dense", "hybrid", "hybrid-titled"])
 def test_retrieval_mode_is_served_and_reported(make_client, settings, mode):
     test_client = make_client(make_settings(**{**settings.model_dump(), "retrieval": mode}))
     assert test_client.get("/info").json()["index"]["retrieval"] == mode
