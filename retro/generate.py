@@ -28,21 +28,10 @@ from retro.model import Retro
 from retro.sampling import SamplingParams, sample_token
 
 
-class RetroLanguageModel(LanguageModel):
-    """A `Retro` network and its `retro.tokenizer.Tokenizer` behind the language-model interface."""
-
-    kind = "retro"
-
-    def __init__(self, model: Retro, tokenizer, query_tokens: int | None = None):
-        m = model.config.chunk_size
-        if query_tokens is not None and query_tokens < m:
-            raise ValueError(f"query_tokens must be at least the chunk size ({m}); got {query_tokens}")
-        self.model, self.tokenizer = model, tokenizer
-        self.query_tokens = query_tokens or m  # tokens up to a chunk's end that its retrieval query holds
-
-    @property
-    def uses_retrieval(self) -> bool:
-        return self.model.config.uses_retrieval
+class RetroNetworkModel(LanguageModel):
+    """What a language model over one `Retro` network (`self.model`) and its tokenizer
+    (`self.tokenizer`) reads from its config: RETRO itself, and the retrieval-in-prompt decoder
+    (`retro.in_context`)."""
 
     @property
     def max_seq_len(self) -> int:
@@ -71,11 +60,28 @@ class RetroLanguageModel(LanguageModel):
     def parameter_counts(self) -> dict[str, int]:
         return self.model.parameter_counts()
 
-    def encode_prompt(self, prompt: str) -> list[int]:
-        return self.tokenizer.encode(prompt) or [self.tokenizer.eos_id]  # empty: starts a document
-
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids)
+
+
+class RetroLanguageModel(RetroNetworkModel):
+    """A `Retro` network and its `retro.tokenizer.Tokenizer` behind the language-model interface."""
+
+    kind = "retro"
+
+    def __init__(self, model: Retro, tokenizer, query_tokens: int | None = None):
+        m = model.config.chunk_size
+        if query_tokens is not None and query_tokens < m:
+            raise ValueError(f"query_tokens must be at least the chunk size ({m}); got {query_tokens}")
+        self.model, self.tokenizer = model, tokenizer
+        self.query_tokens = query_tokens or m  # tokens up to a chunk's end that its retrieval query holds
+
+    @property
+    def uses_retrieval(self) -> bool:
+        return self.model.config.uses_retrieval
+
+    def encode_prompt(self, prompt: str) -> list[int]:
+        return self.tokenizer.encode(prompt) or [self.tokenizer.eos_id]  # empty: starts a document
 
     def prompt_limit(self, with_retrieval: bool) -> int:
         """The longest prompt that leaves room for one new token (after left padding, with retrieval)."""

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from retro.generate import RetroLanguageModel
+from retro.generate import RetroLanguageModel, RetroNetworkModel
 from retro.language_model import LanguageModel, PromptTooLongError, Retrieve, fit_neighbours
 from retro.model import Retro
 from retro.sampling import SamplingParams
@@ -101,7 +101,7 @@ def text_budget(config, template: PassageTemplate) -> int:
     return room // m * m
 
 
-class InContextLanguageModel(LanguageModel):
+class InContextLanguageModel(RetroNetworkModel):
     """A plain `Retro` decoder that reads the passages retrieved for its prompt in its context."""
 
     kind = "retro"
@@ -132,38 +132,8 @@ class InContextLanguageModel(LanguageModel):
     def uses_retrieval(self) -> bool:
         return True
 
-    @property
-    def max_seq_len(self) -> int:
-        return self.model.config.max_seq_len
-
-    @property
-    def chunk_size(self) -> int:
-        return self.model.config.chunk_size  # the index's chunks; the query's default length
-
-    @property
-    def retrieved_len(self) -> int:
-        return self.model.config.retrieved_len
-
-    @property
-    def default_k(self) -> int:
-        return self.model.config.n_neighbours
-
-    @property
-    def device(self) -> torch.device:
-        return self.model.device
-
-    @property
-    def eos_id(self) -> int:
-        return self.tokenizer.eos_id
-
-    def parameter_counts(self) -> dict[str, int]:
-        return self.model.parameter_counts()
-
     def encode_prompt(self, prompt: str) -> list[int]:
         return self.decoder.encode_prompt(prompt)
-
-    def decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids)
 
     def prompt_limit(self, with_retrieval: bool) -> int:
         """The longest prompt that leaves room for one new token after the header: the model's
