@@ -7,7 +7,8 @@ service list them: `wiki-vital` (Wikipedia vital-article leads, `index.wiki_vita
 `facts:train`, `facts:heldout`, `facts:dev`, `facts:test` and their question-and-answer documents
 `facts-qa`, `facts-qa:train`, `facts-qa:heldout` (`index.facts`), the reading set `reading:train`,
 `reading:dev`, `reading:test` (`index.reading`), the training-only `reading-more:train` and
-`reading-more-qa:train` (`index.reading_more`), and the Debian dictd dictionaries
+`reading-more-qa:train` (`index.reading_more`), the question paraphrases `reading-qa-para:train`
+(`index.reading_paraphrase`), and the Debian dictd dictionaries
 `wordnet`, `gcide`, `foldoc`, `jargon` (`index.dictd`). Each source module declares its own rows
 as `SOURCES: dict[str, index.corpus.NamedSource]`; a new one joins the table with one import
 and one `**module.SOURCES` row below. Paths are read by `index.corpus`'s readers. It never
@@ -19,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from index import dictd, facts, leakage, reading, reading_more, wiki_vital
+from index import dictd, facts, leakage, reading, reading_more, reading_paraphrase, wiki_vital
 from index.corpus import Document, NamedSource, SkippedInput, read_folder, read_jsonl, read_text_file
 
 NAMED_SOURCES: dict[str, NamedSource] = {
@@ -28,6 +29,7 @@ NAMED_SOURCES: dict[str, NamedSource] = {
     **facts.SOURCES,
     **reading.SOURCES,
     **reading_more.SOURCES,
+    **reading_paraphrase.SOURCES,
     **dictd.SOURCES,
 }
 

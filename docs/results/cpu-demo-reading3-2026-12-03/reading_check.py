@@ -69,6 +69,7 @@ def main(args) -> None:
                     ]
             if "question" in summary:
                 row["question_by_family"] = {f: pct(p) for f, p in summary["question"]["by_family"].items()}
+                row["question_by_form"] = {f: pct(p) for f, p in summary["question"]["by_form"].items()}
             for form in ("completion", "question") if facts else ():
                 right = sum(
                     answer_first(
