@@ -17,8 +17,11 @@ with a hidden owner file (`index.layout.MILVUS_OWNER`); a folder without it (a c
 copies it into a collection of its own at its first addition, so a scratch copy never writes into
 the collection of the index it came from.
 
-Not handled here: collections of versions deleted by `index.prune`, and of builds killed after
-creating theirs, stay on the server (the pointer files name them). It knows nothing of documents.
+`drop_owned_collection` drops the collection a folder made (its owner file names it), for
+`index.prune` when it deletes a version or a crashed build's staging folder; a copy's pointer to a
+dropped collection then finds nothing (`load` says so). Not handled: a build killed after creating
+its collection but before writing its pointer file leaves that collection on the server, named by
+no file. It knows nothing of documents.
 """
 
 from __future__ import annotations
@@ -302,6 +305,28 @@ class MilvusStore:
         path.write_text(json.dumps(pointer, indent=1) + "\n", encoding="utf-8")
         if self.owned:
             (path.parent / MILVUS_OWNER).write_text(self.collection + "\n", encoding="utf-8")
+
+
+def drop_owned_collection(folder: str | Path) -> str | None:
+    """Drops the collection that `folder` (a version folder, or one renamed for deletion) made, as
+    its owner file and pointer file name it; returns its name, or None when the folder made none.
+    Raises ValueError when Milvus cannot be reached (the folder is then best kept, to try again)."""
+    folder = Path(folder)
+    owner = folder / MILVUS_OWNER
+    if not owner.is_file():
+        return None
+    collection = owner.read_text(encoding="utf-8").strip()
+    for pointer_file in sorted(folder.glob("milvus-*.json")):
+        with open(pointer_file, encoding="utf-8") as f:
+            pointer = json.load(f)
+        if pointer.get("collection") != collection:
+            continue
+        client = connect(pointer["uri"])
+        if client.has_collection(collection):
+            client.drop_collection(collection)
+            log.info("dropped Milvus collection %s at %s", collection, pointer["uri"])
+        return collection
+    return None
 
 
 def _new_collection_name() -> str:

@@ -14,6 +14,10 @@ them again (`prune_versions`); the build lock that keeps it away from a build in
 - the hidden `versions/.building-<key>` folders of crashed builds are removed when no build is
   assembling a version (builds hold `OUT/.build.lock` shared while they do) and an hour old.
 
+A Milvus-backed version's collection is dropped with its folder (the folder's owner file names it;
+`index.milvus_store.drop_owned_collection`); when Milvus cannot be reached, the renamed folder
+stays, and the next prune tries again. A process still serving that version then finds nothing.
+
 Deleting a folder that a reader has memmapped is fine on Linux: a deleted file's data stays until
 its last mapping or descriptor is closed. A process still serving an old version (memmapped chunk
 files, faiss loaded in memory) keeps answering; the disk space comes back when it lets go.
@@ -30,8 +34,16 @@ import uuid
 from contextlib import suppress
 from pathlib import Path
 
-from index.layout import CURRENT_FILE, DELETING_PREFIX, STAGING_PREFIX, VERSIONS_DIR, resolve_version_dir
+from index.layout import (
+    CURRENT_FILE,
+    DELETING_PREFIX,
+    MILVUS_OWNER,
+    STAGING_PREFIX,
+    VERSIONS_DIR,
+    resolve_version_dir,
+)
 from index.locks import excluding_builds, version_lock
+from index.milvus_store import drop_owned_collection
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +125,14 @@ def _take_crashed_builds(versions: Path) -> list[Path]:
 
 
 def _remove(path: Path) -> None:
+    if (path / MILVUS_OWNER).is_file():  # a Milvus-backed version: its collection goes first
+        try:
+            drop_owned_collection(path)
+        except Exception as e:  # server down, or Milvus Lite's file held by another process
+            log.warning(
+                "kept %s: could not drop its Milvus collection (%s); the next prune tries again", path, e
+            )
+            return
     # ignore_errors: another prune may be removing the same leftover at the same time.
     shutil.rmtree(path, ignore_errors=True)
     if path.exists():

@@ -267,3 +267,24 @@ def test_cli_builds_on_milvus_and_refuses_a_bad_uri(lite, tmp_path, topic_docume
         assert result.exit_code == 2, (spec, result.output)
         assert message in " ".join(result.output.split()), (spec, result.output)
     assert (out / CURRENT_FILE).read_text().strip() == "v0001"  # nothing was built
+
+
+def test_prune_drops_a_deleted_versions_collection_and_keeps_currents(
+    lite, tmp_path, topic_documents, tokenizer
+):
+    from index.prune import prune_versions
+
+    encoder = HashingEncoder()
+    old = build_index(
+        topic_documents, tmp_path / "ix", tokenizer, encoder, chunk_size=CHUNK, vector_store=lite
+    )
+    old_collection = IndexStore.open(tmp_path / "ix", tokenizer, encoder).vectors.collection
+    build_index(topic_documents[:2], tmp_path / "ix", tokenizer, encoder, chunk_size=CHUNK, vector_store=lite)
+    serving = IndexStore.open(tmp_path / "ix", tokenizer, encoder)
+    client = milvus_store.connect(parse_vector_store(lite)[1])
+    assert client.has_collection(old_collection) and serving.vectors.collection != old_collection
+
+    assert prune_versions(tmp_path / "ix", keep=1) == [Path(old.version_dir).name]
+    assert not client.has_collection(old_collection)  # gone from the server with its folder
+    assert client.has_collection(serving.vectors.collection)
+    assert Retriever(IndexStore.open(tmp_path / "ix", tokenizer, encoder)).search(["Mars"], k=1)[0].doc_ids
