@@ -407,7 +407,8 @@ def build_index(
     unique = _unique_documents(documents, skipped)
     settings, key = _work_settings(unique, tokenizer, encoder, chunk_size, shard_size)
     work = out_dir / WORK_DIR / key
-    work.mkdir(parents=True, exist_ok=True)
+    if not assemble:  # an assembly only reads slices: a failed one leaves no empty work folder behind
+        work.mkdir(parents=True, exist_ok=True)
 
     # 1+2. Chunks and their embeddings: from this build's slices when workers made some
     # (index.slices), else tokenized and encoded here (`_embed_shards`), in shards on disk either way.

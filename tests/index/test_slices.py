@@ -192,6 +192,9 @@ def test_slices_of_other_settings_or_counts_are_refused(tmp_path, documents, tok
         build_index(
             documents, out, tokenizer, HashingEncoder(), chunk_size=16, shard_size=SHARD, assemble=True
         )
+    with pytest.raises(ValueError, match="nothing to assemble"):  # and leaves no empty work folder behind
+        build_index(documents, tmp_path / "new", tokenizer, HashingEncoder(), chunk_size=CHUNK, assemble=True)
+    assert not (tmp_path / "new" / WORK_DIR).exists() or not any((tmp_path / "new" / WORK_DIR).iterdir())
     with pytest.raises(ValueError, match=r"2 of 3 slices are not finished: 1/3 \(0 shards on disk\), 2/3"):
         build_index(documents, out, tokenizer, HashingEncoder(), chunk_size=CHUNK, shard_size=SHARD,
                     assemble=True)  # fmt: skip
