@@ -12,7 +12,9 @@ reader has to find a value by its relation rather than by one template:
   imperatives and elliptic questions built on a noun phrase (`NOUN_PHRASES`: "State the teacher of
   {e}.", "And the teacher of {e}?").
 - **Wrappers**: a lead-in that asks nothing by itself, the entity named first and then referred to
-  as "this town" ("About {e}: when was this town founded?"), a closing "Thanks.".
+  as "this town" ("About {e}: when was this town founded?"). No closing words after a question:
+  training loss covers the question too, and a model trained on "...? Thanks. 1523." learned to
+  say "Thanks." before its answer (read on dev, 2026-12-03).
 
 **What stays held out** (checked when the templates are built, `check_template`, and in
 tests/index/test_reading_paraphrase.py): no template contains a word trigram of one of its
@@ -125,8 +127,6 @@ def templates(kind: str, relation: str) -> tuple[tuple[str, ...], ...]:
         if core.count("{e}") == 1 and not core.startswith("{e}"):
             this = core.replace("{e}", THIS[kind])
             variants.append(f"About {{e}}: {this[0].lower()}{this[1:]}")
-        if core.endswith("?"):
-            variants.append(f"{core} Thanks.")
         for template in variants:
             check_template(template, rel)
         out.append(tuple(variants))
