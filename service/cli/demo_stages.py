@@ -42,13 +42,15 @@ RETRO_RUN, BASELINE_RUN = "demo", "demo-baseline"
 # The recipe of models/demo and models/demo-baseline; `{index}` and `{runs}` are filled in. Their model
 # cards quote what was run and where it differed: the shipped models share the tokenizer of an
 # earlier index (wiki-vital facts:train), the baseline was trained on that earlier index, and the
-# shipped demo's first stage on the index without reading-qa-forms:train and reading-chat:train.
-# `demo` is trained in three stages, each a fine-tune of the one before (`--init-from`): the
+# shipped demo's first stage on the index without reading-qa-forms:train and reading-chat:train,
+# its first three without reading-qa-para:train.
+# `demo` is trained in four stages, each a fine-tune of the one before (`--init-from`): the
 # copying recipe (3,000 steps), then reading (the Q&A documents' share of sequences raised, the
-# copy head's bag match switched on) for 1,000 and 1,500 steps.
+# copy head's bag match switched on) for 1,000, 1,500 and 3,000 steps.
 TRAIN_INDEX_COMMAND = (
     "retro index build wiki-vital:train facts:train facts-qa:train reading:train reading-qa:train "
-    "reading-qa-forms:train reading-chat:train --out {index} --chunk-size 32 --vocab-size 8192"
+    "reading-qa-forms:train reading-chat:train reading-qa-para:train --out {index} --chunk-size 32 "
+    "--vocab-size 8192"
 )
 _READING_STAGE = (
     "--config copy_bag_window=16 --batch-size 16 --lr 1e-3 --warmup 50 --ckpt-every 100 "
@@ -61,8 +63,10 @@ TRAIN_RETRO_COMMANDS = (
     "--recipe read_prefix=reading-qa/,facts-qa/",
     "retro train --preset demo --index {index} --out {runs}/demo-stage2 --init-from {runs}/demo-stage1 "
     f"--steps 1000 {_READING_STAGE} --recipe read_share=0.25",
-    "retro train --preset demo --index {index} --out {runs}/demo --init-from {runs}/demo-stage2 "
+    "retro train --preset demo --index {index} --out {runs}/demo-stage3 --init-from {runs}/demo-stage2 "
     f"--steps 1500 {_READING_STAGE} --recipe read_share=0.5",
+    "retro train --preset demo --index {index} --out {runs}/demo --init-from {runs}/demo-stage3 "
+    f"--steps 3000 {_READING_STAGE} --recipe read_share=0.5",
 )
 TRAIN_BASELINE_COMMAND = (
     "retro train --preset demo --baseline --index {index} --out {runs}/demo-baseline --steps 800 "
