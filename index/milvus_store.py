@@ -169,6 +169,7 @@ class MilvusStore:
         store = cls(check_uri(uri), _new_collection_name(), vectors.shape[1], 0, index_type)
         store._create(len(vectors))
         store._insert(vectors, 0)
+        store._seal()
         store._n = len(vectors)
         return store
 
@@ -241,6 +242,7 @@ class MilvusStore:
         self.collection = _new_collection_name()
         self._create(self._n)
         self._insert(self._rows(self._n), 0)
+        self._seal()
         self.owned = True
         log.info("copied %d vectors of %s into %s (a copied version's own)", self._n, source, self.collection)
 
@@ -250,6 +252,13 @@ class MilvusStore:
             part = np.ascontiguousarray(vectors[start : start + batch], dtype=np.float32)
             rows = [{"id": first_id + start + i, "vector": v} for i, v in enumerate(part)]
             self._client.insert(self.collection, rows)
+
+    def _seal(self) -> None:
+        """Flushes a bulk insert into sealed segments, which get the collection's index. Unsealed
+        (growing) rows are searched through an interim index: measured with Milvus Lite on 5,000
+        vectors, 140 ms a one-query search before the flush, 5 ms after (benchmarks/vector_stores.py
+        at 100k: 400 ms). Live additions are small and stay growing until Milvus seals them."""
+        self._client.flush(self.collection)
 
     # --- searching ----------------------------------------------------------------------------------
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
