@@ -23,6 +23,7 @@ import time
 import faiss
 import numpy as np
 
+from benchmarks.recall import recall_at_k
 from index.chunker import chunk_token_lists, decode_chunks, tokenize_texts
 from index.encoder import ChunkEncoder
 from index.reading import evaluation_set
@@ -52,9 +53,7 @@ def _search(index_vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarra
 def _agreement(reference: np.ndarray, other: np.ndarray) -> tuple[float, float]:
     """(top-1 agreement, recall@k of `other` against `reference`), rows are queries."""
     top1 = float(np.mean(reference[:, 0] == other[:, 0]))
-    k = reference.shape[1]
-    recall = np.mean([len(set(r) & set(o)) / k for r, o in zip(reference, other, strict=True)])
-    return top1, float(recall)
+    return top1, recall_at_k(other, reference)
 
 
 def main() -> None:

@@ -21,6 +21,7 @@ import time
 
 import numpy as np
 
+from benchmarks.recall import recall_at_k
 from index.build import build_index
 from index.chunker import chunk_token_lists, decode_chunks, tokenize_texts
 from index.encoder import ChunkEncoder
@@ -174,7 +175,7 @@ def main() -> None:
         t0 = time.perf_counter()
         _, ids = approximate.search(queries, args.k)
         rate = len(queries) / (time.perf_counter() - t0)
-        recall = np.mean([len(set(a) & set(b)) / args.k for a, b in zip(ids, exact_ids, strict=True)])
+        recall = recall_at_k(ids, exact_ids)
         rows.append(
             (
                 f"faiss {factory}, k={args.k}",

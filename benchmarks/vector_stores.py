@@ -25,9 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from index.layout import EMBEDDINGS, MANIFEST, read_json, resolve_version_dir
+from benchmarks.recall import recall_at_k
+from index.layout import MANIFEST, read_json, resolve_version_dir
 from index.vector_store import build_vector_store
-from index.version import open_rows
+from index.version import VersionArrays
 
 DEFAULT_STORES = (
     "faiss:Flat",
@@ -44,7 +45,7 @@ def load_embeddings(index: str, limit: int) -> np.ndarray:
     version = resolve_version_dir(index)
     manifest = read_json(version / MANIFEST)
     n = manifest["n_chunks"] if limit <= 0 else min(limit, manifest["n_chunks"])
-    return np.array(open_rows(version / EMBEDDINGS, np.float32, n, manifest["embedding_dim"]))
+    return np.array(VersionArrays.open(version, manifest, n).embeddings)
 
 
 def split_queries(vectors: np.ndarray, n_queries: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -53,11 +54,6 @@ def split_queries(vectors: np.ndarray, n_queries: int, seed: int = 0) -> tuple[n
     held = np.zeros(len(vectors), dtype=bool)
     held[rng.choice(len(vectors), size=min(n_queries, len(vectors) - 1), replace=False)] = True
     return vectors[~held], vectors[held]
-
-
-def recall_at_k(ids: np.ndarray, exact_ids: np.ndarray) -> float:
-    k = exact_ids.shape[1]
-    return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(ids, exact_ids, strict=True)]))
 
 
 def measure(spec: str, stored: np.ndarray, queries: np.ndarray, k: int, scratch: Path) -> dict:
