@@ -261,6 +261,11 @@ def _entities_of(split: str, fraction: float) -> Iterator[Entity]:
             yield entity
 
 
+def entities_of(split: str, fraction: float = HELDOUT_FRACTION) -> list[Entity]:
+    """The entities of one split ("all", "train", "heldout", "dev", "test"), in table order."""
+    return list(_entities_of(split, fraction))
+
+
 def _in_split(entity_key: str, split: str, fraction: float) -> bool:
     if split == "all":
         return True

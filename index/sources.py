@@ -5,7 +5,8 @@ service list them: `wiki-vital` (Wikipedia vital-article leads, `index.wiki_vita
 `wiki-vital:train` (without the held-out entities' own leads, `index.leakage`) and those leads,
 `wiki-vital:heldout`, `wiki-vital:dev`, `wiki-vital:test` (general text for `retro eval`), `facts`,
 `facts:train`, `facts:heldout`, `facts:dev`, `facts:test` and their question-and-answer documents
-`facts-qa`, `facts-qa:train`, `facts-qa:heldout` (`index.facts`), the reading set `reading:train`,
+`facts-qa`, `facts-qa:train`, `facts-qa:heldout` (`index.facts`), their paraphrases for training
+`facts-qa-para:train` (`index.facts_paraphrase`), the reading set `reading:train`,
 `reading:dev`, `reading:test` (`index.reading`), the training-only `reading-more:train` and
 `reading-more-qa:train` (`index.reading_more`), the question paraphrases `reading-qa-para:train`
 (`index.reading_paraphrase`), and the Debian dictd dictionaries
@@ -20,13 +21,23 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from index import dictd, facts, leakage, reading, reading_more, reading_paraphrase, wiki_vital
+from index import (
+    dictd,
+    facts,
+    facts_paraphrase,
+    leakage,
+    reading,
+    reading_more,
+    reading_paraphrase,
+    wiki_vital,
+)
 from index.corpus import Document, NamedSource, SkippedInput, read_folder, read_jsonl, read_text_file
 
 NAMED_SOURCES: dict[str, NamedSource] = {
     **wiki_vital.SOURCES,
     **leakage.SOURCES,
     **facts.SOURCES,
+    **facts_paraphrase.SOURCES,
     **reading.SOURCES,
     **reading_more.SOURCES,
     **reading_paraphrase.SOURCES,
