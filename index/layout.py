@@ -32,6 +32,7 @@ they change are replaced whole: written under a temp name in the same folder, th
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -67,12 +68,20 @@ def vector_file(n_chunks: int, store: str = "faiss") -> str:
     return f"milvus-{n_chunks}.json" if store.startswith("milvus") else f"faiss-{n_chunks}.index"
 
 
-def neighbours_file(k: int) -> str:
-    return f"neighbours-k{k}.npy"
+def _never_tag(never_from: tuple[str, ...]) -> str:
+    """ "" for the plain table; "-not-<8 hex>" for one whose neighbours never come from documents
+    whose ids start with one of `never_from` (a hash of the sorted prefixes: one table per set)."""
+    if not never_from:
+        return ""
+    return "-not-" + hashlib.sha1(",".join(sorted(never_from)).encode()).hexdigest()[:8]
 
 
-def neighbours_info_file(k: int) -> str:
-    return f"neighbours-k{k}.json"
+def neighbours_file(k: int, never_from: tuple[str, ...] = ()) -> str:
+    return f"neighbours-k{k}{_never_tag(never_from)}.npy"
+
+
+def neighbours_info_file(k: int, never_from: tuple[str, ...] = ()) -> str:
+    return f"neighbours-k{k}{_never_tag(never_from)}.json"
 
 
 def resolve_version_dir(path: str | Path) -> Path:

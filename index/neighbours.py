@@ -8,6 +8,10 @@ embeddings (nothing is re-encoded) and the version's vector store; -1 where fewe
 workers; its arrays come from `index.version.VersionArrays`, as the live store's do) and gives
 the arrays a trainer needs.
 
+A second kind of table, `neighbours-k<k>-not-<hash>.npy`, leaves out documents by doc-id prefix
+(`never_from`): training material such as question-and-answer documents, which no serving index
+holds, so a training chunk is never served by one either.
+
 Removed documents (`index.store.IndexStore.remove_documents`, the tombstones of removed.jsonl)
 are never anyone's neighbour; their own chunks keep rows (a trainer that samples sequences from
 `TrainingChunks` still sees their text: it is not filtered here).
@@ -48,6 +52,7 @@ def precompute_neighbours(
     batch_size: int = 1024,
     gpu: bool | None = None,
     progress: Callable[[int, int], None] | None = None,
+    never_from: tuple[str, ...] = (),
 ) -> Path:
     """Writes `neighbours-k<k>.npy` ([N, k] int64, best first, -1 = none) into the version folder.
 
@@ -55,9 +60,16 @@ def precompute_neighbours(
     batch's longest document) + (chunks of removed documents) results, so the filters still leave
     k whenever k eligible chunks of other documents exist (exact for a Flat index; an IVF index may
     return fewer, which then show as -1).
+
+    `never_from`: doc-id prefixes whose documents are never anyone's neighbour, for training
+    material that no serving index holds (question-and-answer documents: `Recipe.passage_neighbours`).
+    Such a table has its own file name (`index.layout.neighbours_file`) and is found by an exact
+    inner-product search over the eligible chunks' stored embeddings, whatever the version's store:
+    the excluded chunks can be half of a training index, too many to filter out of a top-k.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    never_from = tuple(never_from)
     version_dir = resolve_version_dir(index_dir)
     manifest = read_json(version_dir / MANIFEST)
     arrays = VersionArrays.open(version_dir, manifest)
@@ -65,17 +77,26 @@ def precompute_neighbours(
     chunks_per_doc = np.bincount(doc_index, minlength=manifest["n_documents"]) if n_chunks else np.zeros(0)
     removed_doc = np.zeros(manifest["n_documents"], dtype=bool)
     removed_doc[[t["doc_index"] for t in read_removed(version_dir, manifest)]] = True
-    n_removed_chunks = int(chunks_per_doc[removed_doc].sum()) if n_chunks else 0
-    vectors = open_vector_store(version_dir, manifest, gpu)
+    if never_from:
+        doc_ids = [d["doc_id"] for d in read_documents(version_dir, manifest["n_documents"])]
+        never_doc = np.array([d.startswith(never_from) for d in doc_ids], dtype=bool)
+        vectors = _ExactSubset(embeddings, np.nonzero(~(removed_doc | never_doc)[doc_index])[0])
+        n_removed_chunks = 0  # the subset holds no removed chunk
+    else:
+        n_removed_chunks = int(chunks_per_doc[removed_doc].sum()) if n_chunks else 0
+        vectors = open_vector_store(version_dir, manifest, gpu)
     started = time.perf_counter()
-    final = version_dir / neighbours_file(k)
+    final = version_dir / neighbours_file(k, never_from)
     with replacing(final) as tmp:
         table = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int64, shape=(n_chunks, k))
         for lo in range(0, n_chunks, batch_size):
             hi = min(n_chunks, lo + batch_size)
             own = doc_index[lo:hi]
             k_search = min(vectors.ntotal, k + int(chunks_per_doc[own].max()) + n_removed_chunks)
-            _, found = vectors.search(np.asarray(embeddings[lo:hi]), k_search)
+            if k_search == 0:  # nothing is eligible
+                found = np.full((hi - lo, k), -1, dtype=np.int64)
+            else:
+                _, found = vectors.search(np.asarray(embeddings[lo:hi]), k_search)
             found_docs = doc_index[np.maximum(found, 0)]
             keep = (found >= 0) & (found_docs != own[:, None]) & ~removed_doc[found_docs]
             # Stable sort puts kept columns first in their original (best-first) order.
@@ -91,9 +112,29 @@ def precompute_neighbours(
         del table
     info = {"k": k, "n_chunks": n_chunks, "faiss_factory": manifest["faiss_factory"]}
     info["n_removed"] = manifest.get("n_removed", 0)  # the tombstones it left out
+    if never_from:
+        info["never_from"] = sorted(never_from)
+        info["search"] = "exact inner product over the eligible chunks"
     info["seconds"] = round(time.perf_counter() - started, 3)
-    write_atomic(version_dir / neighbours_info_file(k), json.dumps(info))
+    write_atomic(version_dir / neighbours_info_file(k, never_from), json.dumps(info))
     return final
+
+
+class _ExactSubset:
+    """An exact inner-product search over some rows of the stored embeddings; returns store ids."""
+
+    def __init__(self, embeddings: np.ndarray, rows: np.ndarray, batch: int = 65536):
+        import faiss
+
+        self.rows = rows.astype(np.int64)
+        self.ntotal = len(rows)
+        self.index = faiss.IndexFlatIP(embeddings.shape[1])
+        for lo in range(0, len(rows), batch):
+            self.index.add(np.ascontiguousarray(embeddings[rows[lo : lo + batch]], dtype=np.float32))
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        scores, found = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        return scores, np.where(found >= 0, self.rows[np.maximum(found, 0)], -1)
 
 
 class TrainingChunks:
@@ -103,7 +144,7 @@ class TrainingChunks:
     none), neighbours [n_precomputed, k] int64 (-1 = none; None until precomputed), doc_ids [D].
     """
 
-    def __init__(self, index_dir: str | Path, k: int | None = None):
+    def __init__(self, index_dir: str | Path, k: int | None = None, never_from: tuple[str, ...] = ()):
         self.version_dir = resolve_version_dir(index_dir)
         self.manifest = read_json(self.version_dir / MANIFEST)
         self.chunk_size: int = self.manifest["chunk_size"]
@@ -119,11 +160,13 @@ class TrainingChunks:
         self.removed_docs = np.zeros(len(self.doc_ids), dtype=bool)
         self.removed_docs[[t["doc_index"] for t in read_removed(self.version_dir, self.manifest)]] = True
         self.neighbours: np.ndarray | None = None
+        self.never_from = tuple(never_from)  # doc-id prefixes the neighbour table leaves out
         if k is not None:
-            path = self.version_dir / neighbours_file(k)
+            path = self.version_dir / neighbours_file(k, self.never_from)
             if not path.is_file():
+                never = f", never_from={self.never_from}" if self.never_from else ""
                 raise ValueError(
-                    f"no {path.name} in {self.version_dir}: run precompute_neighbours(…, k={k}) first"
+                    f"no {path.name} in {self.version_dir}: run precompute_neighbours(…, k={k}{never}) first"
                 )
             self.neighbours = np.load(path, mmap_mode="r")
 

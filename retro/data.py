@@ -62,6 +62,23 @@ class Recipe:
     # ~1% of the predicted tokens. Drawn from the token stream's own random numbers: a baseline
     # trained with the same recipe still gets the same tokens.
     read_share: float = 0.0
+    # Neighbours (retrieved and random) never come from reading documents: a serving index holds
+    # none (the demo's leaves its Q&A documents out), so a model that learned to copy an answer
+    # from another Q&A document of the same entity learned something serving never shows it. In
+    # the demo's training index of 2026-12-04, 88% of reading-qa chunks had a Q&A document as their
+    # first neighbour. Uses its own precomputed table (`index.neighbours`, `never_from`).
+    passage_neighbours: bool = False
+
+    @property
+    def read_prefixes(self) -> tuple[str, ...]:
+        return tuple(p for p in self.read_prefix.split(",") if p)
+
+    @property
+    def never_neighbours(self) -> tuple[str, ...]:
+        """The doc-id prefixes whose documents are never neighbours (the neighbour table's)."""
+        if self.passage_neighbours and not self.read_prefixes:
+            raise ValueError("passage_neighbours=True needs read_prefix: it names the documents to leave out")
+        return self.read_prefixes if self.passage_neighbours else ()
 
     def continuation_share(self, step: int, total_steps: int) -> float:
         if total_steps <= 0:
@@ -142,12 +159,21 @@ class TrainingData:
         self.stream = np.asarray(chunks.tokens)[self.chunk_ids].reshape(-1).astype(np.int64)  # (n*m,)
         self.doc_of_chunk = np.asarray(chunks.doc_index)[self.chunk_ids]
         self.chunks = chunks
-        self.live_chunks = np.nonzero(~chunks.removed_docs[np.asarray(chunks.doc_index)])[0]
+        # random distractors: any live chunk, or with passage_neighbours a live passage chunk
+        never_doc = np.array([d.startswith(recipe.never_neighbours) for d in chunks.doc_ids], dtype=bool)
+        eligible_doc = ~chunks.removed_docs & ~never_doc if recipe.never_neighbours else ~chunks.removed_docs
+        self.live_chunks = np.nonzero(eligible_doc[np.asarray(chunks.doc_index)])[0]
         # store chunk id -> row in self.chunk_ids (-1 if that chunk is not in this split)
         self.row_of_store = np.full(chunks.n_chunks, -1, dtype=np.int64)
         self.row_of_store[self.chunk_ids] = np.arange(len(self.chunk_ids))
-        prefixes = tuple(p for p in recipe.read_prefix.split(",") if p)
+        prefixes = recipe.read_prefixes
         reading = np.array([bool(prefixes) and d.startswith(prefixes) for d in chunks.doc_ids], dtype=bool)
+        if not baseline and chunks.never_from != recipe.never_neighbours:
+            raise ValueError(
+                f"the recipe's neighbours leave out {recipe.never_neighbours or 'nothing'}, the table opened "
+                f"leaves out {chunks.never_from or 'nothing'}: open TrainingChunks with never_from="
+                f"{recipe.never_neighbours}"
+            )
         self.is_reading_row = reading[self.doc_of_chunk]  # (rows,): the chunk is a reading document's
         # sequence starts whose second chunk is a reading document's (its first chunk's neighbours serve it)
         n_starts = len(self.chunk_ids) - self.seq_len // m
@@ -160,7 +186,10 @@ class TrainingData:
     @classmethod
     def from_index(cls, index_dir: str | Path, config: RetroConfig, **kwargs) -> TrainingData:
         baseline = kwargs.get("baseline", False)
-        return cls(TrainingChunks(index_dir, None if baseline else config.n_neighbours), config, **kwargs)
+        never = kwargs.get("recipe", Recipe()).never_neighbours
+        return cls(
+            TrainingChunks(index_dir, None if baseline else config.n_neighbours, never), config, **kwargs
+        )
 
     @property
     def n_sequences(self) -> int:

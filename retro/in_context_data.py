@@ -93,7 +93,8 @@ class InContextTrainingData:
     def from_index(
         cls, index_dir: str | Path, config: RetroConfig, tokenizer, **kwargs
     ) -> InContextTrainingData:
-        return cls(TrainingChunks(index_dir, config.n_neighbours), config, tokenizer, **kwargs)
+        never = kwargs.get("recipe", Recipe()).never_neighbours
+        return cls(TrainingChunks(index_dir, config.n_neighbours, never), config, tokenizer, **kwargs)
 
     @property
     def n_sequences(self) -> int:

@@ -387,6 +387,12 @@ def search(
 def neighbours(
     index_dir: Path = typer.Argument(..., help="an index folder or a version folder"),
     k: int = typer.Option(2, "-k", "--k", help="neighbours per chunk"),
+    never_from: list[str] = typer.Option(
+        [],
+        "--never-from",
+        help="doc-id prefix whose documents are never neighbours (repeatable): "
+        "training material no serving index holds; the table `--recipe passage_neighbours=true` reads",
+    ),
 ) -> None:
     """Precomputes each chunk's k nearest chunks of other documents, for training (RETRO 2.3)."""
     from index.neighbours import precompute_neighbours
@@ -397,7 +403,10 @@ def neighbours(
         task = bars.add_task("finding neighbours", total=None)
         try:
             path = precompute_neighbours(
-                index_dir, k, progress=lambda done, total: bars.update(task, completed=done, total=total)
+                index_dir,
+                k,
+                progress=lambda done, total: bars.update(task, completed=done, total=total),
+                never_from=tuple(never_from),
             )
         except ValueError as e:
             fail(str(e))

@@ -62,10 +62,14 @@ def _recipe(overrides: list[str]):
                 values[name] = None
             elif kind == "str":
                 values[name] = text
+            elif kind == "bool":
+                if text.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError
+                values[name] = text.lower() in ("true", "1")
             else:
                 values[name] = int(text) if kind.startswith("int") else float(text)
         except ValueError:
-            fail(f"--recipe {name}: {text!r} is not a number")
+            fail(f"--recipe {name}: {text!r} is not {'true or false' if kind == 'bool' else 'a number'}")
     return Recipe(**values)
 
 
@@ -104,12 +108,13 @@ def _covers_all_chunks(version_dir: Path, path: Path) -> bool:
     return len(np.load(path, mmap_mode="r")) == n_chunks
 
 
-def _ensure_neighbours(version_dir: Path, k: int, rank: int) -> None:
-    """Training needs every chunk's k nearest chunks of other documents; compute them once."""
+def _ensure_neighbours(version_dir: Path, k: int, rank: int, never_from: tuple[str, ...] = ()) -> None:
+    """Training needs every chunk's k nearest chunks of other documents (none from a document
+    whose id starts with one of `never_from`); compute them once."""
     from index.layout import neighbours_file
     from index.neighbours import precompute_neighbours
 
-    path = version_dir / neighbours_file(k)
+    path = version_dir / neighbours_file(k, never_from)
     if path.is_file() and _covers_all_chunks(version_dir, path):
         return
     if rank != 0:
@@ -129,7 +134,7 @@ def _ensure_neighbours(version_dir: Path, k: int, rank: int) -> None:
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        precompute_neighbours(version_dir, k=k, progress=progress)
+        precompute_neighbours(version_dir, k=k, progress=progress, never_from=never_from)
 
 
 def train_command(
@@ -192,7 +197,7 @@ def train_command(
     recipe = _recipe(recipe_overrides)
     try:
         if not no_retrieval:
-            _ensure_neighbours(version_dir, config.n_neighbours, rank)
+            _ensure_neighbours(version_dir, config.n_neighbours, rank, recipe.never_neighbours)
         if config.in_context:  # the retrieval-in-prompt comparator: passages before RETRO's sequences
             data = InContextTrainingData.from_index(
                 version_dir, config, tokenizer, recipe=recipe, seed=seed, total_steps=steps,

@@ -76,6 +76,11 @@ def test_build_search_add_info(tmp_path, corpus):
     precomputed = _run("neighbours", str(out), "-k", "2")
     assert precomputed.exit_code == 0, precomputed.output
     assert (out / "versions" / "v0001" / "neighbours-k2.npy").is_file()
+    without = _run("neighbours", str(out), "-k", "2", "--never-from", "corpus/music")
+    assert without.exit_code == 0, without.output
+    from index.layout import neighbours_file
+
+    assert (out / "versions" / "v0001" / neighbours_file(2, ("corpus/music",))).is_file()
 
 
 def test_build_with_a_given_tokenizer_then_mismatch_exits_2(tmp_path, corpus, tokenizer):

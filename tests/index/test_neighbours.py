@@ -85,3 +85,29 @@ def test_live_additions_are_visible_to_training_views(index_dir, tokenizer, hash
     store.add_documents([Document("late/doc", "A document added after the neighbours were computed.")])
     chunks = TrainingChunks(index_dir, k=2)
     assert chunks.n_chunks == store.n_chunks and chunks.n_precomputed < chunks.n_chunks
+
+
+def test_never_from_leaves_training_material_out_of_a_table_of_its_own(index_dir):
+    """A table for training without Q&A-like documents: none of them is ever a neighbour, the
+    nearest eligible chunk is still found exactly, and the plain table is untouched."""
+    plain = precompute_neighbours(index_dir, k=2)
+    before = np.load(plain).copy()
+    path = precompute_neighbours(index_dir, k=2, never_from=("copy/",))
+    assert path.name.startswith("neighbours-k2-not-") and path != plain
+    np.testing.assert_array_equal(np.load(plain), before)
+    with pytest.raises(ValueError, match="never_from"):
+        TrainingChunks(index_dir, k=2, never_from=("other/",))  # no table for that set was computed
+    chunks = TrainingChunks(index_dir, k=2, never_from=("copy/",))
+    doc_index = np.asarray(chunks.doc_index)
+    is_copy = np.array([d.startswith("copy/") for d in chunks.doc_ids])
+    table = np.asarray(chunks.neighbours)
+    assert (table >= 0).all() and not is_copy[doc_index[table]].any()
+    assert is_copy[doc_index[np.load(plain)]].any()  # the near-duplicates were neighbours before
+    embeddings = np.fromfile(chunks.version_dir / "embeddings.f32", dtype=np.float32).reshape(
+        chunks.n_chunks, -1
+    )
+    similarity = embeddings @ embeddings.T
+    similarity[(doc_index[:, None] == doc_index[None, :]) | is_copy[doc_index][None, :]] = -np.inf
+    np.testing.assert_allclose(
+        similarity[np.arange(chunks.n_chunks), table[:, 0]], similarity.max(axis=1), atol=1e-5
+    )

@@ -1,6 +1,8 @@
 """The training-data recipe: determinism, exclusion, continuation neighbours at random offsets,
 left padding, and the same tokens for the baseline."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -238,3 +240,35 @@ def test_a_removed_document_is_never_trained_on_nor_a_neighbour(index_dir, tmp_p
         batch = data.batch(step, 8)
         seen = set(batch.tokens.reshape(-1).tolist()) | set(batch.neighbours.reshape(-1).tolist())
         assert not seen & gone, step
+
+
+def test_passage_neighbours_never_come_from_reading_documents(index_dir, tmp_path):
+    """With passage_neighbours, no retrieved or random neighbour holds a reading document's chunk
+    (as a serving index holds none), and the recipe asks for a table computed without them."""
+    import shutil
+
+    copy = tmp_path / "index"
+    shutil.copytree(index_dir, copy)
+    recipe = Recipe(
+        read_prefix="doc/3,doc/7", passage_neighbours=True, random_neighbour_prob=0.5,
+        continuation_start=0.0, continuation_end=0.0,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="never_from"):
+        make_data(copy, recipe=recipe)  # its table is not computed yet
+    precompute_neighbours(copy, k=2, never_from=recipe.never_neighbours)
+    chunks = TrainingChunks(copy)
+    tokens, doc_index = np.asarray(chunks.tokens), np.asarray(chunks.doc_index)
+    reading = np.isin(doc_index, [3, 7])
+    only_reading = set(tokens[reading].reshape(-1).tolist()) - set(tokens[~reading].reshape(-1).tolist())
+    assert only_reading
+    data, plain = (
+        make_data(copy, recipe=recipe),
+        make_data(copy, recipe=replace(recipe, passage_neighbours=False)),
+    )
+    seen_plain = set()
+    for step in range(20):
+        assert not set(data.batch(step, 8).neighbours.reshape(-1).tolist()) & only_reading, step
+        seen_plain |= set(plain.batch(step, 8).neighbours.reshape(-1).tolist())
+    assert seen_plain & only_reading  # without the knob they are neighbours
+    with pytest.raises(ValueError, match="needs read_prefix"):
+        _ = Recipe(passage_neighbours=True).never_neighbours

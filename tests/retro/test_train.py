@@ -392,6 +392,12 @@ def test_retro_train_trains_a_preset_and_its_baseline_on_an_index(tokenizer, tmp
     assert tuned.exit_code == 0, text
     recipe = load_checkpoint(tmp_path / "tuned")[2]["recipe"]
     assert recipe["continuation_end"] == 0.5 and recipe["max_offset"] == 4
+    # a table without the reading documents' chunks is computed for passage_neighbours
+    knobs = ["--recipe", "read_prefix=animals/", "--recipe", "passage_neighbours=true"]
+    passages, text = run_cli("--preset", "tiny", "--out", str(tmp_path / "passages"), *knobs, *common)
+    assert passages.exit_code == 0, text
+    assert load_checkpoint(tmp_path / "passages")[2]["recipe"]["passage_neighbours"] is True
+    assert list((index_dir / "versions" / "v0001").glob("neighbours-k2-not-*.npy"))
 
     base, text = run_cli("--preset", "tiny", "--baseline", "--out", str(tmp_path / "base"), *common)
     assert base.exit_code == 0, text
@@ -408,6 +414,8 @@ def test_retro_train_trains_a_preset_and_its_baseline_on_an_index(tokenizer, tmp
         ("other settings", "holds a run with other settings"),
         ("bad batch", "multiple of world_size x grad_accum"),
         ("bad recipe", "--recipe takes name=value with a name among continuation_start"),
+        ("bad flag", "--recipe passage_neighbours: 'maybe' is not true or false"),
+        ("flag without prefix", "passage_neighbours=True needs read_prefix"),
     ],
 )
 def test_retro_train_bad_input_exits_2_with_one_line(tokenizer, tmp_path, case, message):
@@ -432,6 +440,10 @@ def test_retro_train_bad_input_exits_2_with_one_line(tokenizer, tmp_path, case, 
         extra = ["--lr", "0.002"]
     if case == "bad recipe":
         extra = ["--batch-size", "2", "--recipe", "copy_everything=1"]
+    if case == "bad flag":
+        extra = ["--batch-size", "2", "--recipe", "passage_neighbours=maybe"]
+    if case == "flag without prefix":
+        extra = ["--batch-size", "2", "--recipe", "passage_neighbours=true"]
     if case == "bad batch":
         extra = ["--batch-size", "3", "--grad-accum", "2"]
     args = ["--preset", preset, "--index", str(index_dir), "--out", str(tmp_path / "run"), "--steps", "1"]
