@@ -11,8 +11,10 @@ in worker threads so that it overlaps the forward pass, then the forward on one 
 - "onnx-int8": that graph with dynamically quantized int8 weights (faster still; vectors differ,
   cosine ~0.99, so an index records which it was built with and reuse never mixes them).
 
-"auto" (the default, or `$RETRO_ENCODER_BACKEND`) is "onnx" on the CPU when onnxruntime imports
-and the export exists or can be made, else "torch" (with a logged note). Output equals stock
+"auto" (the default, or `$RETRO_ENCODER_BACKEND`) on the CPU runs whichever of "onnx" and "torch"
+was faster on this machine, timed once and cached (`index.backend_choice`: ONNX was 1.26x torch
+on one CPU and 0.93x on another), when onnxruntime imports and the export exists or can be made;
+else, and on a GPU, "torch" (with a logged note). Output equals stock
 `SentenceTransformer.encode(normalize_embeddings=True)` (fp32: ~1e-6; fp16 GPU: ~1e-3), which
 tests/index/test_encoder.py and test_encoder_onnx.py check. It knows nothing of LM tokens, faiss
 or the store.
@@ -29,7 +31,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 from tokenizers import Tokenizer as HFTokenizer
 
-from index import onnx_encoder
+from index import backend_choice, onnx_encoder
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +108,8 @@ class ChunkEncoder:
     """Texts -> np.float32 [n, 384], L2-normalised; fp16 on GPU, fp32 on CPU (int8 if asked).
 
     `backend`: see the module's docstring; `self.backend` is the one chosen ("torch", "onnx" or
-    "onnx-int8"). `onnx_cache`: the export folder (default `index.onnx_encoder.cache_dir()`).
+    "onnx-int8"), `self.auto_choice` the timing record "auto" chose by on the CPU (else None).
+    `onnx_cache`: the export folder and the choice's record (default `onnx_encoder.cache_dir()`).
     """
 
     name = ENCODER_NAME
@@ -127,6 +130,7 @@ class ChunkEncoder:
         self.fp16 = self.device.startswith("cuda") if fp16 is None else fp16
         sentence_model = load_sentence_transformer(self.device)
         self._onnx = None
+        self.auto_choice: dict | None = None
         if self.backend != "torch":
             try:
                 path = onnx_encoder.ensure_export(model_path(), self.backend == "onnx-int8", onnx_cache)
@@ -138,8 +142,6 @@ class ChunkEncoder:
                     raise ValueError(f"encoder backend {self.backend}: {e}") from e
                 log.warning("the ONNX chunk encoder is unavailable (%s); running on torch", e)
                 self.backend = "torch"
-        if self._onnx is not None:
-            self.fp16 = False  # the exported graph is fp32 (or int8)
         pooling = sentence_model[1]
         if getattr(pooling, "pooling_mode", "mean") != "mean":
             raise ValueError(f"expected mean pooling in {model_path()}, found {pooling}")
@@ -150,16 +152,36 @@ class ChunkEncoder:
         self._wordpiece = HFTokenizer.from_str(wordpiece.backend_tokenizer.to_str())
         self._wordpiece.enable_truncation(max_length=self.max_seq_length)
         self._wordpiece.enable_padding(pad_id=wordpiece.pad_token_id, pad_token=wordpiece.pad_token)
-        self._bert = sentence_model[0].auto_model.eval() if self._onnx is None else None
-        if self.fp16 and self._bert is not None:
-            self._bert = self._bert.half()
+        self._bert = sentence_model[0].auto_model.eval()
         self._torch = torch
+        if self._onnx is not None and asked == "auto":
+            self._choose_by_timing(onnx_cache)
+        if self._onnx is not None:
+            self.fp16 = False  # the exported graph is fp32 (or int8)
+            self._bert = None
+        elif self.fp16:
+            self._bert = self._bert.half()
         on_gpu = self.device.startswith("cuda")
         self.default_batch_size = 512 if on_gpu else 64
         # On a GPU the forward pass is ~15x faster than one tokenizer thread; on 2 CPU cores one
         # thread keeps up and more would only steal cores from the forward pass.
         self.tokenizer_threads = min(4, os.cpu_count() or 1) if on_gpu else 1
         self.prefetch_batches = 2 * self.tokenizer_threads
+
+    def _choose_by_timing(self, onnx_cache) -> None:
+        """ "auto" on the CPU: keep ONNX only where it was the faster on this machine."""
+        features = self._features(backend_choice.PROBE_TEXTS)
+        tensors = {k: self._torch.from_numpy(v) for k, v in features.items()}
+        try:
+            self.auto_choice = backend_choice.choose(
+                lambda: self._embed_torch(tensors), lambda: self._onnx.run(features),
+                onnx_encoder.cache_dir(onnx_cache),
+            )  # fmt: skip
+        except Exception as e:  # "auto" never stops a build: keep the ONNX session it already has
+            log.warning("could not time the encoder backends (%s); keeping %s", e, self.backend)
+            return
+        if self.auto_choice["backend"] == "torch":
+            self._onnx, self.backend = None, "torch"
 
     def tokenize(self, texts: list[str]) -> dict:
         """WordPiece features for one batch, straight from the Rust tokenizer (no Python wrapper):
@@ -220,6 +242,9 @@ class ChunkEncoder:
     def _embed(self, features: dict) -> np.ndarray:
         if self._onnx is not None:  # the graph pools and normalises itself (index.onnx_encoder)
             return self._onnx.run(features)
+        return self._embed_torch(features)
+
+    def _embed_torch(self, features: dict) -> np.ndarray:
         torch = self._torch
         with torch.inference_mode():
             features = {k: v.to(self.device, non_blocking=True) for k, v in features.items()}

@@ -1,9 +1,11 @@
-"""MiniLM on ONNX Runtime: the same vectors as torch, int8 close, chosen by "auto" on the CPU, a
-switch to turn it off, one offline export cached atomically, and the backend in the manifest."""
+"""MiniLM on ONNX Runtime: the same vectors as torch, int8 close, chosen by "auto" on the CPU where
+it was timed faster (once per machine, cached), a switch to turn it off, one offline export cached
+atomically, and the backend in the manifest."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -14,7 +16,7 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 
-from index import onnx_encoder  # noqa: E402
+from index import backend_choice, onnx_encoder  # noqa: E402
 from index.build import build_index  # noqa: E402
 from index.embedding_reuse import ReusingEncoder  # noqa: E402
 from index.encoder import BACKEND_ENV, ChunkEncoder, model_path, resolve_backend  # noqa: E402
@@ -75,8 +77,16 @@ def torch_encoder():
     return ChunkEncoder("cpu", backend="torch")
 
 
+def plant_choice(cache, backend: str) -> None:
+    """A timing record for this machine, as if "auto" had measured `backend` to be the faster."""
+    path = backend_choice.record_path(cache, backend_choice.machine())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f'{{"backend": "{backend}", "torch_s": 1.0, "onnx_s": 1.0}}')
+
+
 @pytest.fixture(scope="session")
 def auto_encoder(onnx_cache):
+    plant_choice(onnx_cache, "onnx")  # whatever this machine measures, these tests read ONNX's vectors
     with hub_unreachable():  # the first load exports
         return ChunkEncoder("cpu", backend="auto", onnx_cache=onnx_cache)
 
@@ -102,6 +112,54 @@ def test_auto_picks_onnx_on_the_cpu_with_torchs_vectors(auto_encoder, torch_enco
     one_by_one = np.concatenate([auto_encoder.encode([t]) for t in TEXTS])
     np.testing.assert_allclose(one_by_one, ours, atol=1e-5)  # padding does not leak into the pool
     assert auto_encoder.encode([]).shape == (0, 384)
+
+
+def test_auto_times_both_backends_once_per_machine_and_obeys_the_record(auto_encoder, onnx_cache, tmp_path):
+    cache = tmp_path / "cache"
+    shutil.copytree(onnx_cache, cache)  # the export, without re-exporting
+    record = backend_choice.record_path(cache, backend_choice.machine())
+    record.unlink()
+    timed = ChunkEncoder("cpu", backend="auto", onnx_cache=cache)  # no record: it measures
+    written = json.loads(record.read_text())
+    assert written["backend"] == timed.backend and timed.auto_choice["cached"] is False
+    assert written["torch_s"] > 0 and written["onnx_s"] > 0 and written["machine"]["cores"] >= 1
+    faster = "onnx" if written["onnx_s"] * backend_choice.MARGIN < written["torch_s"] else "torch"
+    assert timed.backend == faster
+    for backend in ("torch", "onnx"):  # a record is read, not re-measured
+        plant_choice(cache, backend)
+        again = ChunkEncoder("cpu", backend="auto", onnx_cache=cache)
+        assert again.backend == backend and again.auto_choice["cached"] is True
+        np.testing.assert_allclose(again.encode(TEXTS[:3]), auto_encoder.encode(TEXTS[:3]), atol=1e-5)
+    plant_choice(cache, "torch")
+    assert ChunkEncoder("cpu", backend="onnx", onnx_cache=cache).backend == "onnx"  # named: no timing
+
+
+def test_the_choice_keeps_onnx_only_when_it_is_clearly_faster(tmp_path, monkeypatch):
+    import time
+
+    def sleeper(seconds):
+        return lambda: time.sleep(seconds)
+
+    calls = []
+    assert backend_choice.measure(sleeper(0.02), sleeper(0.002))["backend"] == "onnx"
+    assert backend_choice.measure(sleeper(0.002), sleeper(0.02))["backend"] == "torch"
+    assert backend_choice.measure(sleeper(0.01), sleeper(0.01))["backend"] == "torch"  # a tie keeps torch
+    first = backend_choice.choose(sleeper(0.02), sleeper(0.002), tmp_path)
+    assert first["backend"] == "onnx" and not first["cached"]
+
+    def never():
+        calls.append(1)
+        raise AssertionError("a recorded choice is not timed again")
+
+    second = backend_choice.choose(never, never, tmp_path)
+    assert second["backend"] == "onnx" and second["cached"] and not calls
+    monkeypatch.setattr(backend_choice, "machine", lambda: {"cpu": "another machine"})
+    assert backend_choice.choose(sleeper(0.002), sleeper(0.02), tmp_path)["backend"] == "torch"
+    read_only = tmp_path / "read-only"
+    read_only.write_text("a file where the cache folder would be")
+    assert (
+        backend_choice.choose(sleeper(0.002), sleeper(0.02), read_only)["backend"] == "torch"
+    )  # not written
 
 
 def test_int8_is_close_to_fp32(int8_encoder, auto_encoder):
