@@ -4,7 +4,7 @@ Stages, each with a Rich progress bar and an ETA where its length is known:
 
 1. models: the repository's demo checkpoints (`models/demo`, `models/demo-baseline`, trained on a
    CPU by the recipe below), or, with `--train`, the same recipe run here into `DATA/runs/`
-   (minutes on a GPU, about an hour on a 2-core CPU);
+   (minutes on a GPU, about three hours on a 2-core CPU: five RETRO stages and the baseline);
 2. index: the knowledge the model was trained with, without its question-and-answer training
    documents (`wiki-vital:train facts:train reading:train`: encyclopedia leads, the training facts
    and the reading set's training passages) cut and embedded with the RETRO model's own tokenizer
@@ -43,14 +43,15 @@ RETRO_RUN, BASELINE_RUN = "demo", "demo-baseline"
 # cards quote what was run and where it differed: the shipped models share the tokenizer of an
 # earlier index (wiki-vital facts:train), the baseline was trained on that earlier index, and the
 # shipped demo's first stage on the index without reading-qa-forms:train and reading-chat:train,
-# its first three without reading-qa-para:train.
-# `demo` is trained in four stages, each a fine-tune of the one before (`--init-from`): the
+# its first three without reading-qa-para:train, its first four without facts-qa-para:train.
+# `demo` is trained in five stages, each a fine-tune of the one before (`--init-from`): the
 # copying recipe (3,000 steps), then reading (the Q&A documents' share of sequences raised, the
-# copy head's bag match switched on) for 1,000, 1,500 and 3,000 steps.
+# copy head's bag match switched on) for 1,000, 1,500 and 3,000 steps, then 3,000 with neighbours
+# drawn only from passages (`passage_neighbours`: a serving index holds no Q&A document).
 TRAIN_INDEX_COMMAND = (
-    "retro index build wiki-vital:train facts:train facts-qa:train reading:train reading-qa:train "
-    "reading-qa-forms:train reading-chat:train reading-qa-para:train --out {index} --chunk-size 32 "
-    "--vocab-size 8192"
+    "retro index build wiki-vital:train facts:train facts-qa:train facts-qa-para:train reading:train "
+    "reading-qa:train reading-qa-forms:train reading-chat:train reading-qa-para:train --out {index} "
+    "--chunk-size 32 --vocab-size 8192"
 )
 _READING_STAGE = (
     "--config copy_bag_window=16 --batch-size 16 --lr 1e-3 --warmup 50 --ckpt-every 100 "
@@ -65,8 +66,10 @@ TRAIN_RETRO_COMMANDS = (
     f"--steps 1000 {_READING_STAGE} --recipe read_share=0.25",
     "retro train --preset demo --index {index} --out {runs}/demo-stage3 --init-from {runs}/demo-stage2 "
     f"--steps 1500 {_READING_STAGE} --recipe read_share=0.5",
-    "retro train --preset demo --index {index} --out {runs}/demo --init-from {runs}/demo-stage3 "
+    "retro train --preset demo --index {index} --out {runs}/demo-stage4 --init-from {runs}/demo-stage3 "
     f"--steps 3000 {_READING_STAGE} --recipe read_share=0.5",
+    "retro train --preset demo --index {index} --out {runs}/demo --init-from {runs}/demo-stage4 "
+    f"--steps 3000 {_READING_STAGE} --recipe read_share=0.5 --recipe passage_neighbours=true",
 )
 TRAIN_BASELINE_COMMAND = (
     "retro train --preset demo --baseline --index {index} --out {runs}/demo-baseline --steps 800 "
