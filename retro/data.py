@@ -159,15 +159,14 @@ class TrainingData:
         self.stream = np.asarray(chunks.tokens)[self.chunk_ids].reshape(-1).astype(np.int64)  # (n*m,)
         self.doc_of_chunk = np.asarray(chunks.doc_index)[self.chunk_ids]
         self.chunks = chunks
-        # random distractors: any live chunk, or with passage_neighbours a live passage chunk
-        never_doc = np.array([d.startswith(recipe.never_neighbours) for d in chunks.doc_ids], dtype=bool)
-        eligible_doc = ~chunks.removed_docs & ~never_doc if recipe.never_neighbours else ~chunks.removed_docs
-        self.live_chunks = np.nonzero(eligible_doc[np.asarray(chunks.doc_index)])[0]
         # store chunk id -> row in self.chunk_ids (-1 if that chunk is not in this split)
         self.row_of_store = np.full(chunks.n_chunks, -1, dtype=np.int64)
         self.row_of_store[self.chunk_ids] = np.arange(len(self.chunk_ids))
         prefixes = recipe.read_prefixes
         reading = np.array([bool(prefixes) and d.startswith(prefixes) for d in chunks.doc_ids], dtype=bool)
+        # random distractors: any live chunk, or with passage_neighbours a live passage chunk
+        eligible_doc = ~chunks.removed_docs & ~reading if recipe.passage_neighbours else ~chunks.removed_docs
+        self.live_chunks = np.nonzero(eligible_doc[np.asarray(chunks.doc_index)])[0]
         if not baseline and chunks.never_from != recipe.never_neighbours:
             raise ValueError(
                 f"the recipe's neighbours leave out {recipe.never_neighbours or 'nothing'}, the table opened "
