@@ -9,8 +9,9 @@ service list them: `wiki-vital` (Wikipedia vital-article leads, `index.wiki_vita
 `facts-qa-para:train` (`index.facts_paraphrase`), the reading set `reading:train`,
 `reading:dev`, `reading:test` (`index.reading`), the training-only `reading-more:train` and
 `reading-more-qa:train` (`index.reading_more`), the question paraphrases `reading-qa-para:train`
-(`index.reading_paraphrase`), and the Debian dictd dictionaries
-`wordnet`, `gcide`, `foldoc`, `jargon` (`index.dictd`). Each source module declares its own rows
+(`index.reading_paraphrase`), the reworded statements `reading-rew:train`
+(`index.reading_reworded`), and the Debian dictd dictionaries `wordnet`, `gcide`, `foldoc`,
+`jargon` (`index.dictd`). Each source module declares its own rows
 as `SOURCES: dict[str, index.corpus.NamedSource]`; a new one joins the table with one import
 and one `**module.SOURCES` row below. Paths are read by `index.corpus`'s readers. It never
 imports `retro`.
@@ -29,6 +30,7 @@ from index import (
     reading,
     reading_more,
     reading_paraphrase,
+    reading_reworded,
     wiki_vital,
 )
 from index.corpus import Document, NamedSource, SkippedInput, read_folder, read_jsonl, read_text_file
@@ -41,6 +43,7 @@ NAMED_SOURCES: dict[str, NamedSource] = {
     **reading.SOURCES,
     **reading_more.SOURCES,
     **reading_paraphrase.SOURCES,
+    **reading_reworded.SOURCES,
     **dictd.SOURCES,
 }
 
