@@ -243,6 +243,9 @@ def _differences(saved: dict, wanted: dict, prefix: str = "") -> list[str]:
 # Config fields a fine-tune may switch on over a checkpoint that has them off: their parameters
 # start at values that leave the model's outputs unchanged (see RetroConfig).
 ADDITIVE_FIELDS = {"copy_bag_window": 0}
+# Fields that shape no parameter: a fine-tune may change them (k neighbours per chunk: the encoder
+# and the cross-attention take any k, as inference does)
+FREE_FIELDS = frozenset({"n_neighbours"})
 
 
 @dataclass(frozen=True)
@@ -258,7 +261,7 @@ def initial_weights(folder: str | Path, config: RetroConfig, tokenizer: Tokenize
     """The weights to fine-tune `Retro(config)` from.
 
     The checkpoint's config must equal `config` but for `ADDITIVE_FIELDS` it has off, whose new
-    parameters then keep their initial values; its tokenizer must be `tokenizer`.
+    parameters then keep their initial values, and `FREE_FIELDS`; its tokenizer must be `tokenizer`.
     """
     from retro.checkpoint import CheckpointError, load_checkpoint
 
@@ -269,7 +272,7 @@ def initial_weights(folder: str | Path, config: RetroConfig, tokenizer: Tokenize
     have, want = source.config.to_dict(), config.to_dict()
     switched_on = {k for k, off in ADDITIVE_FIELDS.items() if have.get(k) == off}
     clash = [f"{k}: {have.get(k)!r} there, {want[k]!r} here" for k in sorted(want)
-             if have.get(k) != want[k] and k not in switched_on]  # fmt: skip
+             if have.get(k) != want[k] and k not in switched_on | FREE_FIELDS]  # fmt: skip
     if clash:
         raise ValueError(f"cannot fine-tune from {folder}: its config differs ({'; '.join(clash[:4])})")
     if source_tokenizer.fingerprint != tokenizer.fingerprint:

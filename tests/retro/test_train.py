@@ -491,6 +491,12 @@ def test_fine_tuning_starts_from_a_checkpoint_and_a_new_bag_match_changes_nothin
     with pytest.raises(ValueError, match="config differs"):
         train(tmp_path / "wide", config.replace(d_ff=128), data, tokenizer, steps=1,
               init_from=tmp_path / "base", **kw)  # fmt: skip
+    more = config.replace(n_neighbours=config.n_neighbours + 2)  # k shapes no parameter
+    records = []
+    train(tmp_path / "k", more, CountingData(more), tokenizer, steps=1, init_from=tmp_path / "base",
+          on_step=records.append, **kw)  # fmt: skip
+    assert records[0]["loss"] < 0.5 * fresh[0]["loss"]  # the trained weights, read at another k
+    assert load_checkpoint(tmp_path / "k")[0].config.n_neighbours == config.n_neighbours + 2
     from retro.tokenizer import Tokenizer
 
     other = Tokenizer.train(["completely different words here"] * 50, vocab_size=tokenizer.vocab_size)
