@@ -37,7 +37,7 @@ from functools import cache
 from index.corpus import Document, NamedSource
 from index.reading import SEED as READING_SEED
 from index.reading import TRAIN_SYSTEM_PROMPTS, world
-from index.reading_world import HELDOUT_QUESTION_FORMS, KIND_BY_NAME, TRAIN_QUESTION_FORMS, Relation
+from index.reading_world import KIND_BY_NAME, TRAIN_QUESTION_FORMS, Relation
 
 DOCS_PER_ENTITY = 3
 BARE_SHARE = 0.4  # questions asked without a wrapper
@@ -100,7 +100,7 @@ def check_template(template: str, rel: Relation) -> None:
     """Raise ValueError if `template` (with {e}) says what a held-out form or reworded prompt of
     `rel` says: a word trigram of theirs that the training forms lack, or the same words after
     the first."""
-    held = [rel.questions[f] for f in HELDOUT_QUESTION_FORMS] + list(rel.reworded)
+    held = rel.held_out_wordings
     trained = set().union(*(_trigrams(rel.questions[f]) for f in TRAIN_QUESTION_FORMS))
     forbidden = set().union(*(_trigrams(h) for h in held)) - trained
     shared = _trigrams(template) & forbidden

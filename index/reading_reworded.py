@@ -127,7 +127,6 @@ def documents() -> list[Document]:
                 f"{entity.facts[rel.name]}."
                 for rel in relations
             )
-            text = text[0].upper() + text[1:]
             docs.append(Document(f"reading-qa/{slug}/rew{i}", text, source="reading-rew", title=entity.name))
     return docs
 

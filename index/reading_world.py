@@ -41,6 +41,11 @@ class Relation:
     reworded: tuple[str, ...]
     values: str  # the value pool: "year", "person", "town", "size", "count", or a key of PHRASES
 
+    @property
+    def held_out_wordings(self) -> list[str]:
+        """The held-out question forms and reworded prompts: no training document says them."""
+        return [self.questions[f] for f in HELDOUT_QUESTION_FORMS] + list(self.reworded)
+
 
 @dataclass(frozen=True)
 class Kind:

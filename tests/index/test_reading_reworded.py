@@ -42,7 +42,7 @@ def test_no_document_says_a_held_out_wording_or_names_an_evaluation_entity(docs)
     for doc in docs:
         entity = by_name[doc.title]
         for rel in kinds[entity.kind].relations:
-            for held in [rel.questions[f] for f in HELDOUT_QUESTION_FORMS] + list(rel.reworded):
+            for held in rel.held_out_wordings:
                 assert held.rstrip("?.").format(e=entity.name) not in doc.text, (doc.doc_id, held)
             assert rel.sentence.split("{v}")[0].format(e=entity.name) not in doc.text
     titles = {d.title for d in docs}
