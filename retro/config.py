@@ -53,6 +53,12 @@ class RetroConfig:
     # ("In which year was X founded?") points near where its salient words ("X", "founded") sit in a
     # passage, which the aligned n-gram match cannot do (0 = off).
     copy_bag_window: int = 0
+    # Copy-head neighbour match: every token of a neighbour also gets sum_i v[q_i] [q_i occurs
+    # anywhere in that neighbour] over the position's last `copy_bag_window` tokens q_i, with a learned
+    # weight v per vocabulary token (0 at the start): it tells which neighbour is about what the
+    # question names (its entity), which the bag match's 16-token reach cannot when the value
+    # stands far from the name, as in a record's later fields (docs/design.md, seventh round).
+    copy_neighbour_bag: bool = False
     # Retrieval in the prompt (RAG / In-Context RALM, Ram et al. 2023): a plain decoder (no CCA, no
     # copy head) whose context holds its n_neighbours retrieved neighbours of up to retrieved_len
     # tokens as passages before the text (`retro.in_context`: the template and the context budget).
@@ -88,6 +94,8 @@ class RetroConfig:
             problems.append(
                 f"copy_bag_window={self.copy_bag_window} exceeds retrieved_len={self.retrieved_len}"
             )
+        if self.copy_neighbour_bag and not (self.copy_head and self.copy_bag_window):
+            problems.append("copy_neighbour_bag reads the bag match's window: it needs copy_bag_window > 0")
         if self.in_context and (self.cca_layers or self.copy_head):
             problems.append("in_context=True is a plain decoder: it needs cca_layers=() and copy_head=False")
         if problems:

@@ -5,7 +5,9 @@ measurements that made it part of the model).
 `CopyHead.pointer` scores the neighbour tokens against a position's state, plus a learned bonus
 for each previous token the two share (the n-gram match: `query_context` / `key_context` build
 what is compared) and, with `copy_bag_window`, an order-free bonus for the position's recent words
-found just before a neighbour token (the bag match, `bag`); `CopyHead.mix` gives the mixture's
+found just before a neighbour token (the bag match, `bag`) and, with `copy_neighbour_bag`, a bonus
+for every token of a neighbour that holds those words anywhere (the neighbour match,
+`neighbour_bag`); `CopyHead.mix` gives the mixture's
 log-probabilities over the vocabulary, and
 `CopyHead.target_logp` only those of given targets, for the loss. `chunked_pointer` applies the
 pointer to a whole sequence, chunk by chunk, as chunked cross-attention sees the neighbours.
@@ -59,6 +61,8 @@ class CopyHead(nn.Module):
         # so a model without it loads into one with it unchanged) and a weight per distance
         self.bag_weight = nn.Parameter(torch.zeros(cfg.vocab_size)) if self.bag_window else None
         self.bag_distance = nn.Parameter(torch.ones(self.bag_window)) if self.bag_window else None
+        # the neighbour match: a salience per vocabulary token, 0 at the start for the same reason
+        self.neighbour_weight = nn.Parameter(torch.zeros(cfg.vocab_size)) if cfg.copy_neighbour_bag else None
 
     def reset_parameters(self, n_keys: int) -> None:
         # Start with the null slot as likely as all keys together at uniform scores: p_null ~ 0.5.
@@ -119,6 +123,25 @@ class CopyHead(nn.Module):
         score = sum(self.bag_distance[d] * padded[..., W - 1 - d : W - 1 - d + r] for d in range(W))
         return score.reshape(N, Tq, S)
 
+    def neighbour_bag(self, query_context, ids):
+        """query_context (N, Tq, >= W): tokens t, t-1, ..; ids (N, k*r) the neighbour tokens ->
+        (N, Tq, k*r): for every token of neighbour n, sum over the position's last W tokens q_i of
+        neighbour_weight[q_i] [q_i occurs anywhere in neighbour n].
+
+        The same score for all of a neighbour's tokens: it ranks neighbours by how much of what
+        the position asks about (an entity's name) they hold, wherever the value stands in them.
+        """
+        W, r = self.bag_window, self.retrieved_len
+        q = query_context[..., :W]  # (N, Tq, W)
+        weight = self.neighbour_weight[q] * (q != self.pad_id)  # padding is no word
+        N, S = ids.shape
+        if S % r:
+            raise ValueError(f"neighbour match needs whole neighbours of {r} tokens; got {S} tokens")
+        k = S // r
+        present = (q[..., None, None] == ids.reshape(N, 1, 1, k, r)).any(dim=-1)  # (N, Tq, W, k)
+        score = torch.einsum("ntwk,ntw->ntk", present.to(weight.dtype), weight)  # (N, Tq, k)
+        return score.repeat_interleave(r, dim=-1)
+
     # --- the pointer and the mixture -----------------------------------------------------------
     def pointer(self, h, keys, valid, query_context=None, key_context=None, ids=None):
         """h (N, Tq, d), keys (N, S, d), valid (N, S) -> log-probs (N, Tq, 1+S): null slot first.
@@ -132,6 +155,8 @@ class CopyHead(nn.Module):
             scores = scores + self.match(query_context, key_context).to(scores.dtype)
         if self.bag_weight is not None:
             scores = scores + self.bag(query_context, ids).to(scores.dtype)
+        if self.neighbour_weight is not None:
+            scores = scores + self.neighbour_bag(query_context, ids).to(scores.dtype)
         scores = scores.masked_fill(~valid[:, None, :], float("-inf"))
         return torch.cat([self.null(h), scores], dim=-1).float().log_softmax(dim=-1)
 

@@ -30,6 +30,9 @@ CONFIGS = {
     "copy+prev2+match3": tiny_config(copy_match_tokens=3),
     "copy+match3+bag6": tiny_config(copy_match_tokens=3, copy_bag_window=6),
     "copy+bag5, no n-gram": tiny_config(copy_bag_window=5),
+    "copy+match3+bag6+neighbour": tiny_config(
+        copy_match_tokens=3, copy_bag_window=6, copy_neighbour_bag=True
+    ),
     "copy, no prev": tiny_config(neighbour_prev_tokens=0),
     "no copy head": tiny_config(copy_head=False, neighbour_prev_tokens=1),
     "baseline": tiny_config(cca_layers=(), copy_head=False, neighbour_prev_tokens=0),

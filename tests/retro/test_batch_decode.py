@@ -27,17 +27,23 @@ from retro.tokenizer import Tokenizer
 VOCAB = 300
 
 
-@pytest.fixture(scope="module", params=[dict(copy_match_tokens=3), dict(copy_bag_window=5)],
-                ids=["match3", "bag5"])  # fmt: skip
+@pytest.fixture(scope="module",
+                params=[dict(copy_match_tokens=3), dict(copy_bag_window=5),
+                        dict(copy_bag_window=5, copy_neighbour_bag=True)],
+                ids=["match3", "bag5", "bag5+neighbour"])  # fmt: skip
 def model(request) -> Retro:
     # two CCA layers, copy head with the n-gram match (every part of the demo model's decode step),
-    # or with the bag match alone (no n-gram contexts to carry)
+    # or with the bag match alone (no n-gram contexts to carry), or with the neighbour match too
     torch.manual_seed(0)
     cfg = RetroConfig.from_preset("tiny", cca_layers=(0, 1), vocab_size=VOCAB, **request.param)
     model = Retro(cfg).eval()
     if cfg.copy_bag_window:
         with torch.no_grad():  # salient words, so the bag changes the pointer
             model.copy_head.bag_weight.copy_(torch.rand(VOCAB, generator=torch.Generator().manual_seed(2)))
+    if cfg.copy_neighbour_bag:
+        with torch.no_grad():  # and salient words for the neighbour match
+            salience = torch.rand(VOCAB, generator=torch.Generator().manual_seed(3))
+            model.copy_head.neighbour_weight.copy_(salience)
     return model
 
 

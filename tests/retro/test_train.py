@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from retro.checkpoint import load_checkpoint
+from retro.checkpoint import CONFIG_FILE, load_checkpoint
 from retro.run_folder import LOG_FILE, STATE_DIR, read_train_state
 from retro.schedule import learning_rate, parameter_groups
 from retro.train import train
@@ -467,7 +467,8 @@ def test_fine_tuning_starts_from_a_checkpoint_and_a_new_bag_match_changes_nothin
     with torch.no_grad():
         base_loss = base.loss(first.tokens, first.neighbours, first.targets).item()
     bag = config.replace(copy_bag_window=4)
-    for name, cfg in (("same", config), ("bag", bag)):
+    both = bag.replace(copy_neighbour_bag=True)
+    for name, cfg in (("same", config), ("bag", bag), ("bag+neighbour", both)):
         records = []
 
         def stop_after_one(record, records=records):
@@ -502,3 +503,26 @@ def test_fine_tuning_starts_from_a_checkpoint_and_a_new_bag_match_changes_nothin
     other = Tokenizer.train(["completely different words here"] * 50, vocab_size=tokenizer.vocab_size)
     with pytest.raises(ValueError, match="tokenizer"):
         train(tmp_path / "tok", config, data, other, steps=1, init_from=tmp_path / "base", **kw)
+
+
+def test_a_checkpoint_saved_before_the_neighbour_match_existed_fine_tunes_with_it(tokenizer, tmp_path):
+    """A config.json without `copy_neighbour_bag` (every checkpoint saved before the field, the
+    shipped demo's among them) reads as off, so a fine-tune may switch it on; its first loss is
+    the source's (zero saliences), and the saved config then records it on."""
+    config = config_for(tokenizer).replace(copy_bag_window=4)
+    data = CountingData(config)
+    kw = dict(batch_size=8, lr=1e-2, warmup=2, progress=False)
+    train(tmp_path / "old", config, data, tokenizer, steps=5, **kw)
+    saved = json.loads((tmp_path / "old" / CONFIG_FILE).read_text())
+    del saved["config"]["copy_neighbour_bag"]
+    (tmp_path / "old" / CONFIG_FILE).write_text(json.dumps(saved))
+    old, _, _ = load_checkpoint(tmp_path / "old")
+    assert old.config.copy_neighbour_bag is False
+    first = data.batch(0, 8)
+    with torch.no_grad():
+        old_loss = old.loss(first.tokens, first.neighbours, first.targets).item()
+    records = []
+    train(tmp_path / "new", config.replace(copy_neighbour_bag=True), data, tokenizer, steps=1,
+          init_from=tmp_path / "old", on_step=records.append, **kw)  # fmt: skip
+    assert records[0]["loss"] == pytest.approx(old_loss, rel=1e-5)
+    assert load_checkpoint(tmp_path / "new")[0].config.copy_neighbour_bag is True
