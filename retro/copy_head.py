@@ -27,6 +27,10 @@ from retro.config import RetroConfig
 from retro.neighbour_encoder import EncodedNeighbours
 
 MATCH_BONUS_INIT = 3.0  # each matching previous token adds 3 logits at the start of training
+# The neighbour match's saliences are stored divided by this: Adam moves a parameter by about the
+# learning rate per step whatever its gradient, so unscaled a fine-tune at lr 5e-4 could not lift a
+# salience from 0 to the few logits a name needs within 1,000 steps (the bag match's grew slowly).
+NEIGHBOUR_SALIENCE_SCALE = 10.0
 
 
 class CopyHead(nn.Module):
@@ -126,14 +130,14 @@ class CopyHead(nn.Module):
     def neighbour_bag(self, query_context, ids):
         """query_context (N, Tq, >= W): tokens t, t-1, ..; ids (N, k*r) the neighbour tokens ->
         (N, Tq, k*r): for every token of neighbour n, sum over the position's last W tokens q_i of
-        neighbour_weight[q_i] [q_i occurs anywhere in neighbour n].
+        NEIGHBOUR_SALIENCE_SCALE * neighbour_weight[q_i] [q_i occurs anywhere in neighbour n].
 
         The same score for all of a neighbour's tokens: it ranks neighbours by how much of what
         the position asks about (an entity's name) they hold, wherever the value stands in them.
         """
         W, r = self.bag_window, self.retrieved_len
         q = query_context[..., :W]  # (N, Tq, W)
-        weight = self.neighbour_weight[q] * (q != self.pad_id)  # padding is no word
+        weight = NEIGHBOUR_SALIENCE_SCALE * self.neighbour_weight[q] * (q != self.pad_id)  # pad: no word
         N, S = ids.shape
         if S % r:
             raise ValueError(f"neighbour match needs whole neighbours of {r} tokens; got {S} tokens")

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from retro.config import PRESETS, RetroConfig
+from retro.copy_head import NEIGHBOUR_SALIENCE_SCALE
 from retro.model import Retro
 
 from .conftest import CONFIGS, make_model, tiny_config
@@ -195,7 +196,7 @@ def test_neighbour_match_equals_its_definition():
                 for i in range(W):
                     q = int(query[n, t, i])
                     if q != cfg.pad_id and q in own:
-                        want[n, t, j] += head.neighbour_weight[q]
+                        want[n, t, j] += NEIGHBOUR_SALIENCE_SCALE * head.neighbour_weight[q]
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
@@ -223,7 +224,7 @@ def test_neighbour_match_prefers_the_neighbour_naming_the_asked_entity():
         head.bag_distance.copy_(torch.tensor([3.0, 0.0, 0.0, 0.0, 0.0, 0.0]))
         head.neighbour_weight.zero_()
         before = model(tokens, neighbours)[0, t].exp()
-        head.neighbour_weight[e] = 6.0
+        head.neighbour_weight[e] = 6.0 / NEIGHBOUR_SALIENCE_SCALE
         after = model(tokens, neighbours)[0, t].exp()
     assert abs(before[right] - before[wrong]) < 0.1  # the bag alone cannot tell them apart
     assert after[right] > 0.5 and after[wrong] < 0.1
