@@ -4,7 +4,8 @@ index with the evaluation documents added as `retro eval` adds them; per kind th
 accuracy, the share whose passage was retrieved, the share whose answer was *shown* (its words in
 the neighbours the model saw) and the accuracy given shown; per family for held-out-form questions.
 
-    python reading_check.py SERVE_INDEX dev [--k K] [--titles] [--kinds question,reworded] RUN [RUN ...]
+    python reading_check.py SERVE_INDEX dev [--k K] [--titles] [--kinds question,reworded] \
+        [--dump PREFIX] RUN [RUN ...]
 """
 
 import argparse
@@ -57,7 +58,11 @@ def main(args) -> None:
             def make(mode, exclude, k=k):
                 return RecordingRetrieve(retriever, k, mode, exclude)
 
-            summary = summarise(run_items(items, answer, make, settings=("on",)))["on"]
+            results = run_items(items, answer, make, settings=("on",))
+            if args.dump:  # every answer, for reading the errors (added 2026-12-06)
+                with open(f"{args.dump}-{run.strip('/').replace('/', '_')}.json", "w") as f:
+                    json.dump([r.to_dict() for r in results], f)
+            summary = summarise(results)["on"]
             row = {"k": k}
             for kind, v in summary.items():
                 row[kind] = pct(v["first"])
@@ -89,6 +94,7 @@ if __name__ == "__main__":
     parser.add_argument("runs", nargs="+")
     parser.add_argument("--k", type=int, default=0)
     parser.add_argument("--kinds", default="")
+    parser.add_argument("--dump", default="", help="write every answer to DUMP-RUN.json")
     parser.add_argument("--no-facts", action="store_true")
     parser.add_argument(
         "--titles", action="store_true", help="BM25 sees each chunk under its document's title"
