@@ -54,10 +54,11 @@ class RetroConfig:
     # passage, which the aligned n-gram match cannot do (0 = off).
     copy_bag_window: int = 0
     # Copy-head neighbour match: every token of a neighbour also gets sum_i v[q_i] [q_i occurs
-    # anywhere in that neighbour] over the position's last `copy_bag_window` tokens q_i, with a learned
-    # weight v per vocabulary token (0 at the start): it tells which neighbour is about what the
-    # question names (its entity), which the bag match's 16-token reach cannot when the value
-    # stands far from the name, as in a record's later fields (docs/design.md, seventh round).
+    # anywhere in that neighbour] over the position's last `copy_bag_window` tokens q_i, with a
+    # learned weight v per vocabulary token (0 at the start; scaled, see retro.copy_head): it tells
+    # which neighbour is about what the question names (its entity), which the bag match's reach of
+    # copy_bag_window tokens cannot when the value stands far from the name, as in a record's later
+    # fields (docs/design.md, seventh round).
     copy_neighbour_bag: bool = False
     # Retrieval in the prompt (RAG / In-Context RALM, Ram et al. 2023): a plain decoder (no CCA, no
     # copy head) whose context holds its n_neighbours retrieved neighbours of up to retrieved_len
