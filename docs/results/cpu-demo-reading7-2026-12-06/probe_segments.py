@@ -12,17 +12,12 @@ both first (MiniLM's similarity is then the relation's words alone).
 import collections
 import re
 import sys
-import tempfile
 
 import numpy as np
 import torch
+from probe_windows import evaluation_store  # this folder's: the same set-up
 
-from index.facts import fact_documents
-from index.fictional import fictional_documents
-from index.reading import evaluation_set
 from index.retriever import Retriever
-from index.store import IndexStore, copy_serving_version
-from retro.checkpoint import load_checkpoint
 
 torch.set_num_threads(1)
 KINDS = ("question", "question_trained_form", "reworded", "prefix", "lookalike", "update")
@@ -36,18 +31,11 @@ def without_names(text: str, entity: str) -> str:
 
 
 def main(index, split, model, k, strip_names):
-    ev = evaluation_set(split)
-    items = [i for i in ev.items if i.kind in KINDS]
-    extra = list(fact_documents("heldout")) + fictional_documents() + ev.documents
-    with tempfile.TemporaryDirectory() as scratch:
-        _, tok, _ = load_checkpoint(model)
-        store = IndexStore.open(copy_serving_version(index, scratch), tok, None)
-        store.add_documents(extra)
-        queries = [tok.decode(tok.encode(i.prompt)[-32:]) for i in items]
+    with evaluation_store(index, split, model, KINDS) as (items, store, tok, queries):
         hits = Retriever(store, mode="hybrid-titled").search(queries, k)
         enc = store.encoder
         qv = enc.encode(queries)
-        n, shown, top1, top1_any = (collections.Counter() for _ in range(4))
+        n, shown, top1 = (collections.Counter() for _ in range(3))
         by_family = collections.Counter()
         n_family = collections.Counter()
         examples = []

@@ -11,6 +11,7 @@ top k; both. Prints the share of items whose answer is in a neighbour's text, by
 import collections
 import sys
 import tempfile
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -43,15 +44,22 @@ def windows(store, chunk_ids, lastfill):
     return tokens
 
 
-def main(index, split, model):
+@contextmanager
+def evaluation_store(index, split, model, kinds):
+    """(items of `kinds`, a scratch copy of the serving index with the evaluation documents added
+    as `retro eval` adds them, the model's tokenizer, each item's query: its last 32 LM tokens)."""
     ev = evaluation_set(split)
-    items = [i for i in ev.items if i.kind in KINDS]
+    items = [i for i in ev.items if i.kind in kinds]
     extra = list(fact_documents("heldout")) + fictional_documents() + ev.documents
     with tempfile.TemporaryDirectory() as scratch:
         _, tok, _ = load_checkpoint(model)
         store = IndexStore.open(copy_serving_version(index, scratch), tok, None)
         store.add_documents(extra)
-        queries = [tok.decode(tok.encode(i.prompt)[-32:]) for i in items]
+        yield items, store, tok, [tok.decode(tok.encode(i.prompt)[-32:]) for i in items]
+
+
+def main(index, split, model):
+    with evaluation_store(index, split, model, KINDS) as (items, store, tok, queries):
         retriever = Retriever(store, mode="hybrid-titled")
         hits = retriever.search(queries, 12)
         for k in (2, 4):
