@@ -64,6 +64,11 @@ class RetroConfig:
     # copy head) whose context holds its n_neighbours retrieved neighbours of up to retrieved_len
     # tokens as passages before the text (`retro.in_context`: the template and the context budget).
     in_context: bool = False
+    # k neighbours retrieved per chunk at inference (generation, the service, `retro eval`) when a
+    # request names none; None: n_neighbours, the k of training. Shapes no parameter: a reader
+    # trained at k=2 may read more neighbours than it was trained with, and the demo's does so
+    # better (docs/design.md, eighth round). Set by `retro export --neighbours K`.
+    inference_neighbours: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cca_layers", tuple(int(i) for i in self.cca_layers))
@@ -97,6 +102,12 @@ class RetroConfig:
             )
         if self.copy_neighbour_bag and not (self.copy_head and self.copy_bag_window):
             problems.append("copy_neighbour_bag reads the bag match's window: it needs copy_bag_window > 0")
+        if self.inference_neighbours is not None and self.inference_neighbours < 1:
+            problems.append(f"inference_neighbours must be >= 1 (or None); got {self.inference_neighbours}")
+        if self.in_context and self.inference_neighbours is not None:
+            problems.append(
+                "inference_neighbours is for RETRO: an in_context model's prompt budget holds n_neighbours"
+            )
         if self.in_context and (self.cca_layers or self.copy_head):
             problems.append("in_context=True is a plain decoder: it needs cca_layers=() and copy_head=False")
         if problems:
@@ -110,6 +121,11 @@ class RetroConfig:
     def reads_neighbours(self) -> bool:
         """Whether the model reads retrieved neighbours: through CCA, or as passages in its prompt."""
         return self.uses_retrieval or self.in_context
+
+    @property
+    def neighbours_at_inference(self) -> int:
+        """k retrieved per chunk when generating or evaluating, unless a request names its own."""
+        return self.inference_neighbours or self.n_neighbours
 
     @property
     def copy_context_tokens(self) -> int:
@@ -126,6 +142,8 @@ class RetroConfig:
             # Written only when on: every checkpoint and training state saved before the field
             # existed reads as the same config (a resume compares them key by key).
             del d["in_context"]
+        if self.inference_neighbours is None:
+            del d["inference_neighbours"]  # likewise: written only when set
         return d
 
     def to_json(self) -> str:

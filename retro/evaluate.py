@@ -201,7 +201,7 @@ def _neighbour_source(model: Retro, tokenizer, retriever, mode: str, exclude: se
     def neighbours_for(chunks: list[list[int]]) -> np.ndarray | None:
         if mode == "off":
             return None
-        k = cfg.n_neighbours
+        k = cfg.neighbours_at_inference
         if mode == "random":
             chunk_ids = rng.integers(0, retriever.store.n_chunks, size=(len(chunks), k))
             found = retriever.store.chunks_with_continuations(chunk_ids)
@@ -224,7 +224,7 @@ def bits_per_byte(
 ) -> BitsPerByte:
     """Bits per UTF-8 byte of `documents` under one retrieval `mode` (see the module docstring).
 
-    k is the model's `n_neighbours`; neighbours are cut to its `retrieved_len`. For an
+    k is the model's `neighbours_at_inference`; neighbours are cut to its `retrieved_len`. For an
     `HFCausalLM` only mode "off" exists and its own tokenizer is used (`tokenizer` is ignored).
     """
     _check_mode(model, mode, retriever)
@@ -432,7 +432,7 @@ def evaluate_facts(
     """Greedy answers (temperature 0) to each pair's completion or question prompt, scored by what
     the model says first (`retro.scoring`: no credit for an answer the prompt already holds).
 
-    With `use_retrieval` a RETRO model retrieves k = n_neighbours neighbours at every chunk
+    With `use_retrieval` a RETRO model retrieves k = `neighbours_at_inference` neighbours at every chunk
     boundary (the prompt is left-padded so its last token closes a chunk); otherwise, and for a
     baseline or an `HFCausalLM`, it answers from its weights alone.
     """
@@ -442,7 +442,7 @@ def evaluate_facts(
     retrieving = use_retrieval and is_retro and model.config.reads_neighbours
     if retrieving and retriever is None:
         raise ValueError("use_retrieval=True needs a retriever")
-    retrieve = make_retrieve(retriever, model.config.n_neighbours) if retrieving else None
+    retrieve = make_retrieve(retriever, model.config.neighbours_at_inference) if retrieving else None
     language_model = language_model_for(model, tokenizer, query_tokens) if is_retro else model
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, seed=0)
     result = FactAccuracy(style, retrieving, n=0, correct=0, completion_tokens=0, seconds=0.0)

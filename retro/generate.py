@@ -47,7 +47,7 @@ class RetroNetworkModel(LanguageModel):
 
     @property
     def default_k(self) -> int:
-        return self.model.config.n_neighbours
+        return self.model.config.neighbours_at_inference
 
     @property
     def device(self) -> torch.device:

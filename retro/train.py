@@ -244,8 +244,8 @@ def _differences(saved: dict, wanted: dict, prefix: str = "") -> list[str]:
 # start at values that leave the model's outputs unchanged (see RetroConfig).
 ADDITIVE_FIELDS = {"copy_bag_window": 0, "copy_neighbour_bag": False}
 # Fields that shape no parameter: a fine-tune may change them (k neighbours per chunk: the encoder
-# and the cross-attention take any k, as inference does)
-FREE_FIELDS = frozenset({"n_neighbours"})
+# and the cross-attention take any k, as inference does; the k of inference)
+FREE_FIELDS = frozenset({"n_neighbours", "inference_neighbours"})
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""`retro export`: a run's checkpoint without its training state, in smaller shards or a smaller type.
+"""`retro export`: a run's checkpoint without its training state, in smaller shards or a smaller type,
+optionally with the k its generations retrieve by default (`--neighbours`).
 
 The files are written by `retro.checkpoint.save_checkpoint` (the same format a run folder holds),
 so an exported folder loads wherever a checkpoint does; weights are cast back to float32 on load.
@@ -20,6 +21,12 @@ def export_command(
     out: Path = typer.Option(..., "--out", help="the folder to write: weights, config.json, tokenizer.json"),
     dtype: str = typer.Option("float32", help="weight type on disk: float32, float16 or bfloat16"),
     max_shard_mb: int = typer.Option(16, help="largest safetensors shard, in MiB"),
+    neighbours: int | None = typer.Option(
+        None,
+        "--neighbours",
+        help="k retrieved per chunk at inference when a request names none (the config's "
+        "inference_neighbours; default: as in the run, else the k it was trained with)",
+    ),
 ) -> None:
     """Writes a run's checkpoint without its training state, in smaller shards or a smaller type."""
     import torch
@@ -30,12 +37,18 @@ def export_command(
         fail(f"--dtype must be one of {', '.join(EXPORT_DTYPES)}; got {dtype!r}")
     if max_shard_mb < 1:
         fail(f"--max-shard-mb must be >= 1; got {max_shard_mb}")
+    if neighbours is not None and neighbours < 1:
+        fail(f"--neighbours must be >= 1; got {neighbours}")
     if out.resolve() == run.resolve():
         fail("--out must differ from the run folder")
     try:
         model, tokenizer, meta = load_checkpoint(run)
     except CheckpointError as e:
         fail(str(e))
+    if neighbours is not None:
+        if not model.config.uses_retrieval:
+            fail("--neighbours is for a RETRO model; this checkpoint reads no neighbours through CCA")
+        model.config = model.config.replace(inference_neighbours=neighbours)  # shapes no parameter
     meta = {**meta, "exported": {"from": str(run), "dtype": dtype}}
     save_checkpoint(
         out, model, tokenizer, meta, max_shard_bytes=max_shard_mb * 1024 * 1024, dtype=getattr(torch, dtype)

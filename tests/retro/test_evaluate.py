@@ -9,6 +9,7 @@ model can know their capitals from its weights.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from types import SimpleNamespace
@@ -273,6 +274,28 @@ def test_leakage_free_mode_excludes_every_document_of_the_entity(toy):
     assert same_entity_hits("retrieval") > 0
     # ... and the leakage-free mode never lets one through
     assert same_entity_hits("leakage_free") == 0
+
+
+def test_evaluation_retrieves_the_k_the_model_is_served_with(toy):
+    """A model exported with `--neighbours 3` (config `inference_neighbours`) is evaluated as it is
+    served: every search asks for 3 neighbours, in bits per byte and in fact accuracy."""
+    model = copy.deepcopy(toy.model)
+    model.config = model.config.replace(inference_neighbours=3)
+    asked: list[int] = []
+
+    class KSpy(SpyRetriever):
+        def search(self, texts, k, exclude_doc_ids=None):
+            asked.append(k)
+            return self.inner.search(texts, k, exclude_doc_ids)
+
+    spy = KSpy(toy.retriever)
+    bits_per_byte(model, toy.tokenizer, spy, toy.heldout_docs[:2], mode="retrieval")
+    bits_per_byte(model, toy.tokenizer, spy, toy.heldout_docs[:2], mode="random")  # no search
+    evaluate_facts(model, toy.tokenizer, spy, toy.pairs[:2], use_retrieval=True)
+    assert asked and set(asked) == {3}
+    asked.clear()
+    evaluate_facts(toy.model, toy.tokenizer, spy, toy.pairs[:2], use_retrieval=True)
+    assert asked and set(asked) == {toy.model.config.n_neighbours}
 
 
 def test_same_entity_doc_ids():

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 from safetensors import safe_open
 from typer.testing import CliRunner
@@ -48,3 +49,43 @@ def test_export_refuses_bad_arguments(tokenizer, tmp_path):
     assert "--dtype" in error(str(run), "--out", str(tmp_path / "x"), "--dtype", "int8")
     assert "differ" in error(str(run), "--out", str(run))
     assert "config.json" in error(str(tmp_path / "missing"), "--out", str(tmp_path / "y"))
+    assert "--neighbours must be >= 1" in error(str(run), "--out", str(tmp_path / "z"), "--neighbours", "0")
+    baseline = save_checkpoint(
+        tmp_path / "base",
+        make_model(tiny_config(vocab_size=tokenizer.vocab_size, cca_layers=(), copy_head=False)),
+        tokenizer,
+    )
+    assert "RETRO" in error(str(baseline), "--out", str(tmp_path / "w"), "--neighbours", "4")
+    assert not (tmp_path / "z").exists() and not (tmp_path / "w").exists()
+
+
+def test_export_neighbours_sets_the_k_generation_retrieves_and_nothing_else(tokenizer, tmp_path):
+    """`--neighbours 4` over a model trained at k=2: its generations retrieve 4 per chunk by default
+    (`default_k`, which the service and `retro eval` ask for), its weights and its outputs for the
+    same neighbours are unchanged, and a fine-tune may start from it."""
+    from retro.generate import RetroLanguageModel
+    from retro.train import initial_weights
+
+    model = make_model(tiny_config(vocab_size=tokenizer.vocab_size))
+    assert model.config.n_neighbours == 2 and model.config.inference_neighbours is None
+    # unset, the field is not written: configs saved before it existed compare equal on resume
+    assert "inference_neighbours" not in model.config.to_dict()
+    with pytest.raises(ValueError, match="inference_neighbours must be >= 1"):
+        model.config.replace(inference_neighbours=0)
+    run = save_checkpoint(tmp_path / "run", model, tokenizer)
+    result = CliRunner().invoke(
+        app, ["export", str(run), "--out", str(tmp_path / "pub"), "--neighbours", "4"]
+    )
+    assert result.exit_code == 0, result.output
+    loaded, _, _ = load_checkpoint(tmp_path / "pub")
+    assert loaded.config.inference_neighbours == 4 and loaded.config.n_neighbours == 2
+    assert loaded.config == model.config.replace(inference_neighbours=4)
+    assert RetroLanguageModel(loaded, tokenizer).default_k == 4
+    assert RetroLanguageModel(model, tokenizer).default_k == 2
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[name], value, atol=0, rtol=0)
+    tokens, neighbours = random_inputs(model.config)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(tokens, neighbours), model(tokens, neighbours), atol=0, rtol=0)
+    start = initial_weights(tmp_path / "pub", model.config, tokenizer)  # a FREE_FIELD: no clash
+    assert set(start.state) == set(model.state_dict())
