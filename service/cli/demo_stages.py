@@ -46,8 +46,9 @@ RETRO_RUN, BASELINE_RUN = "demo", "demo-baseline"
 # its first three without reading-qa-para:train, its first four without facts-qa-para:train.
 # `demo` is trained in five stages, each a fine-tune of the one before (`--init-from`): the
 # copying recipe (3,000 steps), then reading (the Q&A documents' share of sequences raised, the
-# copy head's bag match switched on) for 1,000, 1,500 and 3,000 steps, then 3,000 with neighbours
-# drawn only from passages (`passage_neighbours`: a serving index holds no Q&A document).
+# copy head's bag match switched on) for 1,000, 1,500 and 3,000 steps, then 1,000 with neighbours
+# drawn only from passages (`passage_neighbours`: a serving index holds no Q&A document) and the
+# copy head's neighbour match switched on (`copy_neighbour_bag`).
 TRAIN_INDEX_COMMAND = (
     "retro index build wiki-vital:train facts:train facts-qa:train facts-qa-para:train reading:train "
     "reading-qa:train reading-qa-forms:train reading-chat:train reading-qa-para:train --out {index} "
@@ -69,7 +70,8 @@ TRAIN_RETRO_COMMANDS = (
     "retro train --preset demo --index {index} --out {runs}/demo-stage4 --init-from {runs}/demo-stage3 "
     f"--steps 3000 {_READING_STAGE} --recipe read_share=0.5",
     "retro train --preset demo --index {index} --out {runs}/demo --init-from {runs}/demo-stage4 "
-    f"--steps 3000 {_READING_STAGE} --recipe read_share=0.5 --recipe passage_neighbours=true",
+    f"--steps 1000 {_READING_STAGE} --recipe read_share=0.5 --recipe passage_neighbours=true "
+    "--config copy_neighbour_bag=true",
 )
 TRAIN_BASELINE_COMMAND = (
     "retro train --preset demo --baseline --index {index} --out {runs}/demo-baseline --steps 800 "
