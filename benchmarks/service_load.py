@@ -8,6 +8,9 @@ random weights, an index of fact documents, a held-out corpus to rebuild from); 
 measure a real run instead (with `--compare-model` and `--endpoint compare`, side-by-side requests).
 `--torch-threads` sets the service's RETRO_TORCH_THREADS (0: torch's default, one per core);
 `--max-batch 1` serves one request at a time (the decoding before continuous batching), for comparison.
+The server is `retro serve` in a process of its own (as deployed; its settings as RETRO_* variables),
+so the clients' threads do not share its interpreter lock; `--in-process` runs uvicorn in a thread of
+this process instead (how figures before 2026-12-06 were measured).
 Figures and the command go into docs/service_load.md.
 
     PYTHONPATH=. python benchmarks/service_load.py --clients 1,4,16,32 --seconds 15 --no-rebuild
@@ -17,10 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -61,28 +67,74 @@ def build_tiny_setup(folder: Path, n_index_docs: int, n_rebuild_docs: int) -> di
             "rebuild_source": "rebuild.jsonl"}  # fmt: skip
 
 
-def start_server(settings):
-    import uvicorn
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
-    from service.app import create_app
 
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    threading.Thread(target=server.run, daemon=True).start()
-    base = f"http://127.0.0.1:{port}"
+        return s.getsockname()[1]
+
+
+def wait_until_ready(base: str, alive=lambda: True) -> None:
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and alive():
         try:
             if httpx.get(f"{base}/health").status_code == 200:
-                return server, base
+                return
         except httpx.TransportError:
             pass
         time.sleep(0.1)
     raise SystemExit("the server did not become ready")
+
+
+class InProcessServer:
+    """uvicorn in a thread of this process (its clients' threads share the interpreter lock)."""
+
+    def __init__(self, settings):
+        import uvicorn
+
+        from service.app import create_app
+
+        port = free_port()
+        self.server = uvicorn.Server(
+            uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+        )
+        threading.Thread(target=self.server.run, daemon=True).start()
+        self.base, self.pid = f"http://127.0.0.1:{port}", os.getpid()
+        wait_until_ready(self.base)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+
+
+class ServerProcess:
+    """`retro serve` in its own process, configured as a deployment is: RETRO_* variables."""
+
+    def __init__(self, settings):
+        port = free_port()
+        env = {**os.environ, "RETRO_HOST": "127.0.0.1", "RETRO_PORT": str(port)}
+        for name, value in settings.model_dump(exclude_none=True).items():
+            if name in ("host", "port") or name.endswith("api_key"):
+                continue
+            env[f"RETRO_{name.upper()}"] = json.dumps(value) if isinstance(value, list) else str(value)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "serve", "--log-level", "warning"], cwd=REPO_ROOT, env=env
+        )
+        self.base, self.pid = f"http://127.0.0.1:{port}", self.process.pid
+        try:
+            wait_until_ready(self.base, alive=lambda: self.process.poll() is None)
+        except SystemExit:
+            self.stop()
+            code = self.process.poll()
+            raise SystemExit(f"`retro serve` did not become ready (exit code {code})") from None
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
 
 
 def completion_tokens(response, stream: bool) -> int:
@@ -184,6 +236,9 @@ def main() -> None:
         "--rebuild-docs", type=int, default=300, help="tiny setup: extra documents in the rebuild"
     )
     parser.add_argument("--no-rebuild", action="store_true")
+    parser.add_argument(
+        "--in-process", action="store_true", help="uvicorn in a thread of this process (the clients' own)"
+    )
     args = parser.parse_args()
     client_counts = [int(n) for n in str(args.clients).split(",")]
 
@@ -201,12 +256,15 @@ def main() -> None:
             max_tokens_cap=256, compare_model=args.compare_model, torch_threads=args.torch_threads or None,
             **({} if args.max_batch is None else {"max_batch": args.max_batch}),
         )  # fmt: skip
-        server, base = start_server(settings)
+        server = InProcessServer(settings) if args.in_process else ServerProcess(settings)
+        base = server.base
         info = httpx.get(f"{base}/info").json()
         print(f"model {info['models'][0]['id']} {info['models'][0]['parameters']}, index {info['index']}")
         print(f"machine: {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} CPUs")
         print(f"torch threads per op in the service: {args.torch_threads or 'torch default'}")
         print(f"max_batch {settings.max_batch}, max_queue {settings.max_queue} (waiting beyond the batch)")
+        where = "in this process" if args.in_process else "in its own process"
+        print(f"server: {where} (pid {server.pid})", flush=True)
         # connect once
         run_clients(base, setup["prompts"], 2, lambda: True, args.max_tokens, args.stream, args.endpoint)
         results = {}
@@ -248,7 +306,7 @@ def main() -> None:
                 k: job.get(k) for k in ("status", "version", "report", "error")
             }
         metrics = httpx.get(f"{base}/metrics").text
-        server.should_exit = True
+        server.stop()
     print()
     print("| phase | clients | requests | req/s | tokens/s | p50 ms | p99 ms | errors |")
     print("|---|---|---|---|---|---|---|---|")
