@@ -226,6 +226,9 @@ class ChunkEncoder:
                 features = {k: v.pin_memory() for k, v in features.items()}
             return rows, features
 
+        if len(batches) == 1:  # a query's few texts: nothing to overlap, no threads to start and join
+            yield tokenize(batches[0])
+            return
         pending: deque[Future] = deque()
         with ThreadPoolExecutor(self.tokenizer_threads, thread_name_prefix="chunk-encoder") as pool:
             try:
