@@ -8,9 +8,10 @@ with every other search waiting then), `Retro.prefill` and the first
 `sample_token` are the one-request loop's code. From then on the request is a row of its model's
 `BatchEngine`: the engine's one thread steps every running row together
 (`retro.batch_decode.BatchDecoder`) and draws each row's next token with that row's own
-`SamplingParams` and generator (`retro.sampling.sample_token`; greedy rows in one argmax, which is
-what `sample_token` does for each), so temperature, top-p, top-k and seeds mean what they mean
-alone; the request's thread takes its tokens as they come and turns them into text (stop strings,
+`SamplingParams` and generator (`retro.sampling.sample_tokens`: each row drawn as `sample_token`
+draws it, the greedy rows' argmax and the temperature-only rows' softmax in one op each), so
+temperature, top-p, top-k and seeds mean what they mean alone; the request's thread takes its
+tokens as they come and turns them into text (stop strings,
 length, end-of-text: `retro.sampling.text_pieces`, unchanged). Greedy output is the one-request
 output (tests/retro/test_batch_decode.py).
 
@@ -34,6 +35,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 import numpy as np
 import torch
@@ -42,7 +44,7 @@ from retro.batch_decode import BatchDecoder, DecodeRow
 from retro.generate import RetroLanguageModel
 from retro.language_model import Retrieve
 from retro.model import DecodeCache, Retro
-from retro.sampling import MIN_TEMPERATURE, SamplingParams, sample_token
+from retro.sampling import SamplingParams, sample_token, sample_tokens
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,24 @@ class EngineClosed(RuntimeError):
 # A row's sampled tokens not yet taken by its request's thread, at most: a slow reader (a stream
 # whose client reads slowly) pauses its row instead of letting the engine run far ahead of it.
 MAX_AHEAD = 16
+# How many drawn tokens wake a request's thread: one, unless the request was opened inside
+# `whole_text_wanted()` (nobody sees its tokens before its end: a non-streamed response), which is
+# woken every GROUPED_WAKE tokens and at its end. Each wake-up of a reader costs the engine's thread
+# a hand-over of the interpreter lock; with 16 rows that is 16 a step.
+GROUPED_WAKE = MAX_AHEAD // 2
+_wake_every: ContextVar[int] = ContextVar("retro_batch_wake_every", default=1)
+
+
+@contextmanager
+def whole_text_wanted():
+    """Requests opened in this block (in this thread) are read as a whole, not token by token: their
+    threads are woken every `GROUPED_WAKE` tokens. Their text is the same; a stop string or a cancel
+    is seen up to GROUPED_WAKE - 1 tokens later, which the row then decodes for nothing."""
+    token = _wake_every.set(GROUPED_WAKE)
+    try:
+        yield
+    finally:
+        _wake_every.reset(token)
 
 
 class _Row:
@@ -75,6 +95,7 @@ class _Row:
         self.next_token = first_token  # sampled, not yet fed
         self.produced = 1  # tokens sampled for this request (the one from its prefill included)
         self.out: deque[int] = deque()
+        self.wake_every = _wake_every.get()  # tokens in `out` that wake the reader (read at open)
         self.finished = False  # no more tokens will come (its last one is in `out`)
         self.closed = False  # its request has gone
         self.error: BaseException | None = None
@@ -151,18 +172,28 @@ class BatchEngine:
         return row
 
     def tokens(self, row: _Row) -> Iterator[int]:
-        """The tokens drawn for the row after its first, as they come; ends when it is finished."""
+        """The tokens drawn for the row after its first, as they come; ends when it is finished.
+
+        Each wake takes every token waiting (a reader that fell behind catches up in one go; a row
+        read as a whole, `whole_text_wanted`, at least `GROUPED_WAKE` of them until its end), and
+        the engine is told only when the row had been held back for being `MAX_AHEAD` ahead: the
+        engine's lock is not taken once per token by every reader."""
         while True:
             with row.wake:
-                row.wake.wait_for(lambda: row.out or row.finished or row.error is not None)
+                row.wake.wait_for(
+                    lambda: len(row.out) >= row.wake_every or row.finished or row.error is not None
+                )
                 if row.error is not None and not row.out:
                     raise row.error
-                token = row.out.popleft() if row.out else None
-            if token is None:
+                held_back = len(row.out) >= MAX_AHEAD
+                taken = list(row.out)
+                row.out.clear()
+            if not taken:
                 return
-            with self._cond:
-                self._cond.notify_all()  # a row held back for being far ahead may go on
-            yield token
+            if held_back:
+                with self._cond:
+                    self._cond.notify_all()  # the row may go on
+            yield from taken
 
     def leave(self, row: _Row) -> None:
         """The request is over: its row leaves at the next step boundary."""
@@ -289,21 +320,14 @@ class BatchEngine:
             else:
                 with row.wake:
                     row.out.append(token)
-                    row.wake.notify_all()
+                    if len(row.out) >= row.wake_every:
+                        row.wake.notify_all()
 
     @staticmethod
     def _sample(batch: list[_Row], out: torch.Tensor) -> list[int]:
-        """Each row's token from its log-probabilities: `sample_token` with its own parameters and
-        generator; the greedy rows' in one argmax (what `sample_token` does for each of them)."""
-        greedy = [b for b, row in enumerate(batch) if row.params.temperature < MIN_TEMPERATURE]
-        tokens = [0] * len(batch)
-        if greedy:
-            for b, token in zip(greedy, out[greedy].argmax(dim=-1).tolist(), strict=True):
-                tokens[b] = int(token)
-        for b, row in enumerate(batch):
-            if row.params.temperature >= MIN_TEMPERATURE:
-                tokens[b] = sample_token(out[b], row.params, row.generator)
-        return tokens
+        """Each row's token from its log-probabilities, as `sample_token` draws it with the row's
+        own parameters and generator (`sample_tokens`: the shared work in one op per step)."""
+        return sample_tokens(out, [row.params for row in batch], [row.generator for row in batch])
 
     def _end(self, row: _Row, error: BaseException | None, last: int | None = None) -> None:
         with row.wake:

@@ -17,8 +17,10 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
+from retro.batch_engine import whole_text_wanted
 from retro.language_model import PromptTooLongError
 from retro.sampling import SamplingParams, TextPiece
 from retro.token_logprobs import (
@@ -156,6 +158,16 @@ def run_generation(
 ) -> GenerationOutcome:
     """Blocking: generates, handing each piece (with neighbours found since the last one) to on_piece."""
     started = time.perf_counter()
+    # A response sent whole needs its tokens only at the end: the batch engine wakes this thread
+    # every few tokens instead of every token (`whole_text_wanted`).
+    grouped = whole_text_wanted() if on_piece is None else nullcontext()
+    with grouped:
+        return _generate(job, on_piece, started)
+
+
+def _generate(
+    job: GenerationJob, on_piece: Callable[[TextPiece, list[dict]], None] | None, started: float
+) -> GenerationOutcome:
     texts, finish, completion_tokens, sent, cancelled = [], "length", 0, 0, False
     lm, sampled = job.model.lm, []
     # Scoring after generation sees the neighbours generation retrieved, without a second search.

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from retro.batch_decode import BatchDecoder
-from retro.batch_engine import BatchedRetroLanguageModel, retrieve_each
+from retro.batch_engine import GROUPED_WAKE, BatchedRetroLanguageModel, retrieve_each, whole_text_wanted
 from retro.config import RetroConfig
 from retro.generate import RetroLanguageModel
 from retro.model import Retro
@@ -237,6 +237,51 @@ def test_seeded_sampling_means_what_it_means_alone(model, tokenizer):
     finally:
         lm.close()
     assert got == expected
+
+
+def test_a_request_read_as_a_whole_gets_the_same_text_with_fewer_wake_ups(model, tokenizer):
+    """Inside `whole_text_wanted` (the service's non-streamed responses) a request's thread is woken
+    every GROUPED_WAKE tokens instead of every token; its text, a stop string's cut and a seeded
+    draw are what they are alone, and a request opened outside the block is woken per token."""
+    settings = [
+        SamplingParams(max_new_tokens=40, temperature=0),
+        SamplingParams(max_new_tokens=30, temperature=0.8, seed=3, stop=("fox",)),
+    ]
+    alone = RetroLanguageModel(model, tokenizer)
+    expected = [alone.generate(p, s, fake_retrieve) for p, s in zip(PROMPTS, settings, strict=False)]
+    lm = BatchedRetroLanguageModel(model, tokenizer)
+    opened: list = []  # (row, how many times its reader was woken)
+    open_row = lm.engine.open
+
+    def counting_open(*args):
+        # the reader's waits: one per time it is woken and takes what is there, one to end
+        row = open_row(*args)
+        waits, wait_for = [0], row.wake.wait_for
+
+        def counted(predicate, timeout=None):
+            waits[0] += 1
+            return wait_for(predicate, timeout)
+
+        row.wake.wait_for = counted
+        opened.append((row, waits))
+        return row
+
+    lm.engine.open = counting_open
+    try:
+        with whole_text_wanted():
+            grouped = [lm.generate(p, s, fake_retrieve) for p, s in zip(PROMPTS, settings, strict=False)]
+        grouped_rows = list(opened)
+        opened.clear()
+        each = lm.generate(PROMPTS[0], settings[0], fake_retrieve)
+    finally:
+        lm.close()
+    assert grouped == expected and each == expected[0]
+    assert [row.wake_every for row, _ in grouped_rows] == [GROUPED_WAKE] * 2
+    assert [row.wake_every for row, _ in opened] == [1]
+    # the first prompt's 40 tokens: one from the prefill, 39 drawn by the engine; read as a whole,
+    # each take holds GROUPED_WAKE or more but the last: at most ceil(39 / 8) takes, one wait to end
+    waits = grouped_rows[0][1][0]
+    assert waits <= -(-39 // GROUPED_WAKE) + 1, waits
 
 
 def test_a_failing_retrieval_fails_its_own_request_only(model, tokenizer):

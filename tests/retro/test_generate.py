@@ -7,7 +7,7 @@ import torch
 
 from retro.generate import RetroLanguageModel
 from retro.language_model import PromptTooLongError
-from retro.sampling import SamplingParams, sample_token
+from retro.sampling import SamplingParams, sample_token, sample_tokens
 
 from .conftest import make_model, tiny_config
 
@@ -217,3 +217,44 @@ def test_a_non_finite_distribution_falls_back_to_the_most_likely_token():
     assert sample_token(logits, SamplingParams(temperature=1.0), torch.Generator().manual_seed(0)) in (0, 1)
     huge = torch.tensor([3e38, -3e38, 0.0])
     assert sample_token(huge, SamplingParams(temperature=0.01), torch.Generator().manual_seed(0)) == 0
+
+
+def test_sample_tokens_draws_each_row_as_sample_token_alone():
+    """The batch engine's one call per step (`sample_tokens`) gives every row the token, and leaves
+    its generator in the state, that `sample_token` would alone: greedy, temperature-only (shared
+    softmax), top-k, top-p, tiny temperatures and a non-finite row, over many steps."""
+    settings = [
+        SamplingParams(temperature=0),
+        SamplingParams(temperature=0.7),
+        SamplingParams(temperature=1.3),
+        SamplingParams(temperature=0.9, top_k=5),
+        SamplingParams(temperature=0.8, top_p=0.9),
+        SamplingParams(temperature=1e-240),
+        SamplingParams(temperature=1.0, top_k=10_000),  # top-k beyond the vocabulary: no filter
+        SamplingParams(temperature=0.01),
+    ]
+    g = torch.Generator().manual_seed(3)
+    batched = [torch.Generator().manual_seed(100 + b) for b in range(len(settings))]
+    alone = [torch.Generator().manual_seed(100 + b) for b in range(len(settings))]
+    for step in range(40):
+        logits = torch.randn(len(settings), 50, generator=g).log_softmax(dim=-1) * (1 + step % 3)
+        if step % 7 == 0:
+            logits[-1] = torch.tensor([3e38, -3e38] + [0.0] * 48)  # overflows at temperature 0.01
+        want = [sample_token(logits[b], p, alone[b]) for b, p in enumerate(settings)]
+        assert sample_tokens(logits, settings, batched) == want, step
+    assert all(torch.equal(a.get_state(), b.get_state()) for a, b in zip(alone, batched, strict=True))
+
+
+def test_sampled_tokens_follow_the_distribution_and_never_take_a_zero_probability_token():
+    """The inverse-transform draw: frequencies over 20,000 draws match the softmax within 1.5
+    points, a token of probability 0 (a -inf logit, as padding or top-k leave) is never drawn."""
+    logits = torch.tensor([0.1, 0.0, 0.6, 0.3]).log()  # log 0 = -inf
+    g = torch.Generator().manual_seed(0)
+    params = SamplingParams(temperature=1.0)
+    draws = torch.tensor(sample_tokens(logits.expand(20_000, -1), [params] * 20_000, [g] * 20_000))
+    share = torch.bincount(draws, minlength=4).double() / len(draws)
+    assert share[1] == 0
+    expected = torch.tensor([0.1, 0.0, 0.6, 0.3], dtype=torch.float64)
+    torch.testing.assert_close(share, expected, atol=0.015, rtol=0)
+    alone = [sample_token(logits, params, g) for _ in range(2_000)]
+    assert 1 not in alone and abs(alone.count(2) / 2_000 - 0.6) < 0.04
