@@ -1,29 +1,55 @@
-"""Exact two-sided McNemar between two `retro eval` reports' reading answers (setting 'on')."""
-import gzip, json, sys
+"""Paired comparison of two `retro eval` reports on the same reading items (retrieval on).
+
+    python paired.py A/report.json.gz B/report.json.gz [--model demo]
+
+Prints, per item kind and over all, how many items A answers first and B does not ("won") and
+the reverse ("lost"), with the exact two-sided McNemar p-value (a binomial test on the discordant
+items).
+"""
+
+import argparse
+import gzip
+import json
 from collections import Counter
 from math import comb
 
-def answers(path, model="demo"):
-    rows = json.load(gzip.open(path))["models"][model]["reading"]["answers"]
+
+def first_span_answers(path: str, model: str) -> dict[tuple, bool]:
+    """(kind, entity, relation, form, prompt) -> whether the answer was said first, retrieval on."""
+    with gzip.open(path) as f:
+        rows = json.load(f)["models"][model]["reading"]["answers"]
     out = {}
-    for r in rows:
-        if r["setting"] != "on":
-            continue
-        i = r["item"]
-        out[(i["kind"], i["entity"], i["relation"], i["form"], i["prompt"])] = r["first"]
+    for row in rows:
+        if row["setting"] == "on":
+            item = row["item"]
+            out[(item["kind"], item["entity"], item["relation"], item["form"], item["prompt"])] = row["first"]
     return out
 
-def p_value(w, l):
-    n, k = w + l, min(w, l)
-    return min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2**n) if n else 1.0
 
-a, b = answers(sys.argv[1]), answers(sys.argv[2])
-assert a.keys() == b.keys(), "the reports hold different items"
-won, lost = Counter(), Counter()
-for key, first in a.items():
-    if first and not b[key]:
-        won[key[0]] += 1; won["all"] += 1
-    if b[key] and not first:
-        lost[key[0]] += 1; lost["all"] += 1
-for kind in sorted(set(won) | set(lost)):
-    print(f"{kind}: {won[kind]} won / {lost[kind]} lost, p = {p_value(won[kind], lost[kind]):.2g}")
+def mcnemar_p(won: int, lost: int) -> float:
+    n = won + lost
+    if n == 0:
+        return 1.0
+    return min(1.0, 2 * sum(comb(n, i) for i in range(min(won, lost) + 1)) / 2**n)
+
+
+def main(args) -> None:
+    a, b = first_span_answers(args.a, args.model), first_span_answers(args.b, args.model)
+    if a.keys() != b.keys():
+        raise SystemExit("the two reports hold different reading items")
+    won, lost = Counter(), Counter()
+    for key, a_first in a.items():
+        if a_first != b[key]:
+            tally = won if a_first else lost
+            tally[key[0]] += 1
+            tally["all"] += 1
+    for kind in sorted(set(won) | set(lost)):
+        print(f"{kind}: {won[kind]} won / {lost[kind]} lost, p = {mcnemar_p(won[kind], lost[kind]):.2g}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("a")
+    parser.add_argument("b")
+    parser.add_argument("--model", default="demo")
+    main(parser.parse_args())
