@@ -66,8 +66,8 @@ class RetroConfig:
     in_context: bool = False
     # k neighbours retrieved per chunk at inference (generation, the service, `retro eval`) when a
     # request names none; None: n_neighbours, the k of training. Shapes no parameter: a reader
-    # trained at k=2 may read more neighbours than it was trained with, and the demo's does so
-    # better (docs/design.md, eighth round). Set by `retro export --neighbours K`.
+    # trained at k=2 may be served at another k (the demo's at k=4 was not better on the frozen
+    # test split: docs/design.md, eighth round). Set by `retro export --neighbours K`.
     inference_neighbours: int | None = None
 
     def __post_init__(self) -> None:

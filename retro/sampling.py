@@ -109,8 +109,8 @@ def sample_tokens(
     draws it, with the work shared across rows where it can be: the greedy rows' argmax in one op,
     and for rows that sample with a temperature alone (no top-k, no top-p, the common request) the
     scaling, the softmax and the draw in one op each, every row's uniform from its own generator
-    (`_draw`). Rows with
-    top-k or top-p go through `sample_token` one by one. A batch decoder calls this once a step."""
+    (`_draw`). Rows with top-k or top-p, and rows whose distribution comes out non-finite, go
+    through `sample_token` one by one. A batch decoder calls this once a step."""
     tokens = [0] * len(params)
     greedy = [b for b, p in enumerate(params) if p.temperature < MIN_TEMPERATURE]
     if greedy:
@@ -122,19 +122,18 @@ def sample_tokens(
         for b, p in enumerate(params)
         if p.temperature >= MIN_TEMPERATURE and not (p.top_k and p.top_k < vocab) and p.top_p >= 1.0
     ]
+    done = set(greedy)
     if plain:
-        scaled = logits[plain].float() / torch.tensor([params[b].temperature for b in plain])[:, None]
-        probs = scaled.softmax(dim=-1)
+        probs = (
+            logits[plain].float() / torch.tensor([params[b].temperature for b in plain])[:, None]
+        ).softmax(dim=-1)
         usable = (torch.isfinite(probs).all(dim=-1) & (probs.sum(dim=-1) > 0)).tolist()
-        drawn = [i for i in range(len(plain)) if usable[i]]
+        drawn = [i for i in range(len(plain)) if usable[i]]  # the others fall back in `sample_token`
         if drawn:
             sampled = _draw(probs[drawn], [generators[plain[i]] for i in drawn])
             for i, token in zip(drawn, sampled, strict=True):
                 tokens[plain[i]] = token
-        for i, b in enumerate(plain):
-            if not usable[i]:
-                tokens[b] = int(scaled[i].argmax())
-    done = set(greedy) | set(plain)
+                done.add(plain[i])
     for b, p in enumerate(params):
         if b not in done:
             tokens[b] = sample_token(logits[b], p, generators[b])

@@ -157,17 +157,16 @@ def run_generation(
     job: GenerationJob, on_piece: Callable[[TextPiece, list[dict]], None] | None = None
 ) -> GenerationOutcome:
     """Blocking: generates, handing each piece (with neighbours found since the last one) to on_piece."""
-    started = time.perf_counter()
     # A response sent whole needs its tokens only at the end: the batch engine wakes this thread
     # every few tokens instead of every token (`whole_text_wanted`).
-    grouped = whole_text_wanted() if on_piece is None else nullcontext()
-    with grouped:
-        return _generate(job, on_piece, started)
+    with whole_text_wanted() if on_piece is None else nullcontext():
+        return _generate(job, on_piece)
 
 
 def _generate(
-    job: GenerationJob, on_piece: Callable[[TextPiece, list[dict]], None] | None, started: float
+    job: GenerationJob, on_piece: Callable[[TextPiece, list[dict]], None] | None
 ) -> GenerationOutcome:
+    started = time.perf_counter()
     texts, finish, completion_tokens, sent, cancelled = [], "length", 0, 0, False
     lm, sampled = job.model.lm, []
     # Scoring after generation sees the neighbours generation retrieved, without a second search.
