@@ -9,7 +9,8 @@ This module owns the on-disk shape of a report and nothing else: it computes no 
                        "facts": {fact_set: {setting: {"accuracy", "n", "correct", ...}}},
                        "decode": {"tokens_per_second", "seconds_per_answer"}}},
      "general_text": {"source", "reference", "settings", "buckets": [{"bucket", "chunks", "bytes",
-                      "bpb": {setting}}], "total", "in evaluation index", "in training index"}}
+                      "bpb": {setting}}], "total", "in evaluation index", "in training index"},
+     "fact_text": the same table over the bits-per-byte fact documents}
 
 Plots use matplotlib's Agg backend (no display); missing values are simply not drawn.
 """
@@ -98,18 +99,34 @@ def _holds(found: dict) -> str:
     return f"{len(found['doc_ids_found'])} of {n} by doc id, {len(found['texts_found'])} of {n} by text"
 
 
-def _general_text_section(results: dict) -> list[str]:
-    """The table of bits per byte on held-out general text by neighbour overlap, and its provenance."""
-    general = results.get("general_text")
+# The overlap tables: results key -> (heading, what the documents are, ahead of where they are found)
+OVERLAP_SECTIONS = {
+    "general_text": (
+        "Bits per byte on held-out general text by neighbour overlap",
+        "{documents} documents of `{source}`.",
+    ),
+    "fact_text": (
+        "Bits per byte on held-out fact documents by neighbour overlap (copying)",
+        "The {documents} fact documents of the bits-per-byte rows above: each one's other phrasings "
+        "are in the evaluation index, its own chunks are never its neighbours; their high-overlap "
+        "chunks measure copying from neighbours, the general text above measures modelling.",
+    ),
+}
+
+
+def _overlap_section(results: dict, key: str) -> list[str]:
+    """A table of bits per byte by neighbour overlap (`general_text`, `fact_text`), and its provenance."""
+    general = results.get(key)
     if not general:
         return []
-    lines = ["", "## Bits per byte on held-out general text by neighbour overlap", ""]
+    heading, describe = OVERLAP_SECTIONS[key]
+    lines = ["", f"## {heading}", ""]
     if "buckets" not in general:
         return lines + [f"Not measured: {general.get('skipped', '?')}."]
     lines.append(
-        f"{general['documents']} documents of `{general['source']}`. Found in the evaluation index "
-        "(the one the models retrieve from: the serving index and the documents added for "
-        f"evaluation): {_holds(general['in evaluation index'])}."
+        describe.format(documents=general["documents"], source=general.get("source"))
+        + " Found in the evaluation index (the one the models retrieve from: the serving index and "
+        f"the documents added for evaluation): {_holds(general['in evaluation index'])}."
     )
     training = []
     for name, found in general.get("in training index", {}).items():
@@ -184,7 +201,8 @@ def markdown(results: dict) -> str:
     lines += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows]
     if results.get("notes"):
         lines += ["", "Notes:", ""] + [f"- {note}" for note in results["notes"]]
-    lines += _general_text_section(results)
+    lines += _overlap_section(results, "general_text")
+    lines += _overlap_section(results, "fact_text")
     lines += _reading_sections(results)
     lines += ["", f"![bits per byte]({BPB_PLOT})", "", f"![fact accuracy]({FACTS_PLOT})", ""]
     return "\n".join(lines)

@@ -544,6 +544,21 @@ def test_run_evaluation_writes_a_report_holding_the_numbers(toy, hf_folder, tmp_
         assert f"| {row['bucket']} | {row['chunks']} | " in markdown
     assert "the documents added for evaluation): 0 of 3 by doc id, 0 of 3 by text." in markdown
     assert f"toy-retro: 0 of 3 by doc id, 0 of 3 by text (`{toy.index_dir}`)" in markdown
+    # the same table over the bits-per-byte fact documents (copying): same settings, every document
+    facts = results["fact_text"]
+    assert facts["settings"] == settings and facts["not scored"] == general["not scored"]
+    assert facts["documents"] == retro_entry["bpb"]["retrieval"]["n_documents"]
+    assert sum(row["bytes"] for row in facts["buckets"]) == facts["total"]["bytes"]
+    # every chunk's bits add up to the document-level bits per byte of the rows above
+    assert facts["total"]["bpb"]["toy-retro, retrieval off"] == pytest.approx(
+        retro_entry["bpb"]["off"]["bpb"]
+    )
+    assert "## Bits per byte on held-out fact documents by neighbour overlap (copying)" in markdown
+    fact_cells = " | ".join(f"{facts['total']['bpb'][s]:.3f}" for s in settings)
+    assert (
+        f"| all chunks | {facts['total']['chunks']} | {facts['total']['bytes']:,} | {fact_cells} |"
+        in markdown
+    )
 
 
 def test_validation_documents_are_decoded_back_from_the_index(toy):
@@ -594,7 +609,7 @@ def test_evaluation_documents_go_to_a_scratch_copy_unless_in_place(toy, tmp_path
     after = IndexStore.open(index_dir, toy.tokenizer, toy.encoder).n_documents
     assert after == before + (1 if in_place else 0)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index", "toy-retro"]
-    assert "general_text" not in results  # max_general_docs=0 skips it
+    assert "general_text" not in results and "fact_text" not in results  # max_general_docs=0 skips both
 
 
 def test_eval_command_writes_the_general_text_table(toy, tmp_path, monkeypatch):
