@@ -5,7 +5,8 @@ runs with its default queue and batch limits) for a steady phase and for a phase
 index rebuild runs (the old version serves until the new one swaps in). By default
 it builds its own test-sized setup in a temp folder (a BPE tokenizer and the `tiny` RETRO preset with
 random weights, an index of fact documents, a held-out corpus to rebuild from); `--model/--index`
-measure a real run instead (with `--compare-model` and `--endpoint compare`, side-by-side requests).
+measure a real run instead (with `--compare-model` and `--endpoint compare`, side-by-side requests;
+`--target NAME` sends the completions to a served comparison model, e.g. `--rag-model`'s).
 `--torch-threads` sets the service's RETRO_TORCH_THREADS (0: torch's default, one per core);
 `--max-batch 1` serves one request at a time (the decoding before continuous batching), for comparison.
 The server is `retro serve` in a process of its own (as deployed; its settings as RETRO_* variables),
@@ -156,8 +157,10 @@ def run_clients(
     max_tokens: int,
     stream: bool,
     endpoint: str = "completions",
+    target: str | None = None,
 ) -> dict:
-    """Each client sends completions (or comparisons) back to back until `until()` is true."""
+    """Each client sends completions (or comparisons) back to back until `until()` is true; `target`
+    names the served model the completions ask for (None: the service's RETRO model)."""
     latencies: list[float] = []
     errors: list[str] = []
     tokens = [0]
@@ -171,6 +174,8 @@ def run_clients(
                         "seed": rng.randrange(1 << 30)}  # fmt: skip
                 if endpoint == "completions":
                     body["stream"] = stream
+                    if target is not None:
+                        body["model"] = target
                 started = time.perf_counter()
                 try:
                     response = http.post(f"/v1/{endpoint}", json=body)
@@ -224,6 +229,12 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="a real checkpoint (default: build a tiny random one)")
     parser.add_argument("--index", type=Path, help="the real index for --model")
     parser.add_argument("--compare-model", type=Path, help="a comparison model for --model")
+    parser.add_argument("--rag-model", type=Path, help="a retrieval-in-prompt model served beside --model")
+    parser.add_argument(
+        "--target",
+        help="the served model's id the completions ask for (e.g. the --compare-model or --rag-model "
+        "folder's name; default: the RETRO model)",
+    )
     parser.add_argument("--endpoint", choices=("completions", "compare"), default="completions")
     parser.add_argument(
         "--torch-threads", type=int, default=1, help="the service's torch threads per op (0: torch's default)"
@@ -253,20 +264,28 @@ def main() -> None:
             setup = build_tiny_setup(Path(tmp), args.index_docs, args.rebuild_docs)
         settings = Settings(
             model=setup["model"], index=setup["index"], corpus_root=setup["corpus_root"], index_device="cpu",
-            max_tokens_cap=256, compare_model=args.compare_model, torch_threads=args.torch_threads or None,
+            max_tokens_cap=256, compare_model=args.compare_model, rag_model=args.rag_model,
+            torch_threads=args.torch_threads or None,
             **({} if args.max_batch is None else {"max_batch": args.max_batch}),
         )  # fmt: skip
         server = InProcessServer(settings) if args.in_process else ServerProcess(settings)
         base = server.base
         info = httpx.get(f"{base}/info").json()
-        print(f"model {info['models'][0]['id']} {info['models'][0]['parameters']}, index {info['index']}")
+        served = {m["id"]: m for m in info["models"]}
+        if args.target and args.target not in served:
+            server.stop()
+            raise SystemExit(f"--target {args.target!r} is not served; served: {', '.join(served)}")
+        target = served[args.target] if args.target else info["models"][0]
+        print(f"model {target['id']} {target['parameters']}, index {info['index']}")
         print(f"machine: {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} CPUs")
         print(f"torch threads per op in the service: {args.torch_threads or 'torch default'}")
         print(f"max_batch {settings.max_batch}, max_queue {settings.max_queue} (waiting beyond the batch)")
         where = "in this process" if args.in_process else "in its own process"
         print(f"server: {where} (pid {server.pid})", flush=True)
         # connect once
-        run_clients(base, setup["prompts"], 2, lambda: True, args.max_tokens, args.stream, args.endpoint)
+        run_clients(
+            base, setup["prompts"], 2, lambda: True, args.max_tokens, args.stream, args.endpoint, args.target
+        )
         results = {}
         for n in client_counts:
             deadline = time.monotonic() + args.seconds
@@ -278,6 +297,7 @@ def main() -> None:
                 args.max_tokens,
                 args.stream,
                 args.endpoint,
+                args.target,
             )
             results[f"steady, {n} clients"]["clients"] = n
         if not args.no_rebuild and setup["rebuild_source"]:
@@ -300,6 +320,7 @@ def main() -> None:
                 args.max_tokens,
                 args.stream,
                 args.endpoint,
+                args.target,
             )
             results["during_rebuild"]["clients"] = client_counts[-1]
             results["during_rebuild"]["rebuild"] = {
