@@ -1,5 +1,7 @@
 """The network's contract: shapes, RETRO causality, valid log-probabilities, clear input errors."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -310,7 +312,10 @@ def test_presets_build_and_baselines_are_10x():
         counts[name] = Retro(PRESETS[name]).parameter_counts()["non_embedding"]
     assert PRESETS["tiny-baseline"].cca_layers == () and PRESETS["small"].uses_retrieval
     assert counts["tiny-baseline"] >= 10 * counts["tiny"]
-    assert counts["demo-baseline"] >= 4 * counts["demo"]
+    assert counts["demo-baseline"] >= 10 * counts["demo"]
+    # also against the shipped demo's configuration: the copy head's bag and neighbour matches
+    shipped_demo = replace(PRESETS["demo"], copy_bag_window=16, copy_neighbour_bag=True)
+    assert counts["demo-baseline"] >= 10 * Retro(shipped_demo).parameter_counts()["non_embedding"]
     assert 20e6 <= counts["small"] <= 35e6
     # small-baseline is too big to build in a unit test; its size follows from the config
     sb = PRESETS["small-baseline"]
