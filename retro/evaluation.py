@@ -288,7 +288,7 @@ def run_evaluation(
     `command` is the command line recorded in the results (None when not run from one).
     `split` ("dev" or "test") picks the held-out facts' half and the reading set's entities;
     `reading_items` defaults to that split's reading items (pass [] to skip the reading set).
-    `retrieval` is the retriever's mode, "dense", "hybrid" or "hybrid-titled" (`index.retriever`);
+    `retrieval` is the retriever's mode (`index.retriever.RETRIEVAL_MODES`);
     `query_tokens` widens each chunk's retrieval query back over earlier chunks (`retro.generate`;
     None: the chunk).
     `general_documents` (held-out general text for bits per byte by neighbour overlap) default to

@@ -53,7 +53,10 @@ class Settings(BaseSettings):
     # "hybrid-titled" (the default): hybrid with BM25 over each chunk's document title and text, so
     # a passage's later chunks that say "it" are found by a question naming its title (test split:
     # passage retrieved 85.6% -> 88.5%, held-out-form questions 21.5% -> 23.1%; docs/results, reading3).
-    retrieval: Literal["dense", "hybrid", "hybrid-titled"] = "hybrid-titled"
+    # "hybrid-titled-doc": hybrid-titled whose first two neighbours are two windows of the best
+    # document (index.retriever.top_document_first), for long passages whose answer is in another
+    # chunk than the one naming the entity.
+    retrieval: Literal["dense", "hybrid", "hybrid-titled", "hybrid-titled-doc"] = "hybrid-titled"
     # CPU threads per torch op. Each model decodes in its own worker thread, and per-token ops of a
     # small model gain nothing from being split across cores: on the 2-core CPU, 1 instead of torch's
     # default 2 made /v1/compare with the demo models 1.7x faster (docs/service_load.md).

@@ -40,7 +40,8 @@ def eval_command(
     retrieval: str = typer.Option(
         "dense",
         "--retrieval",
-        help="dense (MiniLM), hybrid (MiniLM + BM25) or hybrid-titled (BM25 over title + chunk)",
+        help="dense (MiniLM), hybrid (MiniLM + BM25), hybrid-titled (BM25 over title + chunk) or "
+        "hybrid-titled-doc (its first two neighbours two windows of the best document)",
     ),
     query_tokens: int | None = typer.Option(
         None, "--query-tokens", help="retrieve each chunk with its last N tokens (default: the chunk)"

@@ -130,3 +130,49 @@ def test_lexical_titles_let_a_question_find_the_chunk_that_names_its_subject_by_
     by_mode = Retriever(store, mode="hybrid-titled").search(query, k=1)[0]
     assert by_mode.chunk_ids.tolist() == titled.chunk_ids.tolist()
     assert store.chunk_titles(np.array([year_chunk, -1])) == ["Vornholt", ""]
+
+
+def _ranked(doc_ids: list[str], chunk_ids: list[int]):
+    from index.retriever import Neighbours
+
+    n = len(doc_ids)
+    tokens = np.arange(n * 4, dtype=np.int64).reshape(n, 4)  # row i starts with 4 i: which row it was
+    return Neighbours(tokens, -np.arange(n, dtype=np.float32), doc_ids, np.array(chunk_ids), list(doc_ids))
+
+
+def test_top_document_first_shows_two_windows_of_the_best_document():
+    from index.retriever import top_document_first
+
+    # ranked: A's chunk 10, B's 20, A's 11 (its window 11-12 overlaps 10-11), C's 30, A's 13
+    found = _ranked(["A", "B", "A", "C", "A"], [10, 20, 11, 30, 13])
+    two = top_document_first(found, 2)
+    assert two.chunk_ids.tolist() == [10, 13] and two.doc_ids == ["A", "A"]
+    assert two.tokens[:, 0].tolist() == [0, 16] and two.texts == ["A", "A"]
+    # beyond the best document's two windows: other documents' best, one each, in rank order
+    assert top_document_first(found, 4).chunk_ids.tolist() == [10, 13, 20, 30]
+    assert top_document_first(found, 1).chunk_ids.tolist() == [10]
+    # no second window of the best document: the next document's best, as the ranked order has it
+    lone = _ranked(["A", "B", "A", "C"], [10, 20, 11, 30])
+    assert top_document_first(lone, 2).chunk_ids.tolist() == [10, 20]
+    # fewer candidates than k: the missing rows stay padding rows (chunk id -1)
+    short = _ranked(["A", ""], [10, -1])
+    assert top_document_first(short, 2).chunk_ids.tolist() == [10, -1]
+
+
+def test_hybrid_titled_doc_mode_retrieves_k_neighbours_of_the_best_document_first(tmp_path, tokenizer):
+    head = "Vornholt is a quiet market town on the northern bank of the slow brown river Elde."
+    middle = "Its mayor is Ada Brenn, and its market sells wool, cheese and barley every week."
+    tail = "It was founded in 1925 by traders who came up the river from the coast."
+    documents = [
+        Document(f"filler/{i}", f"Filler{i} was founded by farmers; it grows apples.", "test", f"Filler{i}")
+        for i in range(6)
+    ] + [Document("town/vornholt", f"{head} {middle} {tail}", "test", "Vornholt")]
+    encoder = BlindEncoder()
+    build_index(documents, tmp_path / "ix", tokenizer, encoder, chunk_size=16)
+    store = IndexStore.open(tmp_path / "ix", tokenizer, encoder)
+    query = ["When was Vornholt founded?"]
+    plain = Retriever(store, mode="hybrid-titled").search(query, k=2)[0]
+    doc = Retriever(store, mode="hybrid-titled-doc").search(query, k=2)[0]
+    assert doc.chunk_ids[0] == plain.chunk_ids[0] and doc.doc_ids == ["town/vornholt", "town/vornholt"]
+    assert abs(int(doc.chunk_ids[1]) - int(doc.chunk_ids[0])) >= 2  # windows of two chunks, not overlapping
+    assert len(Retriever(store, mode="hybrid-titled-doc").search(query, k=3)[0].chunk_ids) == 3
