@@ -478,8 +478,14 @@ def parameter_counts(model) -> dict[str, int]:
 
 def training_tokens(meta: dict) -> int | None:
     """Tokens seen in training, from a checkpoint's meta when the trainer recorded them; a
-    fine-tune adds those behind the weights it started from (`init_from.tokens_before`)."""
+    fine-tune adds those behind the weights it started from (`init_from.tokens_before`). For a
+    retrieval-in-prompt comparator the trainer counts whole contexts (passages, template, text and
+    padding); this counts the text alone, the sequences RETRO trains on (`meta["in_context"]`), so
+    models trained on the same batches report the same tokens."""
     found = _tokens_of_run(meta)
+    shape = meta.get("in_context")
+    if found is not None and isinstance(shape, dict) and shape.get("context_len"):
+        found = found * int(shape["text_len"]) // int(shape["context_len"])
     before = (meta.get("init_from") or {}).get("tokens_before")
     if found is not None and isinstance(before, int | float):
         return found + int(before)

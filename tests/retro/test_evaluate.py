@@ -324,6 +324,12 @@ def test_fit_neighbours_cuts_or_pads_to_the_model_length():
 def test_training_tokens_from_checkpoint_meta():
     assert training_tokens({"training": {"tokens_seen": 1638400, "step": 400}}) == 1638400
     assert training_tokens({"preset": "demo"}) is None
+    # the comparator's trainer counts 416-token contexts; its text is the 256-token sequences
+    comparator = {
+        "training": {"tokens_seen": 1000 * 16 * 416},
+        "in_context": {"text_len": 256, "context_len": 416},
+    }
+    assert training_tokens(comparator) == 1000 * 16 * 256
 
 
 def test_spread_takes_an_even_deterministic_sample():
