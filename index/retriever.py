@@ -180,7 +180,8 @@ def top_document_first(found: Neighbours, k: int) -> Neighbours:
     a long passage (a dialogue, a letter) while the answer sits in another; with k=2 the second
     neighbour was mostly another document (a look-alike, an unrelated one) or the window right
     after the first, overlapping it. On the dev reading set (2026-12-06) the answer was shown for
-    721 of 924 questions and reworded prompts with this choice, 663 with the ranked top 2.
+    716 of 924 questions, reworded prompts, look-alikes and updates with this choice, 663 with the
+    ranked top 2 (docs/results/cpu-demo-reading9-2026-12-06).
     """
     ranked = [j for j in range(len(found.chunk_ids)) if found.chunk_ids[j] >= 0]
     chosen: list[int] = ranked[:1]
