@@ -2,9 +2,10 @@
 
 Stages, each with a Rich progress bar and an ETA where its length is known:
 
-1. models: the repository's demo checkpoints (`models/demo`, `models/demo-baseline`, trained on a
-   CPU by the recipe below), or, with `--train`, the same recipe run here into `DATA/runs/`
-   (minutes on a GPU, about three hours on a 2-core CPU: five RETRO stages and the baseline);
+1. models: the repository's demo checkpoints (`models/demo`, `models/demo-baseline`,
+   `models/demo-rag`, trained on a CPU by the recipe below), or, with `--train`, the same recipe
+   run here into `DATA/runs/` (minutes on a GPU, about five hours on a 2-core CPU: five RETRO
+   stages, the 10x baseline and the retrieval-in-prompt comparator);
 2. index: the knowledge the model was trained with, without its question-and-answer training
    documents (`wiki-vital:train facts:train reading:train`: encyclopedia leads, the training facts
    and the reading set's training passages) cut and embedded with the RETRO model's own tokenizer
@@ -37,7 +38,7 @@ SHIPPED_MODELS = Path(os.environ.get("RETRO_DEMO_MODELS") or REPO_ROOT / "models
 # What the demo serves: the training knowledge without the question-and-answer training documents,
 # which would outrank the passages a question is about by sharing the question's words.
 INDEX_SOURCES = ["wiki-vital:train", "facts:train", "reading:train"]
-RETRO_RUN, BASELINE_RUN = "demo", "demo-baseline"
+RETRO_RUN, BASELINE_RUN, RAG_RUN = "demo", "demo-baseline", "demo-rag"
 
 # The recipe of models/demo and models/demo-baseline; `{index}` and `{runs}` are filled in. Their model
 # cards quote what was run and where it differed: the shipped models share the tokenizer of an
@@ -73,10 +74,31 @@ TRAIN_RETRO_COMMANDS = (
     f"--steps 1000 {_READING_STAGE} --recipe read_share=0.5 --recipe passage_neighbours=true "
     "--config copy_neighbour_bag=true",
 )
-TRAIN_BASELINE_COMMAND = (
-    "retro train --preset demo --baseline --index {index} --out {runs}/demo-baseline --steps 800 "
-    "--batch-size 16 --lr 1e-3 --ckpt-every 100"
+# The side-by-side comparison (docs/design.md "RETRO against a 10x model and against passages in
+# the prompt"): the 10x baseline and the retrieval-in-prompt comparator are trained from scratch on
+# exactly the same batches (the data is a function of seed, step and recipe) as a RETRO twin of the
+# demo's first stage, `retro train --preset demo --index {index} --out {runs}/demo-same-tokens
+# --lr 1.5e-3 {SAME_TOKENS}` (not shipped: the shipped `demo` is that recipe and four more stages).
+SAME_TOKENS = (
+    "--steps 1000 --batch-size 16 --ckpt-every 100 --seed 0 --recipe continuation_end=0.5 "
+    "--recipe decay_from=0.2 --recipe read_prefix=reading-qa/,facts-qa/"
 )
+TRAIN_BASELINE_COMMAND = (
+    "retro train --preset demo --baseline --index {index} --out {runs}/demo-baseline --lr 1e-3 " + SAME_TOKENS
+)
+TRAIN_RAG_COMMAND = (
+    "retro train --preset demo-rag --index {index} --out {runs}/demo-rag --lr 1.5e-3 " + SAME_TOKENS
+)
+
+
+@dataclass(frozen=True)
+class DemoModels:
+    """The demo's checkpoint folders: RETRO, the 10x no-retrieval baseline, and the
+    retrieval-in-prompt comparator (None where a models folder has none: served without it)."""
+
+    retro: Path
+    baseline: Path
+    rag: Path | None
 
 
 @dataclass(frozen=True)
@@ -107,27 +129,31 @@ def _run_recipe_command(template: str, paths: DemoPaths) -> None:
         raise RuntimeError(f"the demo recipe failed at: {command}")
 
 
-def train_models(paths: DemoPaths) -> tuple[Path, Path]:
+def train_models(paths: DemoPaths) -> DemoModels:
     """Runs the recipe into DATA/runs (a rerun resumes each command where it stopped)."""
     paths.runs.mkdir(parents=True, exist_ok=True)
     if (paths.train_index / "CURRENT").is_file():
         console.print(f"training index: reusing {paths.train_index}", highlight=False)
     else:
         _run_recipe_command(TRAIN_INDEX_COMMAND, paths)
-    for template in (*TRAIN_RETRO_COMMANDS, TRAIN_BASELINE_COMMAND):  # a rerun resumes each run
-        _run_recipe_command(template, paths)
-    return paths.runs / RETRO_RUN, paths.runs / BASELINE_RUN
+    for template in (*TRAIN_RETRO_COMMANDS, TRAIN_BASELINE_COMMAND, TRAIN_RAG_COMMAND):
+        _run_recipe_command(template, paths)  # a rerun resumes each run
+    return DemoModels(paths.runs / RETRO_RUN, paths.runs / BASELINE_RUN, paths.runs / RAG_RUN)
 
 
-def shipped_models(models_dir: Path | None = None) -> tuple[Path, Path]:
-    """The repository's demo checkpoints; a CheckpointError names a missing or damaged one."""
+def shipped_models(models_dir: Path | None = None) -> DemoModels:
+    """The repository's demo checkpoints; a CheckpointError names a missing or damaged one. The
+    retrieval-in-prompt comparator is optional: a models folder without one serves two models."""
     from retro.checkpoint import read_config
 
     models_dir = SHIPPED_MODELS if models_dir is None else models_dir
-    pair = models_dir / RETRO_RUN, models_dir / BASELINE_RUN
-    for folder in pair:
-        read_config(folder)  # a clear CheckpointError if the folder is missing or damaged
-    return pair
+    models = DemoModels(models_dir / RETRO_RUN, models_dir / BASELINE_RUN, models_dir / RAG_RUN)
+    if not models.rag.exists():
+        models = DemoModels(models.retro, models.baseline, None)
+    for folder in (models.retro, models.baseline, models.rag):
+        if folder is not None:
+            read_config(folder)  # a clear CheckpointError if the folder is missing or damaged
+    return models
 
 
 # --- stage 2: index -------------------------------------------------------------------------------
