@@ -68,6 +68,12 @@ class Recipe:
     # the demo's training index of 2026-12-04, 88% of reading-qa chunks had a Q&A document as their
     # first neighbour. Uses its own precomputed table (`index.neighbours`, `never_from`).
     passage_neighbours: bool = False
+    # The retrieval-in-prompt comparator only (`retro.in_context_data`): with `continuation_share`'s
+    # probability an example's first passage is a window of its own text after the query chunk, at
+    # a random offset: the in-prompt analogue of RETRO's continuation neighbours, which is what
+    # teaches a small model to copy from what it retrieved. Off, it sees only real passages of other
+    # documents, and on 4.1M tokens it learned to ignore them (docs/results, 2026-12-06).
+    continuation_passages: bool = False
 
     @property
     def read_prefixes(self) -> tuple[str, ...]:

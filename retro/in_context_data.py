@@ -102,7 +102,15 @@ class InContextTrainingData:
 
     def batch(self, step: int, batch_size: int, rank: int = 0, world_size: int = 1) -> Batch:
         starts, shifts = self.sequences.draws(step, batch_size, rank, world_size)
-        return self.examples(starts, shifts)
+        return self.examples(starts, shifts, step=step, rng_key=(step, rank, world_size))
+
+    def continuation_passage(self, text: np.ndarray, rng: np.random.Generator) -> list[int]:
+        """A window of `retrieved_len` tokens of the example's own text after its query chunk, at a
+        random offset (`<pad>` dropped): tokens the model will predict, as RETRO's continuation
+        neighbours hold them."""
+        r, m = self.config.retrieved_len, self.m
+        offset = int(rng.integers(0, max(1, len(text) - m - r + 1)))
+        return [int(t) for t in text[m + offset : m + offset + r] if t != self.pad_id]
 
     def passages(self, starts: np.ndarray) -> list[list[list[int]]]:
         """Per start row: the passages of the sequence's first chunk, best first, with neighbours
@@ -118,16 +126,27 @@ class InContextTrainingData:
         tokens = self.chunks.neighbour_tokens(retrieved)  # (B, k, 2m); -1 -> all padding
         return [passages_of(row, self.config.retrieved_len, self.pad_id) for row in tokens]
 
-    def examples(self, starts: np.ndarray, shifts: np.ndarray) -> Batch:
-        """The batch for given start rows (in this split's chunk order) and RETRO's left shifts."""
+    def examples(
+        self, starts: np.ndarray, shifts: np.ndarray, step: int | None = None, rng_key: tuple = ()
+    ) -> Batch:
+        """The batch for given start rows (in this split's chunk order) and RETRO's left shifts;
+        with `Recipe.continuation_passages`, `step` sets the share of continuation passages and
+        `rng_key` (with the seed) their draws."""
         S, T, m = self.config.max_seq_len, self.seq_len, self.m
-        stream = self.sequences.stream
+        data = self.sequences
+        stream = data.stream
+        continuing = data.recipe.continuation_passages and step is not None
+        if continuing:  # its own generator: the token draws stay RETRO's
+            rng = np.random.default_rng([data.seed, *rng_key, 3])
+            share = data.recipe.continuation_share(step, data.total_steps)
         tokens = np.full((len(starts), S), self.pad_id, dtype=np.int64)
         targets = np.full((len(starts), S), IGNORE, dtype=np.int64)
         for b, (start, shift, passages) in enumerate(zip(starts, shifts, self.passages(starts), strict=True)):
-            header = self.template.header(passages)
             lo = int(start) * m
             text = stream[lo : lo + T + 1 - int(shift)]  # RETRO's sequence without its left padding
+            if continuing and rng.random() < share:
+                passages = [self.continuation_passage(text, rng), *passages[: self.k - 1]]
+            header = self.template.header(passages)
             full = np.concatenate([np.asarray(header, dtype=np.int64), text])
             n = len(full) - 1
             tokens[b, :n] = full[:-1]

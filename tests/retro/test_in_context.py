@@ -150,6 +150,40 @@ def test_examples_are_retro_sequences_with_the_first_chunks_passages_before_them
         assert any(t != IGNORE for t in later)
 
 
+def test_continuation_passages_hold_later_text_on_the_recipes_schedule_and_keep_the_draws(corpus):
+    """`Recipe.continuation_passages`: the in-prompt analogue of RETRO's continuation neighbours."""
+    plain = make_data(corpus)
+    copying = make_data(corpus, recipe=Recipe(read_share=0.0, continuation_passages=True))
+    step, B = 3, 8
+    starts, shifts = copying.sequences.draws(step, B)
+    plain_starts, plain_shifts = plain.sequences.draws(step, B)
+    assert (starts == plain_starts).all() and (shifts == plain_shifts).all()  # the same sequences
+    batch = copying.batch(step, B)
+    assert (batch.tokens == copying.batch(step, B).tokens).all()  # a function of the step (resume)
+    for b in range(B):
+        text = copying.sequences.stream[starts[b] * M : starts[b] * M + TEXT + 1 - shifts[b]].tolist()
+        got = batch.tokens[b].tolist()
+        # the text follows the passages unchanged ...
+        text_at = next(i for i in range(len(got)) if got[i : i + len(text) - 1] == text[:-1])
+        header, later = got[:text_at], [t for t in text[M:] if t != 0]
+        # ... and at continuation_start = 1.0 the passages hold a window of the text after the
+        # query chunk: tokens the model predicts, found there by content
+        n = R // 2  # a window of R tokens, padding dropped: at least an n-gram of it survives here
+        assert any(
+            header[i : i + n] == later[j : j + n]
+            for i in range(len(header))
+            for j in range(len(later) - n + 1)
+        )
+    # a share of 0 gives the retrieved passages again, example for example
+    off = make_data(
+        corpus,
+        recipe=Recipe(
+            read_share=0.0, continuation_passages=True, continuation_start=0.0, continuation_end=0.0
+        ),
+    )
+    assert (off.batch(step, B).tokens == plain.batch(step, B).tokens).all()
+
+
 def test_passages_come_only_from_the_first_chunk_and_never_from_the_sequences_documents(corpus):
     data = make_data(corpus)
     starts, shifts = data.sequences.draws(0, 16)
