@@ -47,14 +47,13 @@ def demo_command(
         fail(f"{host}:{port} is already in use: stop what serves there or pick another --port (RETRO_PORT)")
     try:
         models = stages.train_models(paths) if train else stages.shipped_models()
-        retro_dir = models.retro
         served = ", ".join(str(p) for p in (models.retro, models.baseline, models.rag) if p is not None)
         console.print(f"models: {served}", highlight=False)
         # the encoder loads only where something must be embedded: a cached demo starts faster
-        stages.ensure_index(paths.index, retro_dir, stages.INDEX_SOURCES, device)
-        stages.add_heldout_facts(paths.index, retro_dir, device)
+        stages.ensure_index(paths.index, models.retro, stages.INDEX_SOURCES, device)
+        stages.add_heldout_facts(paths.index, models.retro, device)
         settings = Settings(
-            model=retro_dir, index=paths.index, compare_model=models.baseline, rag_model=models.rag,
+            model=models.retro, index=paths.index, compare_model=models.baseline, rag_model=models.rag,
             host=host, port=port,
             device=model_device, index_device=device, rebuild_sources=["facts", "wiki-vital"],
         )  # fmt: skip

@@ -147,9 +147,8 @@ def shipped_models(models_dir: Path | None = None) -> DemoModels:
     from retro.checkpoint import read_config
 
     models_dir = SHIPPED_MODELS if models_dir is None else models_dir
-    models = DemoModels(models_dir / RETRO_RUN, models_dir / BASELINE_RUN, models_dir / RAG_RUN)
-    if not models.rag.exists():
-        models = DemoModels(models.retro, models.baseline, None)
+    rag = models_dir / RAG_RUN
+    models = DemoModels(models_dir / RETRO_RUN, models_dir / BASELINE_RUN, rag if rag.exists() else None)
     for folder in (models.retro, models.baseline, models.rag):
         if folder is not None:
             read_config(folder)  # a clear CheckpointError if the folder is missing or damaged

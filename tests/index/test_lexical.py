@@ -105,17 +105,24 @@ def test_unknown_retrieval_mode_is_a_clear_error(blind_store):
         Retriever(blind_store, mode="sparse")
 
 
-def test_lexical_titles_let_a_question_find_the_chunk_that_names_its_subject_by_pronoun(tmp_path, tokenizer):
-    # The founding year is in the document's second chunk, which says "It" where the first says
-    # the name; only under its title does BM25 see that chunk as about Vornholt.
-    head = "Vornholt is a quiet market town on the northern bank of the slow brown river Elde."
+VORNHOLT = "Vornholt is a quiet market town on the northern bank of the slow brown river Elde."
+
+
+def _vornholt_store(folder, tokenizer, text: str) -> IndexStore:
+    """Six filler towns and `town/vornholt` (title "Vornholt", `text`), blind vectors, chunks of 16."""
     documents = [
         Document(f"filler/{i}", f"Filler{i} was founded by farmers; it grows apples.", "test", f"Filler{i}")
         for i in range(6)
-    ] + [Document("town/vornholt", f"{head} It was founded in 1925 by traders.", "test", "Vornholt")]
+    ] + [Document("town/vornholt", text, "test", "Vornholt")]
     encoder = BlindEncoder()
-    build_index(documents, tmp_path / "ix", tokenizer, encoder, chunk_size=16)
-    store = IndexStore.open(tmp_path / "ix", tokenizer, encoder)
+    build_index(documents, folder / "ix", tokenizer, encoder, chunk_size=16)
+    return IndexStore.open(folder / "ix", tokenizer, encoder)
+
+
+def test_lexical_titles_let_a_question_find_the_chunk_that_names_its_subject_by_pronoun(tmp_path, tokenizer):
+    # The founding year is in the document's second chunk, which says "It" where the first says
+    # the name; only under its title does BM25 see that chunk as about Vornholt.
+    store = _vornholt_store(tmp_path, tokenizer, f"{VORNHOLT} It was founded in 1925 by traders.")
     everything = np.arange(store.n_chunks)
     own = everything[np.array(store.chunk_doc_ids(everything)) == "town/vornholt"]
     rows = store.chunk_tokens(own)
@@ -160,16 +167,9 @@ def test_top_document_first_shows_two_windows_of_the_best_document():
 
 
 def test_hybrid_titled_doc_mode_retrieves_k_neighbours_of_the_best_document_first(tmp_path, tokenizer):
-    head = "Vornholt is a quiet market town on the northern bank of the slow brown river Elde."
     middle = "Its mayor is Ada Brenn, and its market sells wool, cheese and barley every week."
     tail = "It was founded in 1925 by traders who came up the river from the coast."
-    documents = [
-        Document(f"filler/{i}", f"Filler{i} was founded by farmers; it grows apples.", "test", f"Filler{i}")
-        for i in range(6)
-    ] + [Document("town/vornholt", f"{head} {middle} {tail}", "test", "Vornholt")]
-    encoder = BlindEncoder()
-    build_index(documents, tmp_path / "ix", tokenizer, encoder, chunk_size=16)
-    store = IndexStore.open(tmp_path / "ix", tokenizer, encoder)
+    store = _vornholt_store(tmp_path, tokenizer, f"{VORNHOLT} {middle} {tail}")
     query = ["When was Vornholt founded?"]
     plain = Retriever(store, mode="hybrid-titled").search(query, k=2)[0]
     doc = Retriever(store, mode="hybrid-titled-doc").search(query, k=2)[0]

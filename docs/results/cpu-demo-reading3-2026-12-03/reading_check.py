@@ -87,7 +87,7 @@ def main(args) -> None:
             print(run, json.dumps(row), f"{time.time() - started:.0f}s", flush=True)
 
 
-if __name__ == "__main__":
+def arguments() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser()
     parser.add_argument("index")
     parser.add_argument("split")
@@ -99,4 +99,8 @@ if __name__ == "__main__":
     parser.add_argument(
         "--titles", action="store_true", help="BM25 sees each chunk under its document's title"
     )
-    main(parser.parse_args())
+    return parser
+
+
+if __name__ == "__main__":
+    main(arguments().parse_args())

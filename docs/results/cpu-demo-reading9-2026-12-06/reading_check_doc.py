@@ -22,15 +22,4 @@ class TopDocumentRetriever(Retriever):
 reading_check.Retriever = TopDocumentRetriever
 
 if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser()
-    parser.add_argument("index")
-    parser.add_argument("split")
-    parser.add_argument("runs", nargs="+")
-    parser.add_argument("--k", type=int, default=0)
-    parser.add_argument("--kinds", default="")
-    parser.add_argument("--dump", default="", help="write every answer to DUMP-RUN.json")
-    parser.add_argument("--no-facts", action="store_true")
-    parser.add_argument("--titles", action="store_true", help="ignored: the mode always uses titles")
-    reading_check.main(parser.parse_args())
+    reading_check.main(reading_check.arguments().parse_args())  # --titles is ignored: the mode has titles
