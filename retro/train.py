@@ -32,6 +32,7 @@ import torch.nn as nn
 from retro.checkpoint import CONFIG_FILE
 from retro.config import RetroConfig
 from retro.devices import Distributed, distributed_from_env, process_group, resolve_device, wrap_for_ddp
+from retro.growth import GROWN_FIELDS, growth_clash, zero_new_outputs
 from retro.model import Retro
 from retro.run_folder import (
     LOG_FILE,
@@ -252,7 +253,7 @@ FREE_FIELDS = frozenset({"n_neighbours", "inference_neighbours"})
 class StartWeights:
     """A checkpoint to fine-tune from: its weights, save id and the training tokens behind them."""
 
-    state: dict[str, torch.Tensor]  # lacks only the parameters of switched-on ADDITIVE_FIELDS
+    state: dict[str, torch.Tensor]  # lacks only switched-on ADDITIVE_FIELDS' and grown blocks' parameters
     save_id: str | None
     tokens_before: int
 
@@ -261,7 +262,9 @@ def initial_weights(folder: str | Path, config: RetroConfig, tokenizer: Tokenize
     """The weights to fine-tune `Retro(config)` from.
 
     The checkpoint's config must equal `config` but for `ADDITIVE_FIELDS` it has off, whose new
-    parameters then keep their initial values, and `FREE_FIELDS`; its tokenizer must be `tokenizer`.
+    parameters then keep their initial values, `FREE_FIELDS`, and `GROWN_FIELDS` that `config`
+    grows (`retro.growth`: new blocks whose residual outputs start at zero); its tokenizer must be
+    `tokenizer`.
     """
     from retro.checkpoint import CheckpointError, load_checkpoint
 
@@ -272,7 +275,8 @@ def initial_weights(folder: str | Path, config: RetroConfig, tokenizer: Tokenize
     have, want = source.config.to_dict(), config.to_dict()
     switched_on = {k for k, off in ADDITIVE_FIELDS.items() if have.get(k) == off}
     clash = [f"{k}: {have.get(k)!r} there, {want[k]!r} here" for k in sorted(want)
-             if have.get(k) != want[k] and k not in switched_on | FREE_FIELDS]  # fmt: skip
+             if have.get(k) != want[k] and k not in switched_on | FREE_FIELDS | GROWN_FIELDS]  # fmt: skip
+    clash += growth_clash(have, want)
     if clash:
         raise ValueError(f"cannot fine-tune from {folder}: its config differs ({'; '.join(clash[:4])})")
     if source_tokenizer.fingerprint != tokenizer.fingerprint:
@@ -290,12 +294,15 @@ def _run(run_dir, config, data, tokenizer, args: TrainArgs, ckpt_every, log_ever
     model = Retro(config)
     saved = read_train_state(run_dir)
     if start_state is not None and saved is None:  # fine-tuning; a resume loads its own state below
-        # the config check of `initial_weights` leaves only switched-on features' parameters missing
-        unexpected = model.load_state_dict(start_state, strict=False).unexpected_keys
-        if unexpected:
+        # the config check of `initial_weights` leaves only switched-on features' parameters and
+        # grown blocks missing; the grown blocks' residual outputs start at zero (`retro.growth`)
+        loaded = model.load_state_dict(start_state, strict=False)
+        if loaded.unexpected_keys:
             raise ValueError(
-                f"the weights to fine-tune from hold parameters this model lacks: {unexpected[:4]}"
+                "the weights to fine-tune from hold parameters this model lacks: "
+                f"{loaded.unexpected_keys[:4]}"
             )
+        zero_new_outputs(model, loaded.missing_keys)
     model = model.to(device)
     optimizer = make_optimizer(model, args.lr, args.weight_decay, device)
     identity = _identity(config, args, meta)

@@ -74,24 +74,27 @@ def _recipe(overrides: list[str]):
 
 
 def _config_overrides(config, overrides: list[str]):
-    """`--config name=value` pairs over the preset's RetroConfig (integers and booleans)."""
+    """`--config name=value` pairs over the preset's RetroConfig (integers, booleans, and lists of
+    integers written 1,3,5 as for cca_layers)."""
     fields = config.to_dict()
     changes = {}
     for item in overrides:
         name, sep, text = item.partition("=")
-        if not sep or name not in fields or isinstance(fields[name], list):
-            scalar = sorted(k for k, v in fields.items() if not isinstance(v, list))
-            fail(f"--config takes name=value with a name among {', '.join(scalar)}; got {item!r}")
-        kind = type(fields[name])
+        if not sep or name not in fields:
+            fail(f"--config takes name=value with a name among {', '.join(sorted(fields))}; got {item!r}")
+        kind = int if fields[name] is None else type(fields[name])  # None: an optional integer
         try:
-            if kind is bool:
+            if kind is list:
+                changes[name] = tuple(int(part) for part in text.split(",") if part.strip())
+            elif kind is bool:
                 if text.lower() not in ("true", "false", "1", "0"):
                     raise ValueError
                 changes[name] = text.lower() in ("true", "1")
             else:
                 changes[name] = kind(text)
         except ValueError:
-            fail(f"--config {name}: {text!r} is not a {kind.__name__}")
+            what = "a comma-separated list of integers" if kind is list else f"a {kind.__name__}"
+            fail(f"--config {name}: {text!r} is not {what}")
     try:
         return config.replace(**changes)
     except ValueError as e:

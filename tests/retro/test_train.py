@@ -416,6 +416,8 @@ def test_retro_train_trains_a_preset_and_its_baseline_on_an_index(tokenizer, tmp
         ("bad recipe", "--recipe takes name=value with a name among continuation_start"),
         ("bad flag", "--recipe passage_neighbours: 'maybe' is not true or false"),
         ("flag without prefix", "passage_neighbours=True needs read_prefix"),
+        ("bad list", "--config cca_layers: '1,x' is not a comma-separated list of integers"),
+        ("bad config name", "--config takes name=value with a name among"),
     ],
 )
 def test_retro_train_bad_input_exits_2_with_one_line(tokenizer, tmp_path, case, message):
@@ -446,6 +448,10 @@ def test_retro_train_bad_input_exits_2_with_one_line(tokenizer, tmp_path, case, 
         extra = ["--batch-size", "2", "--recipe", "passage_neighbours=true"]
     if case == "bad batch":
         extra = ["--batch-size", "3", "--grad-accum", "2"]
+    if case == "bad list":
+        extra = ["--batch-size", "2", "--config", "cca_layers=1,x"]
+    if case == "bad config name":
+        extra = ["--batch-size", "2", "--config", "depth=3"]
     args = ["--preset", preset, "--index", str(index_dir), "--out", str(tmp_path / "run"), "--steps", "1"]
     result, text = run_cli(*args, *(extra or ["--batch-size", "2"]))
     assert result.exit_code == 2, text

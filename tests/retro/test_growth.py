@@ -1,0 +1,106 @@
+"""Growing a checkpoint for a fine-tune (`retro.growth`): the grown model starts as its checkpoint
+(same loss on the first batch), its new blocks then learn, and what would change the function is
+refused with a message."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from retro.checkpoint import load_checkpoint
+from retro.train import train
+
+from .test_train import CountingData, config_for
+
+KW = dict(batch_size=8, lr=1e-2, warmup=2, progress=False)
+
+
+def _stop_after_one(records):
+    def on_step(record):
+        records.append(record)
+        return True  # stops after the first step's checkpoint
+
+    return on_step
+
+
+def test_a_grown_model_starts_as_its_checkpoint_and_its_new_blocks_learn(tokenizer, tmp_path):
+    config = config_for(tokenizer)  # 3 blocks, CCA in 1 and 2, one encoder block
+    data = CountingData(config)
+    train(tmp_path / "base", config, data, tokenizer, steps=20, **KW)
+    base, _, _ = load_checkpoint(tmp_path / "base")
+    first = data.batch(0, 8)
+    with torch.no_grad():
+        base_loss = base.loss(first.tokens, first.neighbours, first.targets).item()
+    # two blocks appended (CCA in the last), CCA added to an old block after the first CCA, and an
+    # encoder block appended
+    grown = config.replace(n_layers=5, cca_layers=(1, 2, 4), enc_layers=2)
+    records = []
+    train(tmp_path / "grown", grown, data, tokenizer, steps=3, init_from=tmp_path / "base",
+          on_step=_stop_after_one(records), **KW)  # fmt: skip
+    assert records[0]["loss"] == pytest.approx(base_loss, rel=1e-5)
+    train(tmp_path / "grown", grown, data, tokenizer, steps=3, init_from=tmp_path / "base", **KW)
+    model, _, meta = load_checkpoint(tmp_path / "grown")
+    assert model.config == grown and meta["init_from"]["save_id"]
+    state = model.state_dict()
+    # the new residual outputs started at zero and moved; the old weights were kept, then trained
+    for name in ("blocks.3.attn.proj.weight", "blocks.4.cca.proj.weight", "encoder.blocks.1.mlp.proj.weight"):
+        assert state[name].abs().max() > 0, name
+    assert not torch.equal(state["blocks.0.attn.qkv.weight"], base.state_dict()["blocks.0.attn.qkv.weight"])
+    with torch.no_grad():
+        assert model.loss(first.tokens, first.neighbours, first.targets).item() < base_loss + 0.5
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (dict(n_layers=2, cca_layers=(1,)), "n_layers: 3 there, 2 here (a fine-tune can only add blocks)"),
+        (dict(cca_layers=(2,)), "cannot take cross-attention out of blocks [1]"),
+        (dict(cca_layers=(0, 1, 2)), "adds cross-attention before block 1"),
+        (dict(d_model=64), "d_model: 32 there, 64 here"),
+    ],
+)
+def test_what_a_fine_tune_cannot_grow_is_refused(tokenizer, tmp_path, change, message):
+    config = config_for(tokenizer)
+    data = CountingData(config)
+    train(tmp_path / "base", config, data, tokenizer, steps=2, **KW)
+    with pytest.raises(ValueError, match="config differs") as refused:
+        train(tmp_path / "x", config.replace(**change), data, tokenizer, steps=1,
+              init_from=tmp_path / "base", **KW)  # fmt: skip
+    assert message in str(refused.value)
+    assert not (tmp_path / "x").exists()  # nothing written
+
+
+def test_a_baseline_cannot_be_grown_into_a_retro(tokenizer, tmp_path):
+    baseline = config_for(tokenizer, cca_layers=(), copy_head=False, neighbour_prev_tokens=0)
+    train(
+        tmp_path / "base", baseline, CountingData(baseline, with_neighbours=False), tokenizer, steps=2, **KW
+    )
+    retro = config_for(tokenizer, copy_head=False, neighbour_prev_tokens=0)
+    with pytest.raises(ValueError, match="without retrieval cannot be grown"):
+        train(
+            tmp_path / "x", retro, CountingData(retro), tokenizer, steps=1, init_from=tmp_path / "base", **KW
+        )
+
+
+def test_retro_train_grows_a_checkpoint_from_the_command_line(tokenizer, tmp_path):
+    """`--config n_layers=.. --config cca_layers=a,b,c` over `--init-from`: the list form parses and
+    the saved model is the grown one."""
+    from .test_train import build_tiny_index, run_cli
+
+    index_dir = build_tiny_index(tmp_path / "ix", tokenizer, chunk_size=16)
+    common = ["--preset", "tiny", "--index", str(index_dir), "--steps", "2", "--batch-size", "2"]
+    result, text = run_cli(*common, "--out", str(tmp_path / "base"))
+    assert result.exit_code == 0, text
+    base, _, _ = load_checkpoint(tmp_path / "base")
+    layers = base.config.n_layers
+    cca = ",".join(str(i) for i in (*base.config.cca_layers, layers + 1))
+    result, text = run_cli(*common, "--out", str(tmp_path / "grown"), "--init-from", str(tmp_path / "base"),
+                           "--config", f"n_layers={layers + 2}", "--config", f"cca_layers={cca}")  # fmt: skip
+    assert result.exit_code == 0, text
+    grown, _, meta = load_checkpoint(tmp_path / "grown")
+    assert grown.config.n_layers == layers + 2
+    assert grown.config.cca_layers == (*base.config.cca_layers, layers + 1)
+    assert meta["init_from"]["path"] == str((tmp_path / "base").resolve())
+    # the preset's shape from the grown checkpoint: fewer blocks
+    result, text = run_cli(*common, "--out", str(tmp_path / "shrunk"), "--init-from", str(tmp_path / "grown"))
+    assert result.exit_code == 2 and "a fine-tune can only add blocks" in text, text
