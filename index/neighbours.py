@@ -141,7 +141,8 @@ class TrainingChunks:
     """Read-only views of one version for training: chunks, documents, continuations, neighbours.
 
     tokens [N, m] int32, doc_index [N] int64, position [N] int32, continuation [N] int64 (-1 =
-    none), neighbours [n_precomputed, k] int64 (-1 = none; None until precomputed), doc_ids [D].
+    none), neighbours [n_precomputed, k] int64 (-1 = none; None until precomputed), doc_ids [D],
+    titles [D].
     """
 
     def __init__(self, index_dir: str | Path, k: int | None = None, never_from: tuple[str, ...] = ()):
@@ -155,20 +156,26 @@ class TrainingChunks:
         self.doc_index = self._arrays.doc_index
         self.position = self._arrays.position
         self.continuation = continuation_ids(self.doc_index)
-        self.doc_ids = [d["doc_id"] for d in read_documents(self.version_dir, self.manifest["n_documents"])]
+        documents = read_documents(self.version_dir, self.manifest["n_documents"])
+        self.doc_ids = [d["doc_id"] for d in documents]
+        self.titles = [d.get("title") or "" for d in documents]
         # documents removed from the index (tombstones): training reads none of their chunks
         self.removed_docs = np.zeros(len(self.doc_ids), dtype=bool)
         self.removed_docs[[t["doc_index"] for t in read_removed(self.version_dir, self.manifest)]] = True
         self.neighbours: np.ndarray | None = None
         self.never_from = tuple(never_from)  # doc-id prefixes the neighbour table leaves out
         if k is not None:
-            path = self.version_dir / neighbours_file(k, self.never_from)
-            if not path.is_file():
-                never = f", never_from={self.never_from}" if self.never_from else ""
-                raise ValueError(
-                    f"no {path.name} in {self.version_dir}: run precompute_neighbours(…, k={k}{never}) first"
-                )
-            self.neighbours = np.load(path, mmap_mode="r")
+            self.neighbours = self.neighbour_table(k)
+
+    def neighbour_table(self, k: int) -> np.ndarray:
+        """The precomputed [N, k] table of k nearest chunks (with this view's `never_from`), mapped."""
+        path = self.version_dir / neighbours_file(k, self.never_from)
+        if not path.is_file():
+            never = f", never_from={self.never_from}" if self.never_from else ""
+            raise ValueError(
+                f"no {path.name} in {self.version_dir}: run precompute_neighbours(…, k={k}{never}) first"
+            )
+        return np.load(path, mmap_mode="r")
 
     @property
     def n_precomputed(self) -> int:

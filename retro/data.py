@@ -41,6 +41,8 @@ from index.neighbours import TrainingChunks
 from retro.config import RetroConfig
 
 IGNORE = -100  # target value that the loss ignores
+# candidates, in retrieval order, that `Recipe.distinct_titles` chooses a chunk's neighbours among
+TITLE_CANDIDATES = 8
 
 
 @dataclass(frozen=True)
@@ -74,10 +76,34 @@ class Recipe:
     # teaches a small model to copy from what it retrieved. Off, it sees only real passages of other
     # documents, and on 4.1M tokens it learned to ignore them (docs/results, 2026-12-06).
     continuation_passages: bool = False
+    # Reading documents (comma-separated doc-id prefixes, e.g. "reading-qa/,reading-chat/") whose
+    # chunks get their neighbours from one document per title: the best retrieved neighbour, then
+    # the best of the next `TITLE_CANDIDATES` whose document is that one or has another title.
+    # Why: the demo's training index holds four passages per invented entity (one per training
+    # style), so 71% of reading-qa chunks had two passages of their own entity as neighbours and
+    # 12% exactly one (2026-12-06), while a serving index holds one passage per entity and the
+    # second neighbour is another window of it or another entity's passage: the reader was rarely
+    # made to tell the asked entity's value from a look-alike's.
+    distinct_titles: str = ""
 
     @property
     def read_prefixes(self) -> tuple[str, ...]:
         return tuple(p for p in self.read_prefix.split(",") if p)
+
+    @property
+    def distinct_title_prefixes(self) -> tuple[str, ...]:
+        prefixes = tuple(p for p in self.distinct_titles.split(",") if p)
+        outside = [p for p in prefixes if not p.startswith(self.read_prefixes) or not self.read_prefixes]
+        if outside:
+            raise ValueError(
+                f"distinct_titles names {', '.join(outside)}, which read_prefix does not: only reading "
+                "documents' chunks get their neighbours chosen by title"
+            )
+        return prefixes
+
+    def neighbour_tables(self, k: int) -> tuple[int, ...]:
+        """The k of each precomputed neighbour table the recipe reads for k neighbours per chunk."""
+        return (k, TITLE_CANDIDATES) if self.distinct_title_prefixes else (k,)
 
     @property
     def never_neighbours(self) -> tuple[str, ...]:
@@ -180,6 +206,17 @@ class TrainingData:
                 f"{recipe.never_neighbours}"
             )
         self.is_reading_row = reading[self.doc_of_chunk]  # (rows,): the chunk is a reading document's
+        title_prefixes = recipe.distinct_title_prefixes
+        # the candidates distinct_titles chooses among: a wider table of the same search (the
+        # k-table serves every other chunk, so they get exactly the neighbours they get without it)
+        self.title_candidates = (
+            chunks.neighbour_table(TITLE_CANDIDATES) if title_prefixes and not baseline else None
+        )
+        by_title = np.array([bool(title_prefixes) and d.startswith(title_prefixes) for d in chunks.doc_ids])
+        self.is_title_row = by_title[self.doc_of_chunk]  # (rows,): its neighbours come one per title
+        _, self.title_of_doc = np.unique(
+            np.array(chunks.titles, dtype=object).astype(str), return_inverse=True
+        )
         # sequence starts whose second chunk is a reading document's (its first chunk's neighbours serve it)
         n_starts = len(self.chunk_ids) - self.seq_len // m
         self.reading_starts = np.nonzero(self.is_reading_row[1 : n_starts + 1])[0]
@@ -241,6 +278,24 @@ class TrainingData:
             None if neighbours is None else torch.from_numpy(neighbours),
         )
 
+    def _one_per_title(self, candidates: np.ndarray, k: int) -> np.ndarray:
+        """k of a chunk's ranked neighbour candidates (-1 = none): in rank order, each whose document
+        is one already chosen or has a title none of the chosen documents has (`distinct_titles`)."""
+        doc_index = np.asarray(self.chunks.doc_index)
+        chosen, docs, titles = [], set(), set()
+        for c in candidates.tolist():
+            if c < 0:
+                continue
+            doc = int(doc_index[c])
+            title = int(self.title_of_doc[doc])
+            if doc in docs or title not in titles:
+                chosen.append(c)
+                docs.add(doc)
+                titles.add(title)
+                if len(chosen) == k:
+                    break
+        return np.array(chosen + [-1] * (k - len(chosen)), dtype=np.int64)
+
     def _neighbours(self, starts, shifts, rng, step) -> np.ndarray:
         B, L, k, r, m = len(starts), self.n_seq_chunks, self.k, self.r, self.m
         rows = starts[:, None] + np.arange(L)[None, :]  # (B, L) rows of this split
@@ -252,6 +307,9 @@ class TrainingData:
         if reads_next.any():
             next_ids = self.chunk_ids[next_rows].reshape(-1)
             retrieved_next = np.array(self.chunks.neighbours[next_ids]).reshape(B, L, -1)[..., :k]
+            for b, u in zip(*np.nonzero(reads_next & self.is_title_row[next_rows]), strict=True):
+                candidates = np.asarray(self.title_candidates[self.chunk_ids[next_rows[b, u]]])
+                retrieved_next[b, u] = self._one_per_title(candidates, k)
             retrieved = np.where(reads_next[..., None], retrieved_next, retrieved)
         # drop neighbours from any document that occurs in the sequence (paper 2.3)
         seq_docs = self.doc_of_chunk[

@@ -198,9 +198,12 @@ def train_command(
     from retro.train import train
 
     recipe = _recipe(recipe_overrides)
+    if config.in_context and recipe.distinct_titles:
+        fail("--recipe distinct_titles chooses RETRO's neighbours; the comparator (in_context) reads none")
     try:
         if not no_retrieval:
-            _ensure_neighbours(version_dir, config.n_neighbours, rank, recipe.never_neighbours)
+            for table_k in recipe.neighbour_tables(config.n_neighbours):
+                _ensure_neighbours(version_dir, table_k, rank, recipe.never_neighbours)
         if config.in_context:  # the retrieval-in-prompt comparator: passages before RETRO's sequences
             data = InContextTrainingData.from_index(
                 version_dir, config, tokenizer, recipe=recipe, seed=seed, total_steps=steps,

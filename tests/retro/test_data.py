@@ -272,3 +272,88 @@ def test_passage_neighbours_never_come_from_reading_documents(index_dir, tmp_pat
     assert seen_plain & only_reading  # without the knob they are neighbours
     with pytest.raises(ValueError, match="needs read_prefix"):
         _ = Recipe(passage_neighbours=True).never_neighbours
+
+
+@pytest.fixture(scope="module")
+def titled_index(tmp_path_factory):
+    """Four entities, each in three passages with its name as title (one per style, as the demo's
+    training index holds a passage per training style), and one question document each."""
+    rng = np.random.default_rng(1)
+    letters = list("abcdefghijklmnopqrstuvwxyz")
+
+    def word():
+        return "".join(rng.choice(letters, size=int(rng.integers(3, 8))))
+
+    names = ["otter", "comet", "violin", "walnut"]
+    facts = {n: [word() for _ in range(4)] for n in names}
+    docs = []
+    for n in names:
+        for style in ("prose", "table", "list"):
+            text = f"{n} {style} " + " ".join(f"{n} {f} {word()}" for f in facts[n]) + "."
+            docs.append(Document(f"passage/{n}/{style}", text, "test", title=n.title()))
+        qa = " ".join(f"what {n} {f}? {f}." for f in facts[n])
+        docs.append(Document(f"qa/{n}", qa, "test", title=n.title()))
+    tokenizer = Tokenizer.train([d.text for d in docs] * 3, vocab_size=300)
+    out = tmp_path_factory.mktemp("titled")
+    build_index(docs, out, tokenizer, HashingEncoder(), chunk_size=M)
+    return out
+
+
+def test_distinct_titles_gives_a_reading_chunk_one_document_per_title(titled_index):
+    """With distinct_titles, the chunk before a question document's chunk gets the best retrieved
+    neighbour, then only windows of that document or of documents with another title, in retrieval
+    order among TITLE_CANDIDATES; every other chunk, and every token, is as without the knob."""
+    from retro.data import TITLE_CANDIDATES
+
+    base = Recipe(read_prefix="qa/", passage_neighbours=True, random_neighbour_prob=0.0,
+                  continuation_start=0.0, continuation_end=0.0)  # fmt: skip
+    recipe = replace(base, distinct_titles="qa/")
+    assert recipe.neighbour_tables(2) == (2, TITLE_CANDIDATES) and base.neighbour_tables(2) == (2,)
+    precompute_neighbours(titled_index, k=2, never_from=base.never_neighbours)
+    with pytest.raises(ValueError, match="k=8"):  # the wider table is not computed yet
+        make_data(titled_index, recipe=recipe)
+    precompute_neighbours(titled_index, k=TITLE_CANDIDATES, never_from=base.never_neighbours)
+    data, plain = make_data(titled_index, recipe=recipe), make_data(titled_index, recipe=base)
+    chunks = data.chunks
+    doc_index, titles = np.asarray(chunks.doc_index), np.asarray(chunks.titles)
+    table = np.asarray(data.title_candidates)
+    by_tokens = {}
+    for c in range(chunks.n_chunks):
+        by_tokens.setdefault(chunks.neighbour_tokens(np.array([c]))[0, : data.r].tobytes(), []).append(c)
+    checked = same_title_before = first_kept = 0
+    for step in range(40):
+        batch, plain_batch = data.batch(step, 8), plain.batch(step, 8)
+        assert (batch.tokens == plain_batch.tokens).all()
+        starts, _ = data.draws(step, 8)
+        for b, start in enumerate(starts):
+            for u in range(data.n_seq_chunks):
+                next_row = min(start + u + 1, len(data.chunk_ids) - 1)
+                got, before = batch.neighbours[b, u].numpy(), plain_batch.neighbours[b, u].numpy()
+                if not chunks.doc_ids[doc_index[data.chunk_ids[next_row]]].startswith("qa/"):
+                    assert (got == before).all()
+                    continue
+                candidates = table[data.chunk_ids[next_row]]
+                chosen = [by_tokens[slot.tobytes()] for slot in got if (slot != data.pad_id).any()]
+                # each is a candidate (those from the sequence's own documents are dropped as always)
+                assert all(set(ids) & set(candidates.tolist()) for ids in chosen)
+                if chosen and candidates[0] in chosen[0]:
+                    first_kept += 1  # the best neighbour stays first
+                docs = [{int(doc_index[c]) for c in ids} for ids in chosen]
+                for i in range(len(docs)):
+                    for j in range(i):
+                        if not docs[i] & docs[j]:  # two documents: never one title
+                            assert {titles[d] for d in docs[i]}.isdisjoint({titles[d] for d in docs[j]})
+                old = [
+                    {int(doc_index[c]) for c in by_tokens[s.tobytes()]}
+                    for s in before
+                    if (s != data.pad_id).any()
+                ]
+                pairs = [(x, y) for i, x in enumerate(old) for y in old[:i]]
+                same_title_before += any(
+                    not (x & y) and {titles[d] for d in x} & {titles[d] for d in y} for x, y in pairs
+                )
+                checked += 1
+    assert checked > 20 and first_kept > 10
+    assert same_title_before > 0  # without the knob, two passages of one entity were neighbours
+    with pytest.raises(ValueError, match="which read_prefix does not"):
+        replace(base, distinct_titles="passage/").neighbour_tables(2)
