@@ -170,11 +170,13 @@ class Retriever:
         return result
 
 
-def top_document_first(found: Neighbours, k: int) -> Neighbours:
+def top_document_first(found: Neighbours, k: int, groups: list[str] | None = None) -> Neighbours:
     """k of `found`'s ranked candidates: the best one, then the best of its own document's other
     candidates whose window (the chunk and its continuation, the next chunk) shares no chunk with
     it, then the best candidate of each other document in rank order; the ranked order fills
-    whatever is left.
+    whatever is left. With `groups` (a key per candidate, e.g. its document's title), "its own
+    document" is any candidate of the best one's group (tried as a retrieval rule on the reading
+    set, not adopted: docs/results/cpu-demo-reading10-2026-12-06).
 
     Why: a neighbour shows one window of 2 chunks, and a question names its entity in one chunk of
     a long passage (a dialogue, a letter) while the answer sits in another; with k=2 the second
@@ -184,20 +186,21 @@ def top_document_first(found: Neighbours, k: int) -> Neighbours:
     ranked top 2 (docs/results/cpu-demo-reading9-2026-12-06).
     """
     ranked = [j for j in range(len(found.chunk_ids)) if found.chunk_ids[j] >= 0]
+    groups = found.doc_ids if groups is None else groups
     chosen: list[int] = ranked[:1]
     if ranked:
         top = ranked[0]
         covered = {int(found.chunk_ids[top]), int(found.chunk_ids[top]) + 1}
         for j in ranked[1:]:
             window = {int(found.chunk_ids[j]), int(found.chunk_ids[j]) + 1}
-            if found.doc_ids[j] == found.doc_ids[top] and not window & covered:
+            if groups[j] == groups[top] and not window & covered:
                 chosen.append(j)
                 break
-        documents = {found.doc_ids[top]}
+        documents = {found.doc_ids[j] for j in chosen}
         for j in ranked[1:]:
             if len(chosen) >= k:
                 break
-            if found.doc_ids[j] not in documents:
+            if j not in chosen and found.doc_ids[j] not in documents:
                 chosen.append(j)
                 documents.add(found.doc_ids[j])
     chosen = chosen[:k]

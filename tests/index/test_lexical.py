@@ -166,6 +166,20 @@ def test_top_document_first_shows_two_windows_of_the_best_document():
     assert top_document_first(short, 2).chunk_ids.tolist() == [10, -1]
 
 
+def test_top_document_first_by_group_takes_the_second_window_from_the_best_ones_group():
+    """With groups (e.g. the documents' titles), the second window may be another document of the
+    best one's group, ranked above the best document's own next window; no candidate twice."""
+    from index.retriever import top_document_first
+
+    # ranked: A's 10, B's 20, A2's 40 (A's title), A's 13
+    found = _ranked(["A", "B", "A2", "A"], [10, 20, 40, 13])
+    titles = ["t:France", "t:Spain", "t:France", "t:France"]
+    assert top_document_first(found, 2, titles).chunk_ids.tolist() == [10, 40]
+    assert top_document_first(found, 2).chunk_ids.tolist() == [10, 13]  # by document, as before
+    assert top_document_first(found, 3, titles).chunk_ids.tolist() == [10, 40, 20]
+    assert top_document_first(found, 4, titles).chunk_ids.tolist() == [10, 40, 20, 13]  # ranked order fills
+
+
 def test_hybrid_titled_doc_mode_retrieves_k_neighbours_of_the_best_document_first(tmp_path, tokenizer):
     middle = "Its mayor is Ada Brenn, and its market sells wool, cheese and barley every week."
     tail = "It was founded in 1925 by traders who came up the river from the coast."
