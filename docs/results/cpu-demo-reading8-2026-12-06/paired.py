@@ -1,6 +1,7 @@
 """Paired comparison of two `retro eval` reports on the same reading items (retrieval on).
 
-    python paired.py A/report.json.gz B/report.json.gz [--model demo]
+    python paired.py A/report.json.gz B/report.json.gz [--model demo] [--model-b NAME]
+    python paired.py dev-A.json dev-B.json    # two dumps of reading_check.py (--dump)
 
 Prints, per item kind and over all, how many items A answers first and B does not ("won") and
 the reverse ("lost"), with the exact two-sided McNemar p-value (a binomial test on the discordant
@@ -16,8 +17,12 @@ from math import comb
 
 def first_span_answers(path: str, model: str) -> dict[tuple, bool]:
     """(kind, entity, relation, form, prompt) -> whether the answer was said first, retrieval on."""
-    with gzip.open(path) as f:
-        rows = json.load(f)["models"][model]["reading"]["answers"]
+    if path.endswith(".json.gz"):
+        with gzip.open(path) as f:
+            rows = json.load(f)["models"][model]["reading"]["answers"]
+    else:  # reading_check.py's dump: the same rows as a list
+        with open(path) as f:
+            rows = json.load(f)
     out = {}
     for row in rows:
         if row["setting"] == "on":
@@ -34,7 +39,7 @@ def mcnemar_p(won: int, lost: int) -> float:
 
 
 def main(args) -> None:
-    a, b = first_span_answers(args.a, args.model), first_span_answers(args.b, args.model)
+    a, b = first_span_answers(args.a, args.model), first_span_answers(args.b, args.model_b or args.model)
     if a.keys() != b.keys():
         raise SystemExit("the two reports hold different reading items")
     won, lost = Counter(), Counter()
@@ -51,5 +56,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("a")
     parser.add_argument("b")
-    parser.add_argument("--model", default="demo")
+    parser.add_argument("--model", default="demo", help="the model's name in the reports (A's)")
+    parser.add_argument("--model-b", default=None, help="B's model name, when it differs from A's")
     main(parser.parse_args())
