@@ -368,8 +368,19 @@ class BatchEngine:
                     return
                 prompts = [item for item in items if isinstance(item, _PromptFetch)]
                 rows = [row for item in items if isinstance(item, list) for row in item]
+                with self._cond:
+                    # A row whose request left while it waited here has been released (no decoder
+                    # row, no cache, so no position): nothing to fetch for it. Reading its position
+                    # once killed this thread, and every later search then waited for ever.
+                    for row in rows:
+                        if row.closed:
+                            row.fetching = False
+                    rows = [row for row in rows if not row.closed]
+                    positions = [row.pos for row in rows]
                 requests = [(p.retrieve, p.texts) for p in prompts]
-                requests += [(row.retrieve, [row.query(row.pos + 1)]) for row in rows]
+                requests += [
+                    (row.retrieve, [row.query(pos + 1)]) for row, pos in zip(rows, positions, strict=True)
+                ]
                 try:
                     found = self._retrieve_many(requests)
                 except Exception:
@@ -386,9 +397,9 @@ class BatchEngine:
                         prompts[i].result, prompts[i].error = result, error
                         prompts[i].done.set()
                         continue
-                    row = rows[i - len(prompts)]
+                    row, pos = rows[i - len(prompts)], positions[i - len(prompts)]
                     with self._cond:
-                        row.fetched, row.fetched_for, row.fetch_error = result, row.pos, error
+                        row.fetched, row.fetched_for, row.fetch_error = result, pos, error
                         row.fetching = False
                         self._cond.notify_all()
 

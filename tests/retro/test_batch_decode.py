@@ -321,3 +321,29 @@ def test_a_failing_retrieval_fails_its_own_request_only(model, tokenizer):
         )
     finally:
         lm.close()
+
+
+def test_a_row_whose_request_left_while_it_waited_for_neighbours_does_not_stop_retrieval(model, tokenizer):
+    """A row waits on the retrieval thread for its chunk's neighbours (behind another search) and its
+    request leaves meanwhile: the engine releases it (no decoder row, no cache). The retrieval thread
+    must skip it: reading the released row's position once killed that thread, after which every
+    search, and so every request, waited for ever (a service test hung in CI, 2026-12-06)."""
+    from retro.batch_engine import _Row
+
+    params = SamplingParams(max_new_tokens=8, temperature=0)
+    lm = BatchedRetroLanguageModel(model, tokenizer)
+    try:
+        released = _Row(None, fake_retrieve, lambda end: "the chunk", [], params, None, 1, 0)
+        released.closed, released.fetching = True, True  # as the engine leaves it: cache and row gone
+        lm.engine._fetches.put([released])  # what `_step` queues for a row closing a chunk
+        found = []
+        search = threading.Thread(target=lambda: found.append(lm.engine.retrieve(fake_retrieve, ["a query"])))
+        search.start()
+        search.join(10)
+        assert found and found[0].shape == (1, 2, 32), "the retrieval thread stopped"
+        assert released.fetching is False and released.fetched is None
+        expected = RetroLanguageModel(model, tokenizer).generate(PROMPTS[0], params, fake_retrieve).text
+        got, _ = start_threads([lambda: lm.generate(PROMPTS[0], params, fake_retrieve).text])
+        assert got[0]() == expected
+    finally:
+        lm.close()
