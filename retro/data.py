@@ -206,17 +206,17 @@ class TrainingData:
                 f"{recipe.never_neighbours}"
             )
         self.is_reading_row = reading[self.doc_of_chunk]  # (rows,): the chunk is a reading document's
+        self.is_title_row = np.zeros(len(self.chunk_ids), dtype=bool)  # (rows,): neighbours one per title
         title_prefixes = recipe.distinct_title_prefixes
-        # the candidates distinct_titles chooses among: a wider table of the same search (the
-        # k-table serves every other chunk, so they get exactly the neighbours they get without it)
-        self.title_candidates = (
-            chunks.neighbour_table(TITLE_CANDIDATES) if title_prefixes and not baseline else None
-        )
-        by_title = np.array([bool(title_prefixes) and d.startswith(title_prefixes) for d in chunks.doc_ids])
-        self.is_title_row = by_title[self.doc_of_chunk]  # (rows,): its neighbours come one per title
-        _, self.title_of_doc = np.unique(
-            np.array(chunks.titles, dtype=object).astype(str), return_inverse=True
-        )
+        if title_prefixes and not baseline:
+            # the candidates to choose among: a wider table of the same search (the k-table serves
+            # every other chunk, so they get exactly the neighbours they get without the knob)
+            self.title_candidates = chunks.neighbour_table(TITLE_CANDIDATES)
+            by_title = np.array([d.startswith(title_prefixes) for d in chunks.doc_ids], dtype=bool)
+            self.is_title_row = by_title[self.doc_of_chunk]
+            _, title_of_doc = np.unique(np.array(chunks.titles, dtype=str), return_inverse=True)
+            self.doc_of_store_chunk = np.asarray(chunks.doc_index)
+            self.title_of_store_chunk = title_of_doc[self.doc_of_store_chunk]
         # sequence starts whose second chunk is a reading document's (its first chunk's neighbours serve it)
         n_starts = len(self.chunk_ids) - self.seq_len // m
         self.reading_starts = np.nonzero(self.is_reading_row[1 : n_starts + 1])[0]
@@ -281,13 +281,11 @@ class TrainingData:
     def _one_per_title(self, candidates: np.ndarray, k: int) -> np.ndarray:
         """k of a chunk's ranked neighbour candidates (-1 = none): in rank order, each whose document
         is one already chosen or has a title none of the chosen documents has (`distinct_titles`)."""
-        doc_index = np.asarray(self.chunks.doc_index)
         chosen, docs, titles = [], set(), set()
         for c in candidates.tolist():
             if c < 0:
                 continue
-            doc = int(doc_index[c])
-            title = int(self.title_of_doc[doc])
+            doc, title = int(self.doc_of_store_chunk[c]), int(self.title_of_store_chunk[c])
             if doc in docs or title not in titles:
                 chosen.append(c)
                 docs.add(doc)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-# config fields a fine-tune may grow, each with how a grown value relates to the checkpoint's
+# config fields a fine-tune may grow (`growth_clash` says how a grown value relates to the checkpoint's)
 GROWN_FIELDS = frozenset({"n_layers", "enc_layers", "cca_layers"})
 
 
