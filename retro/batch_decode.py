@@ -2,7 +2,8 @@
 
 `BatchDecoder(model)` holds the incremental state of every running row in stacked slot tensors:
 self-attention keys and values (slots, heads, max_len, head size), the open chunk's states entering
-the first CCA layer, the copy head's recent tokens and each row's latest neighbours, projected once
+the first CCA layer, the copy head's recent tokens, the word-meaning window (`retro.word_meaning`)
+and each row's latest neighbours, projected once
 for every CCA layer and the copy head and padded to a common number of neighbour tokens (the padding
 masked out, so it changes nothing). A row joins with the `DecodeCache` that `Retro.prefill` left for
 it (`add`), and leaves at any step boundary (`remove`); `step(rows, tokens, neighbours)` feeds one
@@ -28,6 +29,7 @@ from retro.copy_head import CopyHead
 from retro.model import DecodeCache, NeighbourMemory, Retro
 from retro.model_inputs import check_tokens
 from retro.neighbour_encoder import EncodedNeighbours
+from retro.word_meaning import WORD_WINDOW
 
 
 class DecodeRow:
@@ -73,6 +75,7 @@ class BatchDecoder:
             "recent": self._zeros(
                 capacity, max(cfg.copy_context_tokens, 1), dtype=torch.long, fill=cfg.pad_id
             ),
+            "word_window": self._zeros(capacity, WORD_WINDOW, dtype=torch.long, fill=cfg.pad_id),
             # the latest neighbours, projected per CCA layer (null slot first) and for the copy head
             "mem_k": {i: self._zeros(capacity, nh, 1 + S, hs) for i in self.cca_layers},
             "mem_v": {i: self._zeros(capacity, nh, 1 + S, hs) for i in self.cca_layers},
@@ -90,7 +93,7 @@ class BatchDecoder:
             for name in ("k", "v"):
                 for dst, src in zip(new[name], old[name], strict=True):
                     dst[:n] = src[:n]
-            for name in ("chunk_hidden", "recent"):
+            for name in ("chunk_hidden", "recent", "word_window"):
                 new[name][:n] = old[name][:n]
             for name in ("mem_k", "mem_v"):
                 for i in self.cca_layers:
@@ -116,6 +119,7 @@ class BatchDecoder:
         for name in (
             "chunk_hidden",
             "recent",
+            "word_window",
             "mem_mask",
             "copy_keys",
             "copy_ids",
@@ -143,6 +147,8 @@ class BatchDecoder:
         self.chunk_hidden[slot] = cache.chunk_hidden[0]
         if self.matching:
             self.recent[slot] = cache.recent[0]
+        if self.model.word_meanings is not None:
+            self.word_window[slot] = cache.word_window[0]
         self.mem_chunk[slot] = -1
         if cache.memory is not None:
             self._store_memory([slot], cache.memory, [cache.memory.chunk])
@@ -204,7 +210,7 @@ class BatchDecoder:
         context = torch.cat(
             [self.chunk_hidden[s][None].expand(k, -1, -1) for s, k in zip(slots, counts, strict=True)]
         )
-        encoded = model.encoder(flat, valid, context, model.wte)  # (sum k, r, de)
+        encoded = model.encoder(flat, valid, context, model.wte, model.word_meanings)  # (sum k, r, de)
         key_context = model.copy_head.key_context(flat[None, None]) if self.matching else None
         key_context = None if key_context is None else key_context[0, 0]
         S = max(counts) * r
@@ -264,6 +270,9 @@ class BatchDecoder:
         check_tokens(cfg, token)
 
         x = model.wte(token) + model.wpe(pos)[:, None]  # (B, 1, d)
+        if model.word_meanings is not None:
+            self.word_window[index] = torch.cat([token, self.word_window[index][:, :-1]], dim=1)
+            x = x + model.word_meanings.decoder_features(self.word_window[index][:, None])
         sees: torch.Tensor | None = None  # (B,) bool: rows holding their attended chunk's neighbours
         for i, block in enumerate(model.blocks):
             x = x + self._self_attention(block.attn, block.ln_attn(x), i, index, sel, pos, n_keys, key_mask)
@@ -301,7 +310,13 @@ class BatchDecoder:
         recent = self.recent[at][:, None, :] if self.matching else None
         context = self.copy_context[at] if self.matching else None
         pointer = model.copy_head.pointer(
-            h[mixed], self.copy_keys[at], self.copy_valid[at], recent, context, self.copy_ids[at]
+            h[mixed],
+            self.copy_keys[at],
+            self.copy_valid[at],
+            recent,
+            context,
+            self.copy_ids[at],
+            model.word_meanings,
         )
         out[mixed] = CopyHead.mix(logits[mixed], pointer, self.copy_ids[at])[:, 0]
         return out

@@ -69,6 +69,18 @@ class RetroConfig:
     # trained at k=2 may be served at another k (the demo's at k=4 was not better on the frozen
     # test split: docs/design.md, eighth round). Set by `retro export --neighbours K`.
     inference_neighbours: int | None = None
+    # Whole-word meanings (`retro.word_meaning`): every decoder and neighbour token also gets a
+    # learned projection of MiniLM's vector (PCA to word_dim) of the word it ends so far, from a
+    # frozen table of word_rows words under word_keys token spellings stored in the checkpoint; so a
+    # question's "childhood" can meet a passage's "grew up" though the tokenizer splits both (0 = off).
+    word_dim: int = 0
+    word_rows: int = 0
+    word_keys: int = 0
+    # Copy-head meaning match: the bag match by meaning instead of identity. Neighbour token j also
+    # gets sum_i s(q_i) sum_d u[d] max(0, cos(meaning(q_i), meaning(token j-1-d))) over the position's
+    # last copy_bag_window words q_i, with a learned salience s of a word's meaning (0 at the start),
+    # so a question's "childhood" points after a passage's "grew up" (needs word_dim, copy_bag_window).
+    copy_meaning_bag: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cca_layers", tuple(int(i) for i in self.cca_layers))
@@ -110,6 +122,11 @@ class RetroConfig:
             )
         if self.in_context and (self.cca_layers or self.copy_head):
             problems.append("in_context=True is a plain decoder: it needs cca_layers=() and copy_head=False")
+        if self.copy_meaning_bag and not (self.copy_head and self.copy_bag_window and self.word_dim):
+            problems.append("copy_meaning_bag needs copy_head, copy_bag_window > 0 and word_dim > 0")
+        word_table = (self.word_dim, self.word_rows, self.word_keys)
+        if min(word_table) < 0 or (any(word_table) and not all(word_table)):
+            problems.append(f"word_dim, word_rows and word_keys are all 0 (off) or all > 0; got {word_table}")
         if problems:
             raise ValueError("invalid RetroConfig: " + "; ".join(problems))
 
@@ -130,7 +147,11 @@ class RetroConfig:
     @property
     def copy_context_tokens(self) -> int:
         """How many of a position's last tokens the copy head compares (n-gram and bag match)."""
-        return max(self.copy_match_tokens, self.copy_bag_window) if self.copy_head else 0
+        if not self.copy_head:
+            return 0
+        # the meaning match reads the word so far at each of the last copy_bag_window positions:
+        # WORD_WINDOW - 1 (3) tokens more (retro.word_meaning)
+        return max(self.copy_match_tokens, self.copy_bag_window + (3 if self.copy_meaning_bag else 0))
 
     def replace(self, **changes) -> RetroConfig:
         return dataclasses.replace(self, **changes)

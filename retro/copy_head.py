@@ -25,6 +25,7 @@ from einops import rearrange
 from retro.cca import to_attending_chunks
 from retro.config import RetroConfig
 from retro.neighbour_encoder import EncodedNeighbours
+from retro.word_meaning import WORD_WINDOW, recent_tokens
 
 MATCH_BONUS_INIT = 3.0  # each matching previous token adds 3 logits at the start of training
 # The neighbour match's saliences are stored divided by this: Adam moves a parameter by about the
@@ -67,11 +68,18 @@ class CopyHead(nn.Module):
         self.bag_distance = nn.Parameter(torch.ones(self.bag_window)) if self.bag_window else None
         # the neighbour match: a salience per vocabulary token, 0 at the start for the same reason
         self.neighbour_weight = nn.Parameter(torch.zeros(cfg.vocab_size)) if cfg.copy_neighbour_bag else None
+        # the meaning match: a salience as a function of a word's meaning (0 at the start, for the
+        # same reason; scaled like the neighbour match's) and a weight per distance
+        self.meaning_salience = nn.Linear(cfg.word_dim, 1) if cfg.copy_meaning_bag else None
+        self.meaning_distance = nn.Parameter(torch.ones(self.bag_window)) if cfg.copy_meaning_bag else None
 
     def reset_parameters(self, n_keys: int) -> None:
         # Start with the null slot as likely as all keys together at uniform scores: p_null ~ 0.5.
         nn.init.zeros_(self.null.weight)
         nn.init.constant_(self.null.bias, math.log(max(n_keys, 1)))
+        if self.meaning_salience is not None:
+            nn.init.zeros_(self.meaning_salience.weight)
+            nn.init.zeros_(self.meaning_salience.bias)
 
     # --- the n-gram match ----------------------------------------------------------------------
     @property
@@ -146,13 +154,40 @@ class CopyHead(nn.Module):
         score = torch.einsum("ntwk,ntw->ntk", present.to(weight.dtype), weight)  # (N, Tq, k)
         return score.repeat_interleave(r, dim=-1)
 
+    def meaning_bag(self, query_context, ids, meanings):
+        """query_context (N, Tq, >= W + 3): tokens t, t-1, ..; ids (N, k*r); meanings the model's
+        `WordMeanings` -> (N, Tq, k*r): sum over the position's last W words q_i (each the word so
+        far at t - i) of NEIGHBOUR_SALIENCE_SCALE * salience(meaning(q_i)) times sum_d
+        meaning_distance[d] max(0, cos(meaning(q_i), meaning(token j-1-d))), within j's neighbour.
+
+        The bag match by meaning: tokens and words absent from the word table have no meaning (a
+        zero vector) and add nothing, so invented names are left to the bag and neighbour matches.
+        """
+        W, r = self.bag_window, self.retrieved_len
+        n = WORD_WINDOW
+        windows = torch.stack([query_context[..., i : i + n] for i in range(W)], dim=-2)  # (N, Tq, W, n)
+        query = F.normalize(meanings.vectors_for(windows), dim=-1)  # (N, Tq, W, D); 0 stays 0
+        weight = NEIGHBOUR_SALIENCE_SCALE * self.meaning_salience(query)[..., 0] * query.abs().sum(-1).gt(0)
+        N, S = ids.shape
+        if S % r:
+            raise ValueError(f"meaning match needs whole neighbours of {r} tokens; got {S} tokens")
+        k = S // r
+        key = F.normalize(meanings.vectors_for(recent_tokens(ids.view(N, k, r), n, self.pad_id)), dim=-1)
+        similar = torch.einsum("ntwd,nsd->ntws", query, key.view(N, S, -1)).clamp_min(0)  # (N, Tq, W, S)
+        salience = torch.einsum("ntws,ntw->nts", similar, weight.to(similar.dtype))  # (N, Tq, S)
+        Tq = salience.shape[1]
+        padded = F.pad(salience.view(N, Tq, k, r), (W, 0))  # [.., W + j] = salience of token j
+        score = sum(self.meaning_distance[d] * padded[..., W - 1 - d : W - 1 - d + r] for d in range(W))
+        return score.reshape(N, Tq, S)
+
     # --- the pointer and the mixture -----------------------------------------------------------
-    def pointer(self, h, keys, valid, query_context=None, key_context=None, ids=None):
+    def pointer(self, h, keys, valid, query_context=None, key_context=None, ids=None, meanings=None):
         """h (N, Tq, d), keys (N, S, d), valid (N, S) -> log-probs (N, Tq, 1+S): null slot first.
 
         With the n-gram match on, query_context (N, Tq, n) and key_context (N, S, n) hold the
         tokens each position ends with and the tokens before each neighbour token (see `match`);
-        the bag match also reads the neighbour tokens `ids` (N, S) (see `bag`).
+        the bag match also reads the neighbour tokens `ids` (N, S) (see `bag`), the meaning match
+        the model's `WordMeanings` too (see `meaning_bag`).
         """
         scores = torch.einsum("ntd,nsd->nts", self.query(h), keys) * self.scale
         if self.match_bonus is not None:
@@ -161,10 +196,14 @@ class CopyHead(nn.Module):
             scores = scores + self.bag(query_context, ids).to(scores.dtype)
         if self.neighbour_weight is not None:
             scores = scores + self.neighbour_bag(query_context, ids).to(scores.dtype)
+        if self.meaning_salience is not None:
+            scores = scores + self.meaning_bag(query_context, ids, meanings).to(scores.dtype)
         scores = scores.masked_fill(~valid[:, None, :], float("-inf"))
         return torch.cat([self.null(h), scores], dim=-1).float().log_softmax(dim=-1)
 
-    def chunked_pointer(self, h, neighbours: EncodedNeighbours, query_context=None, key_context=None):
+    def chunked_pointer(
+        self, h, neighbours: EncodedNeighbours, query_context=None, key_context=None, meanings=None
+    ):
         """The pointer of a whole sequence's attending positions: h (B, T, d), neighbours of L
         chunks, contexts (B, T, n) and (B, L, S, n) -> pointer ((B L), m, 1+S), ids ((B L), S)."""
         m, L = self.chunk_size, neighbours.memory.shape[1]
@@ -180,6 +219,7 @@ class CopyHead(nn.Module):
             query_context,
             key_context,
             ids,
+            meanings,
         )
         return pointer, ids
 

@@ -11,7 +11,9 @@ and position i attends to the neighbours of chunk u only if i >= (u + 1) * m - 1
 Two switches that make a small RETRO actually use its neighbours (docs/design.md, measured table):
 `neighbour_prev_tokens` adds the embeddings of the previous tokens to each neighbour token, and
 `copy_head` mixes a pointer distribution over the neighbour tokens a position may see into the
-vocabulary distribution (`retro.copy_head`).
+vocabulary distribution (`retro.copy_head`). With `word_dim`, MiniLM's meaning of the word each
+token ends so far is added to the decoder's and the neighbour encoder's inputs and, with
+`copy_meaning_bag`, read by the copy head's meaning match (`retro.word_meaning`).
 
 This module owns the decoder and its incremental path (`new_cache`, `prefill`, `decode_step`),
 which must give the same log-probabilities as `forward`; tests hold it to that. It owns tensors
@@ -35,6 +37,7 @@ from retro.config import RetroConfig
 from retro.copy_head import CopyHead
 from retro.model_inputs import check_decode_step, check_sequence
 from retro.neighbour_encoder import EncodedNeighbours, NeighbourEncoder
+from retro.word_meaning import WORD_WINDOW, WordMeanings, recent_tokens
 
 # What a CCA block attends to, asked for with (layer index, the states entering its CCA): the
 # first CCA layer's call is where neighbours get encoded, conditioned on those states. None: nothing.
@@ -93,6 +96,7 @@ class DecodeCache:
     memory: NeighbourMemory | None = None
     max_len: int = field(default=0)
     recent: torch.Tensor | None = None  # (B, n): the last n tokens, newest first (copy-head match)
+    word_window: torch.Tensor | None = None  # (B, WORD_WINDOW): the last tokens, newest first (word meanings)
 
 
 @dataclass
@@ -118,6 +122,13 @@ class Retro(nn.Module):
         self.encoder = NeighbourEncoder(cfg) if cfg.uses_retrieval else None
         self.copy_head = CopyHead(cfg) if cfg.uses_retrieval and cfg.copy_head else None
         self.first_cca = min(cfg.cca_layers) if cfg.uses_retrieval else -1
+        self.word_meanings = (
+            WordMeanings(
+                cfg.vocab_size, cfg.word_rows, cfg.word_keys, cfg.word_dim, cfg.d_model, cfg.enc_d_model
+            )
+            if cfg.word_dim
+            else None
+        )
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
             # GPT-2's scaled residual projections: every one is a linear layer named `proj`
@@ -125,6 +136,8 @@ class Retro(nn.Module):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layers))
         if self.copy_head is not None:
             self.copy_head.reset_parameters(cfg.n_neighbours * cfg.retrieved_len)
+        if self.word_meanings is not None:
+            self.word_meanings.reset_parameters()
 
     @staticmethod
     def _init_weights(module):
@@ -177,7 +190,7 @@ class Retro(nn.Module):
         logp = logp.view(B, T)
         if self.copy_head is not None and states.neighbours is not None:
             pointer, ids = self.copy_head.chunked_pointer(
-                states.h, states.neighbours, states.query_context, states.key_context
+                states.h, states.neighbours, states.query_context, states.key_context, self.word_meanings
             )
             L = states.neighbours.memory.shape[1]
             att_logp = rearrange(to_attending_chunks(logp[..., None], m, L), "b l m one -> (b l) (m one)")
@@ -212,10 +225,18 @@ class Retro(nn.Module):
                     cache.chunk_hidden[:, : T - L * m] = x[:, L * m :]
                 if use_retrieval:  # encoded once, conditioned on the states entering the first CCA
                     chunk_hidden = rearrange(x[:, : L * m], "b (l m) d -> b l m d", m=m)
-                    encoded = self.encoder.encode_chunks(neighbours, chunk_hidden, self.wte)
+                    encoded = self.encoder.encode_chunks(
+                        neighbours, chunk_hidden, self.wte, self.word_meanings
+                    )
             return encoded
 
-        x = self.drop(self.wte(tokens) + self.wpe(torch.arange(T, device=tokens.device)))  # (B, T, d)
+        x = self.wte(tokens) + self.wpe(torch.arange(T, device=tokens.device))  # (B, T, d)
+        if self.word_meanings is not None:
+            window = recent_tokens(tokens, WORD_WINDOW, cfg.pad_id)  # (B, T, WORD_WINDOW)
+            x = x + self.word_meanings.decoder_features(window)
+            if cache is not None:
+                cache.word_window = window[:, -1]
+        x = self.drop(x)
         for i, block in enumerate(self.blocks):
             x = block(x, None if cache is None else cache.layers[i], 0, cca_input)
         h = self.ln_f(x)
@@ -241,7 +262,7 @@ class Retro(nn.Module):
             return plain
         m = self.config.chunk_size
         pointer, ids = self.copy_head.chunked_pointer(
-            states.h, states.neighbours, states.query_context, states.key_context
+            states.h, states.neighbours, states.query_context, states.key_context, self.word_meanings
         )
         L = states.neighbours.memory.shape[1]
         vocab = rearrange(to_attending_chunks(states.logits, m, L), "b l m v -> (b l) m v")
@@ -267,7 +288,12 @@ class Retro(nn.Module):
             recent = torch.full(
                 (batch_size, cfg.copy_context_tokens), cfg.pad_id, dtype=torch.long, device=device
             )
-        return DecodeCache(layers=layers, chunk_hidden=chunk_hidden, max_len=max_len, recent=recent)
+        word_window = None
+        if self.word_meanings is not None:
+            word_window = torch.full((batch_size, WORD_WINDOW), cfg.pad_id, dtype=torch.long, device=device)
+        return DecodeCache(
+            layers=layers, chunk_hidden=chunk_hidden, max_len=max_len, recent=recent, word_window=word_window
+        )
 
     def _memory_for_chunk(self, chunk: int, neighbours: EncodedNeighbours, context=None) -> NeighbourMemory:
         """Projects one chunk's encoded neighbours (memory (B, S, de)) for every CCA layer and the
@@ -300,7 +326,7 @@ class Retro(nn.Module):
                     cache.memory = None
                     if neighbours is not None:
                         encoded = self.encoder.encode_chunks(
-                            neighbours[:, None], cache.chunk_hidden[:, None], self.wte
+                            neighbours[:, None], cache.chunk_hidden[:, None], self.wte, self.word_meanings
                         )
                         context = self.copy_head.key_context(neighbours[:, None]) if self._matching else None
                         context = None if context is None else context[:, 0]
@@ -312,6 +338,9 @@ class Retro(nn.Module):
             return memory.cca[layer] if memory is not None and memory.chunk == attended else None
 
         x = self.wte(token) + self.wpe(torch.tensor([p], device=token.device))  # (B, 1, d)
+        if self.word_meanings is not None:
+            cache.word_window = torch.cat([token, cache.word_window[:, :-1]], dim=1)  # newest first
+            x = x + self.word_meanings.decoder_features(cache.word_window[:, None])
         for i, block in enumerate(self.blocks):
             x = block(x, cache.layers[i], p, cca_input)
         cache.pos = p + 1
@@ -324,6 +353,12 @@ class Retro(nn.Module):
             return logits[:, 0].float().log_softmax(dim=-1)
         recent = cache.recent[:, None, :] if self._matching else None  # (B, 1, n)
         pointer = self.copy_head.pointer(
-            h, memory.copy_keys, memory.copy_valid, recent, memory.copy_context, memory.copy_ids
+            h,
+            memory.copy_keys,
+            memory.copy_valid,
+            recent,
+            memory.copy_context,
+            memory.copy_ids,
+            self.word_meanings,
         )
         return CopyHead.mix(logits, pointer, memory.copy_ids)[:, 0]

@@ -78,9 +78,11 @@ class NeighbourEncoder(nn.Module):
         self.blocks = nn.ModuleList(EncoderBlock(cfg) for _ in range(cfg.enc_layers))
         self.ln_f = nn.LayerNorm(cfg.enc_d_model)
 
-    def forward(self, tokens, valid, context, wte: nn.Embedding):
+    def forward(self, tokens, valid, context, wte: nn.Embedding, word_meanings=None):
         N, r = tokens.shape
         x = self.token_in(wte(tokens)) + self.wpe(torch.arange(r, device=tokens.device))
+        if word_meanings is not None:  # retro.word_meaning.WordMeanings: each token's word so far
+            x = x + word_meanings.encoder_features(tokens, self.cfg.pad_id)
         for back, proj in enumerate(self.prev_in, start=1):
             prev = F.pad(tokens, (back, 0), value=self.cfg.pad_id)[:, :r]  # prev[:, j] = tokens[:, j - back]
             x = x + proj(wte(prev))
@@ -92,14 +94,16 @@ class NeighbourEncoder(nn.Module):
             x = block(x, key_mask, context, context_mask)
         return self.ln_f(x)
 
-    def encode_chunks(self, neighbours, chunk_hidden, wte: nn.Embedding) -> EncodedNeighbours:
+    def encode_chunks(
+        self, neighbours, chunk_hidden, wte: nn.Embedding, word_meanings=None
+    ) -> EncodedNeighbours:
         """neighbours (B, L, k, r), chunk_hidden (B, L, m, d): the states of the chunks that
         retrieved them -> every neighbour encoded, flattened to S = k * r tokens per chunk."""
         B, L, k, r = neighbours.shape
         flat = rearrange(neighbours, "b l k r -> (b l k) r")
         valid = flat != self.cfg.pad_id
         context = repeat(chunk_hidden, "b l m d -> (b l k) m d", k=k)
-        encoded = self(flat, valid, context, wte)  # ((B L k), r, de)
+        encoded = self(flat, valid, context, wte, word_meanings)  # ((B L k), r, de)
         return EncodedNeighbours(
             memory=rearrange(encoded, "(b l k) r e -> b l (k r) e", b=B, l=L),
             ids=rearrange(neighbours, "b l k r -> b l (k r)"),

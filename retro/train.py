@@ -44,6 +44,7 @@ from retro.run_folder import (
 )
 from retro.schedule import default_warmup, learning_rate, make_optimizer
 from retro.tokenizer import Tokenizer
+from retro.word_meaning import table_fingerprint
 
 
 class BatchLike(Protocol):
@@ -173,6 +174,7 @@ def train(
     meta: dict | None = None,
     progress: bool = True,
     init_from: str | Path | None = None,
+    word_table: dict[str, torch.Tensor] | None = None,
 ) -> TrainResult:
     """Trains `Retro(config)` into `run_dir`, resuming from its training state if there is one.
 
@@ -184,6 +186,8 @@ def train(
     checkpoint and must match on resume, like every argument that decides the numbers.
     `init_from` (a model or run folder) starts a new run from that checkpoint's weights instead of
     a random initialisation (fine-tuning; see `initial_weights`); a resume ignores it.
+    `word_table` (`retro.word_meaning.build_word_table`) fills a new run's word-meaning table when
+    `config.word_dim` is on (its fingerprint goes into `meta`, so a resume must pass the same one).
     """
     run_dir = Path(run_dir)
     dist_env = distributed_from_env()
@@ -208,6 +212,10 @@ def train(
         raise ValueError(
             f"the tokenizer has {tokenizer.vocab_size} tokens but config.vocab_size is {config.vocab_size}"
         )
+    if bool(config.word_dim) != (word_table is not None):
+        raise ValueError("config.word_dim > 0 needs a word_table, and a word_table needs word_dim > 0")
+    if word_table is not None:
+        meta = {**(meta or {}), "word_table": table_fingerprint(word_table)}
     start = None
     if init_from is not None:  # read on a resume too: its save id is part of the run's identity
         start = initial_weights(init_from, config, tokenizer)
@@ -223,7 +231,8 @@ def train(
 
     with process_group(dist_env, torch_device):
         return _run(run_dir, config, data, tokenizer, args, ckpt_every, log_every, torch_device,
-                    dist_env, on_step, meta, progress, None if start is None else start.state)  # fmt: skip
+                    dist_env, on_step, meta, progress, None if start is None else start.state,
+                    word_table)  # fmt: skip
 
 
 def _identity(config: RetroConfig, args: TrainArgs, meta: dict) -> dict:
@@ -243,7 +252,14 @@ def _differences(saved: dict, wanted: dict, prefix: str = "") -> list[str]:
 
 # Config fields a fine-tune may switch on over a checkpoint that has them off: their parameters
 # start at values that leave the model's outputs unchanged (see RetroConfig).
-ADDITIVE_FIELDS = {"copy_bag_window": 0, "copy_neighbour_bag": False}
+ADDITIVE_FIELDS = {
+    "copy_bag_window": 0,
+    "copy_neighbour_bag": False,
+    "word_dim": 0,
+    "word_rows": 0,
+    "word_keys": 0,
+    "copy_meaning_bag": False,
+}
 # Fields that shape no parameter: a fine-tune may change them (k neighbours per chunk: the encoder
 # and the cross-attention take any k, as inference does; the k of inference)
 FREE_FIELDS = frozenset({"n_neighbours", "inference_neighbours"})
@@ -289,9 +305,12 @@ def initial_weights(folder: str | Path, config: RetroConfig, tokenizer: Tokenize
 
 
 def _run(run_dir, config, data, tokenizer, args: TrainArgs, ckpt_every, log_every, device,
-         dist_env: Distributed, on_step, meta, progress, start_state=None) -> TrainResult:  # fmt: skip
+         dist_env: Distributed, on_step, meta, progress, start_state=None,
+         word_table=None) -> TrainResult:  # fmt: skip
     torch.manual_seed(args.seed)
     model = Retro(config)
+    if word_table is not None:  # frozen buffers; a resume loads them again from its own state
+        model.word_meanings.load_table(word_table)
     saved = read_train_state(run_dir)
     if start_state is not None and saved is None:  # fine-tuning; a resume loads its own state below
         # the config check of `initial_weights` leaves only switched-on features' parameters and

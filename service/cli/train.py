@@ -140,6 +140,22 @@ def _ensure_neighbours(version_dir: Path, k: int, rank: int, never_from: tuple[s
         precompute_neighbours(version_dir, k=k, progress=progress, never_from=never_from)
 
 
+def _word_table(tokenizer, dim: int):
+    """The word-meaning table for `tokenizer` (`retro.word_meaning.build_word_table`): MiniLM's
+    whole vocabulary words, encoded by the packaged MiniLM (a minute or two on a CPU)."""
+    from index.encoder import load_sentence_transformer
+    from retro.word_meaning import build_word_table, minilm_words
+
+    minilm = load_sentence_transformer("cpu")
+    words = minilm_words(list(minilm.tokenizer.vocab))
+    pieces = [tokenizer.decode([i]) for i in range(tokenizer.vocab_size)]
+    with console.status(f"encoding {len(words):,} words with MiniLM for the word-meaning table"):
+        return build_word_table(
+            pieces, tokenizer.encode, words,
+            lambda ws: minilm.encode(ws, batch_size=512, normalize_embeddings=True), dim,
+        )  # fmt: skip
+
+
 def train_command(
     preset: str = typer.Option(..., help="a preset from retro.config.PRESETS (e.g. demo, small)"),
     index: Path = typer.Option(..., help="an index folder built by `retro index build`"),
@@ -171,6 +187,11 @@ def train_command(
     init_from: Path | None = typer.Option(
         None, help="start from this model's weights (a run or exported model folder): fine-tuning"
     ),
+    word_meanings: int = typer.Option(
+        0,
+        help="feed MiniLM's whole-word meanings, PCA to this many dimensions, to decoder and "
+        "neighbour encoder (retro.word_meaning; 0 = off)",
+    ),
 ) -> None:
     """Trains a model on an index; rerun the same command to resume after an interruption."""
     from index.layout import MANIFEST, read_json, resolve_version_dir
@@ -189,6 +210,14 @@ def train_command(
     name, config = _training_config(
         preset, baseline, manifest["chunk_size"], manifest["pad_id"], tokenizer.vocab_size
     )
+    word_table = None
+    if word_meanings < 0:
+        fail(f"--word-meanings takes a dimension >= 0; got {word_meanings}")
+    if word_meanings:  # before the overrides: a --config switch may need the table (copy_meaning_bag)
+        word_table = _word_table(tokenizer, word_meanings)
+        config = config.replace(
+            word_dim=word_meanings, word_rows=len(word_table["vectors"]), word_keys=len(word_table["keys"])
+        )
     config = _config_overrides(config, config_overrides)
     no_retrieval = not config.uses_retrieval and not config.in_context
     rank = distributed_from_env().rank
@@ -239,7 +268,7 @@ def train_command(
             out, config, data, tokenizer, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup,
             min_lr_ratio=min_lr_ratio, weight_decay=weight_decay, grad_accum=grad_accum,
             grad_clip=grad_clip, ckpt_every=ckpt_every, log_every=log_every, seed=seed, device=device,
-            meta=meta, init_from=init_from,
+            meta=meta, init_from=init_from, word_table=word_table,
         )  # fmt: skip
     except ValueError as e:
         fail(str(e))

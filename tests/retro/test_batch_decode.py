@@ -24,19 +24,32 @@ from retro.model import Retro
 from retro.sampling import SamplingParams
 from retro.tokenizer import Tokenizer
 
+from .conftest import random_word_table
+
 VOCAB = 300
+
+
+WORDS = dict(word_dim=8, word_rows=50, word_keys=len(random_word_table(VOCAB)["keys"]))
 
 
 @pytest.fixture(scope="module",
                 params=[dict(copy_match_tokens=3), dict(copy_bag_window=5),
-                        dict(copy_bag_window=5, copy_neighbour_bag=True)],
-                ids=["match3", "bag5", "bag5+neighbour"])  # fmt: skip
+                        dict(copy_bag_window=5, copy_neighbour_bag=True),
+                        dict(copy_bag_window=5, copy_neighbour_bag=True, copy_meaning_bag=True, **WORDS)],
+                ids=["match3", "bag5", "bag5+neighbour", "bag5+neighbour+words+meaning"])  # fmt: skip
 def model(request) -> Retro:
     # two CCA layers, copy head with the n-gram match (every part of the demo model's decode step),
-    # or with the bag match alone (no n-gram contexts to carry), or with the neighbour match too
+    # or with the bag match alone (no n-gram contexts to carry), or with the neighbour match too,
+    # or with word meanings as well (their projections made non-zero, so they change the outputs)
     torch.manual_seed(0)
     cfg = RetroConfig.from_preset("tiny", cca_layers=(0, 1), vocab_size=VOCAB, **request.param)
     model = Retro(cfg).eval()
+    if cfg.word_dim:
+        model.word_meanings.load_table(random_word_table(VOCAB))
+        with torch.no_grad():
+            model.word_meanings.decoder_in.weight.normal_(0, 0.5)
+            model.word_meanings.encoder_in.weight.normal_(0, 0.5)
+            model.copy_head.meaning_salience.weight.normal_(0, 0.5)
     if cfg.copy_bag_window:
         with torch.no_grad():  # salient words, so the bag changes the pointer
             model.copy_head.bag_weight.copy_(torch.rand(VOCAB, generator=torch.Generator().manual_seed(2)))

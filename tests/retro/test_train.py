@@ -399,6 +399,15 @@ def test_retro_train_trains_a_preset_and_its_baseline_on_an_index(tokenizer, tmp
     assert load_checkpoint(tmp_path / "passages")[2]["recipe"]["passage_neighbours"] is True
     assert list((index_dir / "versions" / "v0001").glob("neighbours-k2-not-*.npy"))
 
+    # word meanings: the table is built from the packaged MiniLM's words under this tokenizer
+    words, text = run_cli(
+        "--preset", "tiny", "--out", str(tmp_path / "words"), "--word-meanings", "8", *common
+    )
+    assert words.exit_code == 0, text
+    model, _, meta = load_checkpoint(tmp_path / "words")
+    assert model.config.word_dim == 8 and model.config.word_rows > 1000 and meta["word_table"]
+    assert (model.word_meanings.keys >= 0).all()
+
     base, text = run_cli("--preset", "tiny", "--baseline", "--out", str(tmp_path / "base"), *common)
     assert base.exit_code == 0, text
     model, _, meta = load_checkpoint(tmp_path / "base")
@@ -418,6 +427,7 @@ def test_retro_train_trains_a_preset_and_its_baseline_on_an_index(tokenizer, tmp
         ("flag without prefix", "passage_neighbours=True needs read_prefix"),
         ("bad list", "--config cca_layers: '1,x' is not a comma-separated list of integers"),
         ("bad config name", "--config takes name=value with a name among"),
+        ("bad word dimension", "--word-meanings takes a dimension >= 0; got -1"),
     ],
 )
 def test_retro_train_bad_input_exits_2_with_one_line(tokenizer, tmp_path, case, message):
@@ -452,6 +462,8 @@ def test_retro_train_bad_input_exits_2_with_one_line(tokenizer, tmp_path, case, 
         extra = ["--batch-size", "2", "--config", "cca_layers=1,x"]
     if case == "bad config name":
         extra = ["--batch-size", "2", "--config", "depth=3"]
+    if case == "bad word dimension":
+        extra = ["--batch-size", "2", "--word-meanings", "-1"]
     args = ["--preset", preset, "--index", str(index_dir), "--out", str(tmp_path / "run"), "--steps", "1"]
     result, text = run_cli(*args, *(extra or ["--batch-size", "2"]))
     assert result.exit_code == 2, text
