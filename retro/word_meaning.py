@@ -89,6 +89,11 @@ class WordMeanings(nn.Module):
 
     def __init__(self, vocab_size: int, rows: int, n_keys: int, dim: int, d_model: int, enc_d_model: int):
         super().__init__()
+        if vocab_size**WORD_WINDOW >= 2**63:
+            raise ValueError(
+                f"word meanings pack {WORD_WINDOW} token ids in an int64 key: a vocabulary of {vocab_size} "
+                f"tokens is too large (at most {int(2 ** (63 / WORD_WINDOW))})"
+            )
         self.vocab_size = vocab_size
         self.register_buffer("letters", torch.zeros(vocab_size, dtype=torch.bool))
         self.register_buffer("starts", torch.zeros(vocab_size, dtype=torch.bool))
@@ -107,6 +112,7 @@ class WordMeanings(nn.Module):
 
     @torch.no_grad()
     def load_table(self, table: dict[str, torch.Tensor]) -> None:
+        """Copies a table (`build_word_table`) into the buffers; its shapes must be the config's."""
         for name in ("letters", "starts", "keys", "rows", "vectors"):
             buffer = getattr(self, name)
             if table[name].shape != buffer.shape:
@@ -190,6 +196,7 @@ def build_word_table(
 
 
 def table_fingerprint(table: dict[str, torch.Tensor]) -> str:
+    """A short hash of a table's contents: kept in a run's meta, so a resume must use the same one."""
     digest = hashlib.sha256()
     for name in ("letters", "starts", "keys", "rows", "vectors"):
         digest.update(table[name].numpy().tobytes())

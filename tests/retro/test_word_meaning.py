@@ -99,10 +99,12 @@ def test_the_table_finds_a_listed_word_in_every_spelling_and_nothing_else(tokeni
     assert meanings.vectors_for(recent_tokens(ids, WORD_WINDOW, 0)).abs().sum() == 0
 
 
-def test_a_table_of_another_shape_is_refused(tokenizer):
+def test_a_table_of_another_shape_and_a_vocabulary_too_large_for_the_keys_are_refused():
     meanings = WordMeanings(300, 50, 10, 8, 8, 8)
     with pytest.raises(ValueError, match="word table keys"):
         meanings.load_table(random_word_table(300))
+    with pytest.raises(ValueError, match="too large"):
+        WordMeanings(60_000, 50, 10, 8, 8, 8)
 
 
 KW = dict(batch_size=8, lr=1e-2, warmup=2, progress=False)
