@@ -2,8 +2,8 @@
 
 `BatchDecoder(model)` holds the incremental state of every running row in stacked slot tensors:
 self-attention keys and values (slots, heads, max_len, head size), the open chunk's states entering
-the first CCA layer, the copy head's recent tokens, the word-meaning window (`retro.word_meaning`)
-and each row's latest neighbours, projected once
+the first CCA layer, the last tokens (the copy head's match and the word meanings read them) and
+each row's latest neighbours, projected once
 for every CCA layer and the copy head and padded to a common number of neighbour tokens (the padding
 masked out, so it changes nothing). A row joins with the `DecodeCache` that `Retro.prefill` left for
 it (`add`), and leaves at any step boundary (`remove`); `step(rows, tokens, neighbours)` feeds one
@@ -72,10 +72,7 @@ class BatchDecoder:
             "k": [self._zeros(capacity, nh, cfg.max_seq_len, hs) for _ in range(cfg.n_layers)],
             "v": [self._zeros(capacity, nh, cfg.max_seq_len, hs) for _ in range(cfg.n_layers)],
             "chunk_hidden": self._zeros(capacity, self.m, cfg.d_model),
-            "recent": self._zeros(
-                capacity, max(cfg.copy_context_tokens, 1), dtype=torch.long, fill=cfg.pad_id
-            ),
-            "word_window": self._zeros(capacity, WORD_WINDOW, dtype=torch.long, fill=cfg.pad_id),
+            "recent": self._zeros(capacity, max(self.model.recent_len, 1), dtype=torch.long, fill=cfg.pad_id),
             # the latest neighbours, projected per CCA layer (null slot first) and for the copy head
             "mem_k": {i: self._zeros(capacity, nh, 1 + S, hs) for i in self.cca_layers},
             "mem_v": {i: self._zeros(capacity, nh, 1 + S, hs) for i in self.cca_layers},
@@ -93,7 +90,7 @@ class BatchDecoder:
             for name in ("k", "v"):
                 for dst, src in zip(new[name], old[name], strict=True):
                     dst[:n] = src[:n]
-            for name in ("chunk_hidden", "recent", "word_window"):
+            for name in ("chunk_hidden", "recent"):
                 new[name][:n] = old[name][:n]
             for name in ("mem_k", "mem_v"):
                 for i in self.cca_layers:
@@ -119,7 +116,6 @@ class BatchDecoder:
         for name in (
             "chunk_hidden",
             "recent",
-            "word_window",
             "mem_mask",
             "copy_keys",
             "copy_ids",
@@ -145,10 +141,8 @@ class BatchDecoder:
             self.k[i][slot, :, :T] = layer.k[0, :, :T]
             self.v[i][slot, :, :T] = layer.v[0, :, :T]
         self.chunk_hidden[slot] = cache.chunk_hidden[0]
-        if self.matching:
+        if cache.recent is not None:
             self.recent[slot] = cache.recent[0]
-        if self.model.word_meanings is not None:
-            self.word_window[slot] = cache.word_window[0]
         self.mem_chunk[slot] = -1
         if cache.memory is not None:
             self._store_memory([slot], cache.memory, [cache.memory.chunk])
@@ -270,9 +264,10 @@ class BatchDecoder:
         check_tokens(cfg, token)
 
         x = model.wte(token) + model.wpe(pos)[:, None]  # (B, 1, d)
+        if model.recent_len:
+            self.recent[index] = torch.cat([token, self.recent[index][:, :-1]], dim=1)  # newest first
         if model.word_meanings is not None:
-            self.word_window[index] = torch.cat([token, self.word_window[index][:, :-1]], dim=1)
-            x = x + model.word_meanings.decoder_features(self.word_window[index][:, None])
+            x = x + model.word_meanings.decoder_features(self.recent[index][:, None, :WORD_WINDOW])
         sees: torch.Tensor | None = None  # (B,) bool: rows holding their attended chunk's neighbours
         for i, block in enumerate(model.blocks):
             x = x + self._self_attention(block.attn, block.ln_attn(x), i, index, sel, pos, n_keys, key_mask)
@@ -298,8 +293,6 @@ class BatchDecoder:
             x = x + block.mlp(block.ln_mlp(x))
         for row in rows:
             row.pos += 1
-        if self.matching:
-            self.recent[index] = torch.cat([token, self.recent[index][:, :-1]], dim=1)  # newest first
         h = model.ln_f(x)
         logits = model._lm_head(h)  # (B, 1, V)
         out = logits[:, 0].float().log_softmax(dim=-1)
@@ -307,7 +300,7 @@ class BatchDecoder:
             return out
         mixed = sees.nonzero()[:, 0]
         at = index[mixed]
-        recent = self.recent[at][:, None, :] if self.matching else None
+        recent = self.recent[at][:, None, : model.context_len] if self.matching else None
         context = self.copy_context[at] if self.matching else None
         pointer = model.copy_head.pointer(
             h[mixed],

@@ -3,13 +3,13 @@ vocabulary distribution (pointer-generator networks, See et al. 2017; docs/desig
 measurements that made it part of the model).
 
 `CopyHead.pointer` scores the neighbour tokens against a position's state, plus a learned bonus
-for each previous token the two share (the n-gram match: `query_context` / `key_context` build
-what is compared) and, with `copy_bag_window`, an order-free bonus for the position's recent words
-found just before a neighbour token (the bag match, `bag`) and, with `copy_neighbour_bag`, a bonus
-for every token of a neighbour that holds those words anywhere (the neighbour match,
-`neighbour_bag`); `CopyHead.mix` gives the mixture's
-log-probabilities over the vocabulary, and
-`CopyHead.target_logp` only those of given targets, for the loss. `chunked_pointer` applies the
+for each previous token the two share (the n-gram match: the position's last tokens, which the
+model passes as `query_context`, against `key_context`) and, with `copy_bag_window`, an order-free
+bonus for the position's recent words found just before a neighbour token (the bag match, `bag`)
+and, with `copy_neighbour_bag`, a bonus for every token of a neighbour that holds those words
+anywhere (the neighbour match, `neighbour_bag`), and with `copy_meaning_bag` the bag match by
+meaning (`meaning_bag`); `CopyHead.mix` gives the mixture's log-probabilities over the vocabulary,
+and `CopyHead.target_logp` only those of given targets, for the loss. `chunked_pointer` applies the
 pointer to a whole sequence, chunk by chunk, as chunked cross-attention sees the neighbours.
 """
 
@@ -93,11 +93,6 @@ class CopyHead(nn.Module):
         along the last axis (pad before the start)."""
         T = x.shape[-1]
         return torch.stack([F.pad(x, (first + i, 0), value=self.pad_id)[..., :T] for i in range(n)], -1)
-
-    def query_context(self, tokens):
-        """tokens (B, T) -> (B, T, n): the n = `copy_context_tokens` tokens each position ends
-        with, itself first."""
-        return self._preceding(tokens, 0, self.context_tokens)
 
     def key_context(self, neighbours):
         """neighbours (B, L, k, r) -> (B, L, k*r, n): the tokens before each neighbour token,

@@ -95,8 +95,8 @@ class DecodeCache:
     pos: int = 0  # number of positions already processed
     memory: NeighbourMemory | None = None
     max_len: int = field(default=0)
-    recent: torch.Tensor | None = None  # (B, n): the last n tokens, newest first (copy-head match)
-    word_window: torch.Tensor | None = None  # (B, WORD_WINDOW): the last tokens, newest first (word meanings)
+    # (B, n): the last n = `Retro.recent_len` tokens, newest first (copy-head match, word meanings)
+    recent: torch.Tensor | None = None
 
 
 @dataclass
@@ -138,6 +138,9 @@ class Retro(nn.Module):
             self.copy_head.reset_parameters(cfg.n_neighbours * cfg.retrieved_len)
         if self.word_meanings is not None:
             self.word_meanings.reset_parameters()
+        # how many of a position's last tokens its inputs read: the copy head's match, the word so far
+        self.context_len = self.copy_head.context_tokens if self._matching else 0
+        self.recent_len = max(self.context_len, WORD_WINDOW if self.word_meanings is not None else 0)
 
     @staticmethod
     def _init_weights(module):
@@ -230,24 +233,24 @@ class Retro(nn.Module):
                     )
             return encoded
 
+        # each position's last tokens, itself first (B, T, recent_len): the copy head's match and the
+        # word so far read them
+        recent = recent_tokens(tokens, self.recent_len, cfg.pad_id) if self.recent_len else None
         x = self.wte(tokens) + self.wpe(torch.arange(T, device=tokens.device))  # (B, T, d)
         if self.word_meanings is not None:
-            window = recent_tokens(tokens, WORD_WINDOW, cfg.pad_id)  # (B, T, WORD_WINDOW)
-            x = x + self.word_meanings.decoder_features(window)
-            if cache is not None:
-                cache.word_window = window[:, -1]
+            x = x + self.word_meanings.decoder_features(recent[..., :WORD_WINDOW])
         x = self.drop(x)
         for i, block in enumerate(self.blocks):
             x = block(x, None if cache is None else cache.layers[i], 0, cca_input)
         h = self.ln_f(x)
 
         # the copy head's n-gram match compares what positions and neighbour tokens end with
-        query_context = self.copy_head.query_context(tokens) if self._matching else None
+        query_context = recent[..., : self.context_len] if self._matching else None
         key_context = self.copy_head.key_context(neighbours) if self._matching and use_retrieval else None
         if cache is not None:
             cache.pos = T
-            if self._matching:
-                cache.recent = query_context[:, -1]  # (B, n): newest first
+            if recent is not None:
+                cache.recent = recent[:, -1]  # (B, n): newest first
             if use_retrieval:
                 context = key_context[:, L - 1] if key_context is not None else None
                 last = EncodedNeighbours(
@@ -284,16 +287,9 @@ class Retro(nn.Module):
         ]
         chunk_hidden = torch.zeros(batch_size, cfg.chunk_size, cfg.d_model, dtype=dtype, device=device)
         recent = None
-        if self._matching:
-            recent = torch.full(
-                (batch_size, cfg.copy_context_tokens), cfg.pad_id, dtype=torch.long, device=device
-            )
-        word_window = None
-        if self.word_meanings is not None:
-            word_window = torch.full((batch_size, WORD_WINDOW), cfg.pad_id, dtype=torch.long, device=device)
-        return DecodeCache(
-            layers=layers, chunk_hidden=chunk_hidden, max_len=max_len, recent=recent, word_window=word_window
-        )
+        if self.recent_len:
+            recent = torch.full((batch_size, self.recent_len), cfg.pad_id, dtype=torch.long, device=device)
+        return DecodeCache(layers=layers, chunk_hidden=chunk_hidden, max_len=max_len, recent=recent)
 
     def _memory_for_chunk(self, chunk: int, neighbours: EncodedNeighbours, context=None) -> NeighbourMemory:
         """Projects one chunk's encoded neighbours (memory (B, S, de)) for every CCA layer and the
@@ -338,20 +334,19 @@ class Retro(nn.Module):
             return memory.cca[layer] if memory is not None and memory.chunk == attended else None
 
         x = self.wte(token) + self.wpe(torch.tensor([p], device=token.device))  # (B, 1, d)
+        if cache.recent is not None:
+            cache.recent = torch.cat([token, cache.recent[:, :-1]], dim=1)  # newest first
         if self.word_meanings is not None:
-            cache.word_window = torch.cat([token, cache.word_window[:, :-1]], dim=1)  # newest first
-            x = x + self.word_meanings.decoder_features(cache.word_window[:, None])
+            x = x + self.word_meanings.decoder_features(cache.recent[:, None, :WORD_WINDOW])
         for i, block in enumerate(self.blocks):
             x = block(x, cache.layers[i], p, cca_input)
         cache.pos = p + 1
-        if self._matching:
-            cache.recent = torch.cat([token, cache.recent[:, :-1]], dim=1)  # newest first
         h = self.ln_f(x)
         logits = self._lm_head(h)  # (B, 1, V)
         memory = cache.memory
         if self.copy_head is None or memory is None or memory.chunk != attended:
             return logits[:, 0].float().log_softmax(dim=-1)
-        recent = cache.recent[:, None, :] if self._matching else None  # (B, 1, n)
+        recent = cache.recent[:, None, : self.context_len] if self._matching else None  # (B, 1, n)
         pointer = self.copy_head.pointer(
             h,
             memory.copy_keys,

@@ -10,34 +10,18 @@ import torch
 from retro.checkpoint import load_checkpoint
 from retro.train import train
 
-from .test_train import CountingData, config_for
+from .test_train import FINE_TUNE_KW, CountingData, config_for, first_step_loss, trained_base
 
-KW = dict(batch_size=8, lr=1e-2, warmup=2, progress=False)
-
-
-def _stop_after_one(records):
-    def on_step(record):
-        records.append(record)
-        return True  # stops after the first step's checkpoint
-
-    return on_step
+KW = FINE_TUNE_KW
 
 
 def test_a_grown_model_starts_as_its_checkpoint_and_its_new_blocks_learn(tokenizer, tmp_path):
-    config = config_for(tokenizer)  # 3 blocks, CCA in 1 and 2, one encoder block
-    data = CountingData(config)
-    train(tmp_path / "base", config, data, tokenizer, steps=20, **KW)
-    base, _, _ = load_checkpoint(tmp_path / "base")
-    first = data.batch(0, 8)
-    with torch.no_grad():
-        base_loss = base.loss(first.tokens, first.neighbours, first.targets).item()
+    base = trained_base(tmp_path / "base", tokenizer)  # 3 blocks, CCA in 1 and 2, one encoder block
+    config, data, first, base_loss = base.config, base.data, base.first, base.loss
     # two blocks appended (CCA in the last), CCA added to an old block after the first CCA, and an
     # encoder block appended
     grown = config.replace(n_layers=5, cca_layers=(1, 2, 4), enc_layers=2)
-    records = []
-    train(tmp_path / "grown", grown, data, tokenizer, steps=3, init_from=tmp_path / "base",
-          on_step=_stop_after_one(records), **KW)  # fmt: skip
-    assert records[0]["loss"] == pytest.approx(base_loss, rel=1e-5)
+    assert first_step_loss(tmp_path / "grown", grown, base, tokenizer) == pytest.approx(base_loss, rel=1e-5)
     train(tmp_path / "grown", grown, data, tokenizer, steps=3, init_from=tmp_path / "base", **KW)
     model, _, meta = load_checkpoint(tmp_path / "grown")
     assert model.config == grown and meta["init_from"]["save_id"]
@@ -45,7 +29,9 @@ def test_a_grown_model_starts_as_its_checkpoint_and_its_new_blocks_learn(tokeniz
     # the new residual outputs started at zero and moved; the old weights were kept, then trained
     for name in ("blocks.3.attn.proj.weight", "blocks.4.cca.proj.weight", "encoder.blocks.1.mlp.proj.weight"):
         assert state[name].abs().max() > 0, name
-    assert not torch.equal(state["blocks.0.attn.qkv.weight"], base.state_dict()["blocks.0.attn.qkv.weight"])
+    assert not torch.equal(
+        state["blocks.0.attn.qkv.weight"], base.model.state_dict()["blocks.0.attn.qkv.weight"]
+    )
     with torch.no_grad():
         assert model.loss(first.tokens, first.neighbours, first.targets).item() < base_loss + 0.5
 

@@ -18,6 +18,8 @@ import pytest
 import torch
 
 from retro.checkpoint import CONFIG_FILE, load_checkpoint
+from retro.config import RetroConfig
+from retro.model import Retro
 from retro.run_folder import LOG_FILE, STATE_DIR, read_train_state
 from retro.schedule import learning_rate, parameter_groups
 from retro.train import train
@@ -470,32 +472,59 @@ def test_retro_train_bad_input_exits_2_with_one_line(tokenizer, tmp_path, case, 
     assert message in text and "Traceback" not in text
 
 
+FINE_TUNE_KW = dict(batch_size=8, lr=1e-2, warmup=2, progress=False)
+
+
+@dataclass
+class TrainedBase:
+    """A model trained 20 steps to fine-tune from, and its loss on the data's first batch."""
+
+    folder: Path
+    config: RetroConfig
+    data: CountingData
+    model: Retro
+    first: object  # the data's first batch (8 sequences)
+    loss: float
+
+
+def trained_base(folder: Path, tokenizer) -> TrainedBase:
+    config = config_for(tokenizer)
+    data = CountingData(config)
+    train(folder, config, data, tokenizer, steps=20, **FINE_TUNE_KW)
+    model, _, _ = load_checkpoint(folder)
+    first = data.batch(0, 8)
+    with torch.no_grad():
+        loss = model.loss(first.tokens, first.neighbours, first.targets).item()
+    return TrainedBase(folder, config, data, model, first, loss)
+
+
+def first_step_loss(folder: Path, config: RetroConfig, base: TrainedBase, tokenizer, **train_kw) -> float:
+    """Fine-tunes `config` from `base` into `folder` and stops after the first step (as if killed
+    after its checkpoint); returns that step's loss."""
+    records = []
+
+    def stop_after_one(record):
+        records.append(record)
+        return True
+
+    train(folder, config, base.data, tokenizer, steps=train_kw.pop("steps", 3), init_from=base.folder,
+          on_step=stop_after_one, **FINE_TUNE_KW, **train_kw)  # fmt: skip
+    return records[0]["loss"]
+
+
 def test_fine_tuning_starts_from_a_checkpoint_and_a_new_bag_match_changes_nothing_at_first(
     tokenizer, tmp_path
 ):
     """`init_from`: the first step's loss is the source model's (its weights, not a fresh start),
     also with the bag match switched on (zero salience); a resume continues the fine-tune; another
     shape or tokenizer is refused."""
-    config = config_for(tokenizer)
-    data = CountingData(config)
-    kw = dict(batch_size=8, lr=1e-2, warmup=2, progress=False)
-    train(tmp_path / "base", config, data, tokenizer, steps=20, **kw)
-    base, _, _ = load_checkpoint(tmp_path / "base")
-    first = data.batch(0, 8)
-    with torch.no_grad():
-        base_loss = base.loss(first.tokens, first.neighbours, first.targets).item()
+    base = trained_base(tmp_path / "base", tokenizer)
+    config, data, base_loss, kw = base.config, base.data, base.loss, FINE_TUNE_KW
     bag = config.replace(copy_bag_window=4)
     both = bag.replace(copy_neighbour_bag=True)
     for name, cfg in (("same", config), ("bag", bag), ("bag+neighbour", both)):
-        records = []
-
-        def stop_after_one(record, records=records):
-            records.append(record)
-            return True  # the run stops after its first step, as if killed after a checkpoint
-
-        train(tmp_path / name, cfg, data, tokenizer, steps=3, init_from=tmp_path / "base",
-              on_step=stop_after_one, **kw)  # fmt: skip
-        assert records[0]["loss"] == pytest.approx(base_loss, rel=1e-5), name
+        loss = first_step_loss(tmp_path / name, cfg, base, tokenizer)
+        assert loss == pytest.approx(base_loss, rel=1e-5), name
     fresh = []
     train(tmp_path / "fresh", bag, data, tokenizer, steps=1, on_step=fresh.append, **kw)
     assert fresh[0]["loss"] > 2 * base_loss  # a random start is far from the trained model

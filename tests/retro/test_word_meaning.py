@@ -22,7 +22,7 @@ from retro.word_meaning import (
 )
 
 from .conftest import random_word_table
-from .test_train import CountingData, config_for
+from .test_train import FINE_TUNE_KW, CountingData, config_for, first_step_loss, trained_base
 
 TEXT = "The capital of France is Paris.\nGold has the chemical symbol Au (gold). Mount Everest 8849"
 
@@ -107,28 +107,16 @@ def test_a_table_of_another_shape_and_a_vocabulary_too_large_for_the_keys_are_re
         WordMeanings(60_000, 50, 10, 8, 8, 8)
 
 
-KW = dict(batch_size=8, lr=1e-2, warmup=2, progress=False)
+KW = FINE_TUNE_KW
 
 
 def test_switched_on_over_a_checkpoint_it_starts_as_the_checkpoint_learns_and_is_saved(tokenizer, tmp_path):
-    config = config_for(tokenizer)
-    data = CountingData(config)
-    train(tmp_path / "base", config, data, tokenizer, steps=20, **KW)
-    base, _, _ = load_checkpoint(tmp_path / "base")
-    first = data.batch(0, 8)
-    with torch.no_grad():
-        base_loss = base.loss(first.tokens, first.neighbours, first.targets).item()
+    base = trained_base(tmp_path / "base", tokenizer)
+    config, data = base.config, base.data
     table = random_word_table(config.vocab_size)
     words = config.replace(word_dim=8, word_rows=50, word_keys=len(table["keys"]))
-    records = []
-
-    def stop_after_one(record):
-        records.append(record)
-        return True
-
-    train(tmp_path / "words", words, data, tokenizer, steps=4, init_from=tmp_path / "base",
-          word_table=table, on_step=stop_after_one, **KW)  # fmt: skip
-    assert records[0]["loss"] == pytest.approx(base_loss, rel=1e-5)
+    loss = first_step_loss(tmp_path / "words", words, base, tokenizer, steps=4, word_table=table)
+    assert loss == pytest.approx(base.loss, rel=1e-5)
     train(tmp_path / "words", words, data, tokenizer, steps=4, init_from=tmp_path / "base",
           word_table=table, **KW)  # fmt: skip
     model, _, meta = load_checkpoint(tmp_path / "words")
