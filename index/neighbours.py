@@ -181,9 +181,10 @@ class TrainingChunks:
     def n_precomputed(self) -> int:
         return 0 if self.neighbours is None else len(self.neighbours)
 
-    def neighbour_tokens(self, chunk_ids: np.ndarray) -> np.ndarray:
-        """[..., 2m] int64: chunk + continuation for chunk ids of any shape (-1 -> all pad_id)."""
-        return self._arrays.with_continuations(chunk_ids, self.pad_id)
+    def neighbour_tokens(self, chunk_ids: np.ndarray, window: int = 2) -> np.ndarray:
+        """[..., window*m] int64: the chunk and its next window - 1 chunks (RETRO's chunk +
+        continuation at window 2) for chunk ids of any shape (-1 -> all pad_id)."""
+        return self._arrays.with_continuations(chunk_ids, self.pad_id, window)
 
     def doc_chunks(self, doc_id: str) -> np.ndarray:
         """The chunk ids of one document, in order."""

@@ -1,8 +1,10 @@
 """The retriever: query texts (or LM chunk tokens) -> k neighbours of [chunk + continuation] tokens.
 
-This module owns the shape the model consumes (`Neighbours.tokens` [k, 2 * chunk_size], pad_id
-padded), the optional exclusion of given doc ids (training excludes the sequence's own document,
-RETRO section 2.3), and the choice between dense retrieval (MiniLM vectors only) and hybrid
+This module owns the shape the model consumes (`Neighbours.tokens` [k, window * chunk_size],
+pad_id padded: the chunk and the next window - 1 chunks of its document; RETRO's chunk +
+continuation is window 2, a model whose `retrieved_len` is longer gets a wider window), the
+optional exclusion of given doc ids (training excludes the sequence's own document, RETRO section
+2.3), and the choice between dense retrieval (MiniLM vectors only) and hybrid
 retrieval: the dense and the BM25 (`index.lexical`) rankings of `candidates` chunks each, merged by
 reciprocal rank fusion, so that a query naming a rare or invented word finds the chunks that hold
 it. The BM25 index is built from the store's chunk texts on the first hybrid search and follows
@@ -30,7 +32,7 @@ class Neighbours:
     pad_id, score -inf, chunk id -1, doc id "" and text "".
     """
 
-    tokens: np.ndarray  # [k, 2 * chunk_size] int64: the chunk, then its continuation (pad if none)
+    tokens: np.ndarray  # [k, window * chunk_size] int64: the chunk, then its continuation (pad if none)
     scores: np.ndarray  # [k] float32 cosine similarity (dense), or the fused rank score (hybrid)
     doc_ids: list[str]
     chunk_ids: np.ndarray  # [k] int64
@@ -55,10 +57,14 @@ class Retriever:
         mode: str = "dense",
         candidates: int = 32,
         lexical_titles: bool = False,
+        window: int = 2,
     ):
         if mode not in RETRIEVAL_MODES:
             raise ValueError(f"unknown retrieval mode {mode!r}; modes: {', '.join(RETRIEVAL_MODES)}")
+        if window < 1:
+            raise ValueError(f"a neighbour window holds at least its own chunk, got window={window}")
         self.store = store
+        self.window = window  # chunks a neighbour shows: its own and window - 1 continuations
         self._encoder = encoder
         self.mode, self.candidates = mode, candidates
         # BM25 sees each chunk under its document's title: a passage's later chunks name their
@@ -104,13 +110,16 @@ class Retriever:
         vectors = self.encoder.encode(list(texts))
         if self.mode == "hybrid-titled-doc":
             pool = self._hybrid(list(texts), vectors, max(k, TOP_DOCUMENT_POOL), exclude_doc_ids)
-            return [top_document_first(found, k) for found in pool]
+            return [top_document_first(found, k, window=self.window) for found in pool]
         if self.mode != "dense":  # hybrid or hybrid-titled
             return self._hybrid(list(texts), vectors, k, exclude_doc_ids)
-        found = self.store.nearest_chunks(vectors, k, exclude_doc_ids)
+        found = self.store.nearest_chunks(vectors, k, exclude_doc_ids, self.window)
         m = self.store.chunk_size
         chunk_texts = self.store.tokenizer.decode_batch(
-            [row[row != self.store.pad_id].tolist() for row in found.tokens.reshape(-1, 2 * m)[:, :m]]
+            [
+                row[row != self.store.pad_id].tolist()
+                for row in found.tokens.reshape(-1, self.window * m)[:, :m]
+            ]
         )
         return [
             Neighbours(
@@ -155,10 +164,10 @@ class Retriever:
             best = reciprocal_rank_fusion([dense.chunk_ids[i].tolist(), sparse.tolist()], k)
             chosen[i, : len(best)] = [c for c, _ in best]
             fused_scores[i, : len(best)] = [score for _, score in best]
-        tokens = self.store.chunks_with_continuations(chosen)
+        tokens = self.store.chunks_with_continuations(chosen, window=self.window)
         m = self.store.chunk_size
         chunk_texts = self.store.tokenizer.decode_batch(
-            [row[row != self.store.pad_id].tolist() for row in tokens.reshape(-1, 2 * m)[:, :m]]
+            [row[row != self.store.pad_id].tolist() for row in tokens.reshape(-1, self.window * m)[:, :m]]
         )
         result = []
         for i in range(len(texts)):
@@ -170,11 +179,13 @@ class Retriever:
         return result
 
 
-def top_document_first(found: Neighbours, k: int, groups: list[str] | None = None) -> Neighbours:
+def top_document_first(
+    found: Neighbours, k: int, groups: list[str] | None = None, window: int = 2
+) -> Neighbours:
     """k of `found`'s ranked candidates: the best one, then the best of its own document's other
-    candidates whose window (the chunk and its continuation, the next chunk) shares no chunk with
-    it, then the best candidate of each other document in rank order; the ranked order fills
-    whatever is left. With `groups` (a key per candidate, e.g. its document's title), "its own
+    candidates whose window (the chunk and its next window - 1 chunks) shares no chunk with it,
+    then the best candidate of each other document in rank order; the ranked order fills whatever
+    is left. With `groups` (a key per candidate, e.g. its document's title), "its own
     document" is any candidate of the best one's group (tried as a retrieval rule on the reading
     set, not adopted: docs/results/cpu-demo-reading10-2026-12-06).
 
@@ -190,10 +201,10 @@ def top_document_first(found: Neighbours, k: int, groups: list[str] | None = Non
     chosen: list[int] = ranked[:1]
     if ranked:
         top = ranked[0]
-        covered = {int(found.chunk_ids[top]), int(found.chunk_ids[top]) + 1}
+        covered = set(range(int(found.chunk_ids[top]), int(found.chunk_ids[top]) + window))
         for j in ranked[1:]:
-            window = {int(found.chunk_ids[j]), int(found.chunk_ids[j]) + 1}
-            if groups[j] == groups[top] and not window & covered:
+            shows = set(range(int(found.chunk_ids[j]), int(found.chunk_ids[j]) + window))
+            if groups[j] == groups[top] and not shows & covered:
                 chosen.append(j)
                 break
         documents = {found.doc_ids[j] for j in chosen}

@@ -228,7 +228,7 @@ class IndexStore:
                     yield
 
     def nearest_chunks(
-        self, vectors: np.ndarray, k: int, exclude_doc_ids: list[set[str]] | None = None
+        self, vectors: np.ndarray, k: int, exclude_doc_ids: list[set[str]] | None = None, window: int = 2
     ) -> NearestChunks:
         """The k nearest chunks per query vector, skipping removed documents and each query's
         excluded documents.
@@ -237,7 +237,8 @@ class IndexStore:
         deeper, up to k + (chunks of its excluded and of the removed documents) results, so k
         survive whenever the store holds k eligible chunks (for an exact index; an approximate
         one returns what its probes reach). Rows with fewer results are padded: score -inf,
-        chunk id -1, doc id "", tokens pad_id.
+        chunk id -1, doc id "", tokens pad_id. `tokens` shows each chunk in a window of `window`
+        chunks (`chunks_with_continuations`).
         """
         vectors = np.asarray(vectors)
         n = len(vectors)
@@ -247,7 +248,7 @@ class IndexStore:
             snapshot, documents, removals = self._snapshot, self._documents, self._removals
             excluded = [self._excluded_indices(ids) for ids in exclude_doc_ids or [set()] * n]
             scores, chunk_ids = self._filtered_search(vectors, k, excluded, removals, snapshot.doc_index)
-        tokens = self.chunks_with_continuations(chunk_ids, snapshot)
+        tokens = self.chunks_with_continuations(chunk_ids, snapshot, window)
         doc_ids = [
             [documents[snapshot.doc_index[c]]["doc_id"] if c >= 0 else "" for c in row] for row in chunk_ids
         ]
@@ -311,10 +312,11 @@ class IndexStore:
             ]
 
     def chunks_with_continuations(
-        self, chunk_ids: np.ndarray, snapshot: VersionArrays | None = None
+        self, chunk_ids: np.ndarray, snapshot: VersionArrays | None = None, window: int = 2
     ) -> np.ndarray:
-        """[..., 2*chunk_size] int64: each chunk then its continuation; pad_id for -1 or no continuation."""
-        return (snapshot or self._snapshot).with_continuations(chunk_ids, self.pad_id)
+        """[..., window*chunk_size] int64: each chunk then the next window - 1 chunks of its document
+        (window 2: RETRO's chunk + continuation); pad_id for -1 or past the document's end."""
+        return (snapshot or self._snapshot).with_continuations(chunk_ids, self.pad_id, window)
 
     # --- live additions -------------------------------------------------------------------------
     def add_documents(

@@ -50,19 +50,24 @@ class VersionArrays:
             embeddings=open_rows(version_dir / EMBEDDINGS, np.float32, n, manifest["embedding_dim"]),
         )
 
-    def with_continuations(self, chunk_ids: np.ndarray, pad_id: int) -> np.ndarray:
-        """[..., 2*m] int64 for chunk ids of any shape: the chunk, then the next chunk of the same
-        document (RETRO's continuation); all pad_id for id -1, pad_id halves where no continuation."""
+    def with_continuations(self, chunk_ids: np.ndarray, pad_id: int, window: int = 2) -> np.ndarray:
+        """[..., window*m] int64 for chunk ids of any shape: the chunk, then the next window - 1
+        chunks of the same document (RETRO's continuation: window 2); all pad_id for id -1, pad_id
+        where the document ends first."""
+        if window < 1:
+            raise ValueError(f"a neighbour window holds at least its own chunk, got window={window}")
         chunk_ids = np.asarray(chunk_ids, dtype=np.int64)
         flat = chunk_ids.reshape(-1)
         n_chunks, m = self.tokens.shape
-        out = np.full((len(flat), 2 * m), pad_id, dtype=np.int64)
+        out = np.full((len(flat), window * m), pad_id, dtype=np.int64)
         valid = flat >= 0
         if np.any(flat >= n_chunks):
             raise ValueError(f"chunk id {int(flat.max())} is out of range: the store has {n_chunks} chunks")
         out[valid, :m] = self.tokens[flat[valid]]
-        following = flat + 1
-        has_next = valid & (following < n_chunks)
-        has_next[has_next] = self.doc_index[following[has_next]] == self.doc_index[flat[has_next]]
-        out[has_next, m:] = self.tokens[following[has_next]]
-        return out.reshape(*chunk_ids.shape, 2 * m)
+        same_doc = valid.copy()
+        for j in range(1, window):
+            following = flat + j
+            same_doc &= following < n_chunks
+            same_doc[same_doc] = self.doc_index[following[same_doc]] == self.doc_index[flat[same_doc]]
+            out[same_doc, j * m : (j + 1) * m] = self.tokens[following[same_doc]]
+        return out.reshape(*chunk_ids.shape, window * m)

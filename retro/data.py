@@ -321,7 +321,8 @@ class TrainingData:
         randomise = rng.random((B, L, k)) < self.recipe.random_neighbour_prob
         random_ids = self.live_chunks[rng.integers(0, len(self.live_chunks), size=(B, L, k))]
         retrieved = np.where(randomise, random_ids, retrieved)
-        out = self.chunks.neighbour_tokens(retrieved)[..., :r]  # (B, L, k, 2m) -> (B, L, k, r)
+        # each neighbour shows its chunk and as many of the chunks after it as r holds
+        out = self.chunks.neighbour_tokens(retrieved, -(-r // m))[..., :r]  # (B, L, k, r)
         if out.shape[-1] < r:
             out = np.pad(out, ((0, 0), (0, 0), (0, 0), (0, r - out.shape[-1])), constant_values=self.pad_id)
         # continuation neighbours at random offsets

@@ -204,7 +204,7 @@ def _neighbour_source(model: Retro, tokenizer, retriever, mode: str, exclude: se
         k = cfg.neighbours_at_inference
         if mode == "random":
             chunk_ids = rng.integers(0, retriever.store.n_chunks, size=(len(chunks), k))
-            found = retriever.store.chunks_with_continuations(chunk_ids)
+            found = retriever.store.chunks_with_continuations(chunk_ids, window=retriever.window)
         else:
             texts = tokenizer.decode_batch([[t for t in c if t != cfg.pad_id] for c in chunks])
             hits = retriever.search(list(texts), k, [exclude] * len(chunks))

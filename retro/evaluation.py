@@ -376,7 +376,9 @@ def _evaluate(
     store = IndexStore.open(
         work_index, tokenizer, encoder, device="cuda" if device.startswith("cuda") else "cpu"
     )
-    retriever = Retriever(store, mode=retrieval)
+    # a neighbour shows as many chunks as the longest-reading model takes (fitted per model)
+    window = max((-(-m.config.retrieved_len // store.chunk_size) for _, m, _, _ in loaded), default=2)
+    retriever = Retriever(store, mode=retrieval, window=max(window, 2))
 
     if fact_sets is None or extra_documents is None or bpb_documents is None:
         from index.facts import fact_documents, fact_pairs

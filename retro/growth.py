@@ -1,5 +1,5 @@
 """Growing a checkpoint into a deeper model for a fine-tune: more decoder blocks, more
-neighbour-encoder blocks, chunked cross-attention in more blocks.
+neighbour-encoder blocks, chunked cross-attention in more blocks; longer neighbours.
 
 A fine-tune (`retro train --init-from`) may ask for a config that is the start checkpoint's grown:
 `n_layers` and `enc_layers` at least the checkpoint's (new blocks appended after its own) and
@@ -11,6 +11,14 @@ adds nothing: the grown model computes what the checkpoint computed, and trainin
 new weights away from zero (the gradient of a zero `proj` is not zero: its input is not).
 `retro.train.initial_weights` checks the configs with `growth_clash`; `retro.train` zeroes the new
 outputs with `zero_new_outputs`.
+
+Longer neighbours (`retrieved_len` above the checkpoint's, in whole chunks): a neighbour then shows
+its chunk and more of the chunks after it (`index.version.VersionArrays.with_continuations`), so
+that an answer a chunk or two past the chunk that matched the query is shown (a dialogue names its
+subject in its first turn and answers turns later). The neighbour encoder's new positions start as
+copies of its last chunk's positions (`grow_neighbour_positions`): the further continuation reads as
+more continuation. Unlike new blocks this changes the outputs from the start (the model sees more
+tokens), so such a fine-tune does not start at the checkpoint's loss.
 """
 
 from __future__ import annotations
@@ -19,7 +27,9 @@ import torch
 import torch.nn as nn
 
 # config fields a fine-tune may grow (`growth_clash` says how a grown value relates to the checkpoint's)
-GROWN_FIELDS = frozenset({"n_layers", "enc_layers", "cca_layers"})
+GROWN_FIELDS = frozenset({"n_layers", "enc_layers", "cca_layers", "retrieved_len"})
+# the neighbour encoder's position table, which a longer retrieved_len grows
+NEIGHBOUR_POSITIONS = "encoder.wpe.weight"
 
 
 def growth_clash(have: dict, want: dict) -> list[str]:
@@ -35,6 +45,18 @@ def growth_clash(have: dict, want: dict) -> list[str]:
         clash.append(
             f"cca_layers: {list(have['cca_layers'])!r} there, {list(want['cca_layers'])!r} here "
             f"(a fine-tune cannot take cross-attention out of blocks {sorted(taken_out)})"
+        )
+    if want["retrieved_len"] < have["retrieved_len"]:
+        clash.append(
+            f"retrieved_len: {have['retrieved_len']!r} there, {want['retrieved_len']!r} here "
+            "(a fine-tune can only lengthen neighbours)"
+        )
+    elif want["retrieved_len"] > have["retrieved_len"] and (
+        have["retrieved_len"] % have["chunk_size"] or want["retrieved_len"] % want["chunk_size"]
+    ):
+        clash.append(
+            f"retrieved_len: {have['retrieved_len']!r} there, {want['retrieved_len']!r} here "
+            f"(neighbours grow by whole chunks of {want['chunk_size']} tokens)"
         )
     if not have["cca_layers"] and want["cca_layers"]:
         clash.append("cca_layers: a model without retrieval cannot be grown into one with it")
@@ -55,3 +77,17 @@ def zero_new_outputs(model: nn.Module, missing: list[str]) -> list[str]:
     for name in zeroed:
         parameters[name].zero_()
     return zeroed
+
+
+@torch.no_grad()
+def grow_neighbour_positions(state: dict[str, torch.Tensor], retrieved_len: int, chunk_size: int) -> None:
+    """Lengthens the neighbour encoder's position table in `state` (a checkpoint's state dict) to
+    `retrieved_len` rows in place: row p past the old length copies the old last chunk's row at the
+    same offset in its chunk. Nothing happens when the table is that long already."""
+    table = state.get(NEIGHBOUR_POSITIONS)
+    if table is None or len(table) >= retrieved_len:
+        return
+    have = len(table)
+    last_chunk = table[have - chunk_size : have]
+    extra = torch.cat([last_chunk] * -(-(retrieved_len - have) // chunk_size))[: retrieved_len - have]
+    state[NEIGHBOUR_POSITIONS] = torch.cat([table, extra])

@@ -123,7 +123,8 @@ class InContextTrainingData:
         nb_docs = np.asarray(self.chunks.doc_index)[np.maximum(retrieved, 0)]  # (B, k)
         own = (nb_docs[..., None] == seq_docs[:, None, :]).any(-1)
         retrieved = np.where(own | (retrieved < 0), -1, retrieved)
-        tokens = self.chunks.neighbour_tokens(retrieved)  # (B, k, 2m); -1 -> all padding
+        # (B, k, r rounded up to chunks); -1 -> all padding
+        tokens = self.chunks.neighbour_tokens(retrieved, -(-self.config.retrieved_len // self.m))
         return [passages_of(row, self.config.retrieved_len, self.pad_id) for row in tokens]
 
     def examples(

@@ -86,7 +86,8 @@ class RecordingRetrieve:
             ids = self.rng.integers(0, self.retriever.store.n_chunks, size=(len(texts), self.k))
             if self.seen is None:
                 self.seen = []
-            return np.asarray(self.retriever.store.chunks_with_continuations(ids), dtype=np.int64)
+            shown = self.retriever.store.chunks_with_continuations(ids, window=self.retriever.window)
+            return np.asarray(shown, dtype=np.int64)
         hits = self.retriever.search(
             list(texts), self.k, [self.exclude] * len(texts) if self.exclude else None
         )

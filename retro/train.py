@@ -32,7 +32,7 @@ import torch.nn as nn
 from retro.checkpoint import CONFIG_FILE
 from retro.config import RetroConfig
 from retro.devices import Distributed, distributed_from_env, process_group, resolve_device, wrap_for_ddp
-from retro.growth import GROWN_FIELDS, growth_clash, zero_new_outputs
+from retro.growth import GROWN_FIELDS, grow_neighbour_positions, growth_clash, zero_new_outputs
 from retro.model import Retro
 from retro.run_folder import (
     LOG_FILE,
@@ -297,11 +297,13 @@ def initial_weights(folder: str | Path, config: RetroConfig, tokenizer: Tokenize
         raise ValueError(f"cannot fine-tune from {folder}: its config differs ({'; '.join(clash[:4])})")
     if source_tokenizer.fingerprint != tokenizer.fingerprint:
         raise ValueError(f"cannot fine-tune from {folder}: its tokenizer is not the index's")
+    state = source.state_dict()
+    grow_neighbour_positions(state, config.retrieved_len, config.chunk_size)
     save_id = json.loads((Path(folder) / CONFIG_FILE).read_text()).get("save_id")
     # the tokens behind the source's weights: its own run's and those of what it started from
     tokens_before = int((source_meta.get("training") or {}).get("tokens_seen") or 0)
     tokens_before += int((source_meta.get("init_from") or {}).get("tokens_before") or 0)
-    return StartWeights(source.state_dict(), save_id, tokens_before)
+    return StartWeights(state, save_id, tokens_before)
 
 
 def _run(run_dir, config, data, tokenizer, args: TrainArgs, ckpt_every, log_every, device,

@@ -70,8 +70,10 @@ class IndexHandle:
         retrieval: str = "dense",
         encoder_backend: str = "auto",
         encoder_cache: Path | None = None,
+        window: int = 2,
     ):
         self.path, self.tokenizer, self.device, self.retrieval = Path(path), tokenizer, device, retrieval
+        self.window = window  # chunks a neighbour shows (`index.retriever.Retriever`)
         # loaded now, so that the first request is not the slow one
         encoder = shared_encoder(device, encoder_backend, encoder_cache)
         store = IndexStore.open(self.path, tokenizer, encoder=encoder, device=device)
@@ -89,7 +91,7 @@ class IndexHandle:
         self._swap_lock = threading.Lock()
 
     def _snapshot(self, store: IndexStore, encoder) -> IndexSnapshot:
-        retriever = Retriever(store, encoder=encoder, mode=self.retrieval)
+        retriever = Retriever(store, encoder=encoder, mode=self.retrieval, window=self.window)
         if retriever.mode != "dense":
             retriever.lexical_index()  # built now (before serving, or before the swap), not on a request
         return IndexSnapshot(store, retriever)
@@ -126,7 +128,7 @@ def neighbour_record(neighbours, for_chunk: int | None = None) -> list[dict]:
 
 
 class NeighbourRecorder:
-    """retrieve(texts) -> int64 [len(texts), k, 2m] (chunk + continuation); keeps what it found."""
+    """retrieve(texts) -> int64 [len(texts), k, window*m] (chunk + continuations); keeps what it found."""
 
     def __init__(self, snapshot: IndexSnapshot, k: int, on_latency: Callable[[float], None] | None = None):
         self.snapshot, self.k = snapshot, k

@@ -91,6 +91,7 @@ class ServiceState:
                 s.retrieval,
                 encoder_backend=s.encoder_backend,
                 encoder_cache=s.encoder_cache,
+                window=self._neighbour_window(),
             )
             self._check_index_fits(self.index.current)
             self.jobs = RebuildJobs(
@@ -102,6 +103,16 @@ class ServiceState:
             self.note_index(self.index.current)
         for model in self.models.values():  # a RETRO model's lm becomes its batched form here
             self.workers[model.id] = start_worker(model, s, self.metrics)
+
+    def _neighbour_window(self) -> int:
+        """Chunks a retrieved neighbour shows: enough for the longest `retrieved_len` among the served
+        models (each fits the neighbours to its own), at least RETRO's chunk + continuation."""
+        windows = [
+            -(-lm.retrieved_len // lm.chunk_size)
+            for lm in (model.lm for model in self.models.values())
+            if lm.retrieved_len and lm.chunk_size
+        ]
+        return max([2, *windows])
 
     def _check_index_fits(self, snapshot: IndexSnapshot) -> None:
         model = self.retro.lm

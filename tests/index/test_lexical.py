@@ -166,6 +166,15 @@ def test_top_document_first_shows_two_windows_of_the_best_document():
     assert top_document_first(short, 2).chunk_ids.tolist() == [10, -1]
 
 
+def test_top_document_first_with_wider_windows_skips_any_window_that_overlaps_the_best_one():
+    from index.retriever import top_document_first
+
+    # windows of 3 chunks: A's 10 shows 10-12, so A's 12 overlaps it and A's 13 is the second window
+    found = _ranked(["A", "B", "A", "A"], [10, 20, 12, 13])
+    assert top_document_first(found, 2).chunk_ids.tolist() == [10, 12]  # windows of 2: 12 is free
+    assert top_document_first(found, 2, window=3).chunk_ids.tolist() == [10, 13]
+
+
 def test_top_document_first_by_group_takes_the_second_window_from_the_best_ones_group():
     """With groups (e.g. the documents' titles), the second window may be another document of the
     best one's group, ranked above the best document's own next window; no candidate twice."""
@@ -190,3 +199,24 @@ def test_hybrid_titled_doc_mode_retrieves_k_neighbours_of_the_best_document_firs
     assert doc.chunk_ids[0] == plain.chunk_ids[0] and doc.doc_ids == ["town/vornholt", "town/vornholt"]
     assert abs(int(doc.chunk_ids[1]) - int(doc.chunk_ids[0])) >= 2  # windows of two chunks, not overlapping
     assert len(Retriever(store, mode="hybrid-titled-doc").search(query, k=3)[0].chunk_ids) == 3
+
+
+@pytest.mark.parametrize("mode", ["dense", "hybrid-titled", "hybrid-titled-doc"])
+def test_a_wider_window_shows_more_of_each_neighbours_document_in_every_mode(tmp_path, tokenizer, mode):
+    middle = "Its mayor is Ada Brenn, and its market sells wool, cheese and barley every week."
+    tail = "It was founded in 1925 by traders who came up the river from the coast."
+    store = _vornholt_store(tmp_path, tokenizer, f"{VORNHOLT} {middle} {tail}")
+    query = ["When was Vornholt founded?"]
+    plain = Retriever(store, mode=mode).search(query, k=2)[0]
+    wide = Retriever(store, mode=mode, window=4).search(query, k=2)[0]
+    m = store.chunk_size
+    assert plain.tokens.shape == (2, 2 * m) and wide.tokens.shape == (2, 4 * m)
+    if mode == "hybrid-titled-doc":  # the best document's second window must not overlap the first's 4 chunks
+        assert wide.chunk_ids[0] == plain.chunk_ids[0]
+        assert wide.doc_ids[1] != wide.doc_ids[0] or abs(int(wide.chunk_ids[1]) - int(wide.chunk_ids[0])) >= 4
+    else:  # the same neighbours and texts, each shown with two more chunks of its document
+        assert wide.chunk_ids.tolist() == plain.chunk_ids.tolist() and wide.texts == plain.texts
+        np.testing.assert_array_equal(wide.tokens[:, : 2 * m], plain.tokens)
+    np.testing.assert_array_equal(wide.tokens, store.chunks_with_continuations(wide.chunk_ids, window=4))
+    with pytest.raises(ValueError, match="at least its own chunk"):
+        Retriever(store, window=0)

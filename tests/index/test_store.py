@@ -65,6 +65,28 @@ def test_continuation_is_the_next_chunk_of_the_same_document(
     assert (both[2] == tokenizer.pad_id).all()
 
 
+def test_a_wider_window_shows_the_chunks_after_the_continuation_up_to_the_documents_end(
+    tmp_path, topic_documents, tokenizer, hashing_encoder
+):
+    """Neighbours longer than RETRO's chunk + continuation (a model with a longer `retrieved_len`)
+    show the next chunks of the same document, and padding past its end, never another document."""
+    _build(tmp_path / "ix", topic_documents, tokenizer, hashing_encoder)
+    store = IndexStore.open(tmp_path / "ix", tokenizer, hashing_encoder)
+    mars = [i for i in range(store.n_chunks) if store._snapshot.doc_index[i] == 1]
+    window = len(mars) + 1  # one chunk past the document's end (the next document's first chunk)
+    wide = store.chunks_with_continuations(np.array([mars[0], -1]), window=window)
+    assert wide.shape == (2, window * CHUNK)
+    for j, chunk in enumerate(mars):
+        np.testing.assert_array_equal(wide[0, j * CHUNK : (j + 1) * CHUNK], store.chunk_tokens([chunk])[0])
+    assert (wide[0, len(mars) * CHUNK :] == tokenizer.pad_id).all()
+    assert (wide[1] == tokenizer.pad_id).all()
+    # the default window is RETRO's chunk + continuation, a prefix of any wider one
+    default = store.chunks_with_continuations(np.array([mars[0]]))[0]
+    np.testing.assert_array_equal(default, wide[0, : 2 * CHUNK])
+    with pytest.raises(ValueError, match="at least its own chunk"):
+        store.chunks_with_continuations(np.array([mars[0]]), window=0)
+
+
 def test_manifest_tokenizer_copy_and_versions(tmp_path, topic_documents, tokenizer, hashing_encoder):
     out = tmp_path / "ix"
     first = _build(out, topic_documents, tokenizer, hashing_encoder, sources=["test"])

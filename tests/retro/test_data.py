@@ -57,7 +57,7 @@ def index_dir(tmp_path_factory):
 
 def make_data(index_dir, **kwargs):
     recipe = kwargs.pop("recipe", Recipe())
-    cfg = tiny_config(max_seq_len=16)  # 4 chunks of 4, neighbours of 8 tokens
+    cfg = kwargs.pop("config", tiny_config(max_seq_len=16))  # 4 chunks of 4, neighbours of 8 tokens
     return TrainingData.from_index(index_dir, cfg, recipe=recipe, seed=7, total_steps=100, **kwargs)
 
 
@@ -134,6 +134,31 @@ def test_neighbours_never_come_from_the_sequences_documents(index_dir):
                 continue
             match = np.nonzero((store == row[:M]).all(1))[0]
             assert len(match) and not seq_docs & set(np.asarray(chunks.doc_index)[match].tolist())
+
+
+def test_longer_neighbours_show_the_chunks_after_the_continuation(index_dir):
+    """retrieved_len 16 (4 chunks of 4): the same neighbours as at 8, each shown with the two
+    chunks of its document after its continuation (padding past the document's end)."""
+    recipe = Recipe(
+        continuation_start=0.0, continuation_end=0.0, random_neighbour_prob=0.0, left_pad_prob=0.0
+    )
+    short = make_data(index_dir, recipe=recipe)
+    long = make_data(index_dir, recipe=recipe, config=tiny_config(max_seq_len=16, retrieved_len=16))
+    chunks = TrainingChunks(index_dir, 2)
+    store = np.asarray(chunks.tokens)
+    starts = np.arange(0, short.n_sequences, 3)
+    eight = short.sequences(starts, np.zeros_like(starts)).neighbours.numpy()
+    sixteen = long.sequences(starts, np.zeros_like(starts)).neighbours.numpy()
+    assert sixteen.shape == (*eight.shape[:-1], 16)
+    np.testing.assert_array_equal(sixteen[..., :8], eight)
+    shown = 0
+    for row in sixteen.reshape(-1, 16):
+        if (row == 0).all():
+            continue
+        (chunk,) = np.nonzero((store == row[:M]).all(1))[0]
+        np.testing.assert_array_equal(row, chunks.neighbour_tokens(np.array([chunk]), 4)[0])
+        shown += not (row[8:] == 0).all()
+    assert shown  # some neighbours have more of their document to show
 
 
 def test_distractor_share_falls_on_schedule():

@@ -1,6 +1,6 @@
 """Growing a checkpoint for a fine-tune (`retro.growth`): the grown model starts as its checkpoint
-(same loss on the first batch), its new blocks then learn, and what would change the function is
-refused with a message."""
+(same loss on the first batch), its new blocks then learn, longer neighbours read the old part as
+before, and what would change the function is refused with a message."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from retro.checkpoint import load_checkpoint
-from retro.train import train
+from retro.growth import NEIGHBOUR_POSITIONS
+from retro.model import Retro
+from retro.train import initial_weights, train
 
 from .test_train import FINE_TUNE_KW, CountingData, config_for, first_step_loss, trained_base
 
@@ -43,6 +45,8 @@ def test_a_grown_model_starts_as_its_checkpoint_and_its_new_blocks_learn(tokeniz
         (dict(cca_layers=(2,)), "cannot take cross-attention out of blocks [1]"),
         (dict(cca_layers=(0, 1, 2)), "adds cross-attention before block 1"),
         (dict(d_model=64), "d_model: 32 there, 64 here"),
+        (dict(retrieved_len=4), "retrieved_len: 8 there, 4 here (a fine-tune can only lengthen neighbours)"),
+        (dict(retrieved_len=10), "(neighbours grow by whole chunks of 4 tokens)"),
     ],
 )
 def test_what_a_fine_tune_cannot_grow_is_refused(tokenizer, tmp_path, change, message):
@@ -54,6 +58,35 @@ def test_what_a_fine_tune_cannot_grow_is_refused(tokenizer, tmp_path, change, me
               init_from=tmp_path / "base", **KW)  # fmt: skip
     assert message in str(refused.value)
     assert not (tmp_path / "x").exists()  # nothing written
+
+
+def test_longer_neighbours_read_their_old_part_as_the_checkpoint_did_and_train(tokenizer, tmp_path):
+    """`retrieved_len` 8 -> 16 (chunks of 4): the new encoder positions copy the old last chunk's,
+    the old ones are kept, so neighbours of the old length (padded to the new) give the checkpoint's
+    loss; the fine-tune then trains on neighbours of the new length."""
+    base = trained_base(tmp_path / "base", tokenizer)
+    config, first, r, m = base.config, base.first, base.config.retrieved_len, base.config.chunk_size
+    longer = config.replace(retrieved_len=2 * r)
+    start = initial_weights(base.folder, longer, tokenizer)
+    old = base.model.state_dict()[NEIGHBOUR_POSITIONS]
+    grown = start.state[NEIGHBOUR_POSITIONS]
+    assert grown.shape == (2 * r, old.shape[1])
+    assert torch.equal(grown[:r], old)
+    for p in range(r, 2 * r):
+        assert torch.equal(grown[p], old[r - m + (p - r) % m]), p
+    model = Retro(longer)
+    model.load_state_dict(start.state)
+    model.eval()
+    padded = torch.nn.functional.pad(first.neighbours, (0, r), value=config.pad_id)
+    with torch.no_grad():
+        loss = model.loss(first.tokens, padded, first.targets).item()
+    assert loss == pytest.approx(base.loss, rel=1e-5)
+
+    train(tmp_path / "longer", longer, type(base.data)(longer), tokenizer, steps=3,
+          init_from=base.folder, **KW)  # fmt: skip
+    trained, _, meta = load_checkpoint(tmp_path / "longer")
+    assert trained.config.retrieved_len == 2 * r and meta["init_from"]["save_id"]
+    assert not torch.equal(trained.state_dict()[NEIGHBOUR_POSITIONS][r:], grown[r:])  # the new rows learn
 
 
 def test_a_baseline_cannot_be_grown_into_a_retro(tokenizer, tmp_path):

@@ -23,12 +23,12 @@ class FakeRetriever:
     a document's tokens say what `chunk_text` gives it (default: its value)."""
 
     def __init__(self, doc_ids, chunk_text=None):
-        self.doc_ids = doc_ids
+        self.doc_ids, self.window = doc_ids, 2
         self.chunk_text = {d: VALUES.get(d, "nothing here") for d in doc_ids} | (chunk_text or {})
         table = list(self.chunk_text.values())
         self.store = SimpleNamespace(
             n_chunks=10,
-            chunks_with_continuations=lambda ids: np.zeros((*ids.shape, 4), dtype=np.int64),
+            chunks_with_continuations=lambda ids, window: np.zeros((*ids.shape, 2 * window), dtype=np.int64),
             pad_id=0,
             tokenizer=FakeTokenizer(table),
         )

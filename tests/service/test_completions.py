@@ -297,3 +297,32 @@ def test_the_openai_client_reads_echoed_logprobs(client):
         and len(logprobs.tokens) == len(tokenizer.encode("Zorbland is")) + 1
     )
     assert completion.choices[0].text.startswith("Zorbland is")
+
+
+def test_a_model_reading_longer_neighbours_is_served_windows_of_its_length(
+    make_client, workdir, tokenizer, index_dir
+):
+    """A model fine-tuned to neighbours of 4 chunks (`retrieved_len` 64, chunks of 16) is served
+    neighbours that show 4 chunks of their document; the default model's stay RETRO's 2."""
+    import torch
+
+    from retro.checkpoint import save_checkpoint
+    from retro.config import RetroConfig
+    from retro.model import Retro
+    from tests.service.conftest import make_settings
+
+    torch.manual_seed(0)
+    config = RetroConfig.from_preset("tiny", vocab_size=tokenizer.vocab_size).replace(retrieved_len=64)
+    folder = save_checkpoint(workdir / "tiny-retro-r64", Retro(config), tokenizer)
+    client = make_client(make_settings(model=folder, index=index_dir))
+    snapshot = client.app.state.service.index.current
+    assert snapshot.retriever.window == 4
+    (found,) = snapshot.retriever.search(["Zorbland is a small island"], 2)
+    assert found.tokens.shape == (2, 64)
+    response = client.post("/v1/completions", json={"prompt": "Zorbland is a small island", "max_tokens": 4})
+    assert response.status_code == 200, response.text
+    assert response.json()["retrieval"][0]["doc_id"] == "geo/zorbland"
+
+
+def test_the_default_model_is_served_retros_chunk_and_continuation(client):
+    assert client.app.state.service.index.current.retriever.window == 2
