@@ -69,6 +69,11 @@ class RetroConfig:
     # trained at k=2 may be served at another k (the demo's at k=4 was not better on the frozen
     # test split: docs/design.md, eighth round). Set by `retro export --neighbours K`.
     inference_neighbours: int | None = None
+    # Tokens up to a chunk's end that its retrieval query holds at inference (generation, the
+    # service, `retro eval`); None: the chunk itself, RETRO's rule and how training neighbours were
+    # found. Wider, a prompt whose subject is named chunks before its question still retrieves its
+    # passage. Shapes no parameter. Set by `retro export --query-tokens N`.
+    inference_query_tokens: int | None = None
     # Whole-word meanings (`retro.word_meaning`): every decoder and neighbour token also gets a
     # learned projection of MiniLM's vector (PCA to word_dim) of the word it ends so far, from a
     # frozen table of word_rows words under word_keys token spellings stored in the checkpoint; so a
@@ -116,6 +121,13 @@ class RetroConfig:
             problems.append("copy_neighbour_bag reads the bag match's window: it needs copy_bag_window > 0")
         if self.inference_neighbours is not None and self.inference_neighbours < 1:
             problems.append(f"inference_neighbours must be >= 1 (or None); got {self.inference_neighbours}")
+        if self.inference_query_tokens is not None and self.inference_query_tokens < self.chunk_size:
+            problems.append(
+                f"inference_query_tokens must be at least chunk_size={self.chunk_size} (or None); "
+                f"got {self.inference_query_tokens}"
+            )
+        if self.in_context and self.inference_query_tokens is not None:
+            problems.append("inference_query_tokens is for RETRO's chunk queries, not an in_context model")
         if self.in_context and self.inference_neighbours is not None:
             problems.append(
                 "inference_neighbours is for RETRO: an in_context model's prompt budget holds n_neighbours"
@@ -163,8 +175,9 @@ class RetroConfig:
             # Written only when on: every checkpoint and training state saved before the field
             # existed reads as the same config (a resume compares them key by key).
             del d["in_context"]
-        if self.inference_neighbours is None:
-            del d["inference_neighbours"]  # likewise: written only when set
+        for optional in ("inference_neighbours", "inference_query_tokens"):
+            if d[optional] is None:
+                del d[optional]  # likewise: written only when set
         return d
 
     def to_json(self) -> str:

@@ -290,7 +290,8 @@ def run_evaluation(
     `reading_items` defaults to that split's reading items (pass [] to skip the reading set).
     `retrieval` is the retriever's mode (`index.retriever.RETRIEVAL_MODES`);
     `query_tokens` widens each chunk's retrieval query back over earlier chunks (`retro.generate`;
-    None: the chunk).
+    None: each model's `inference_query_tokens`, else the chunk) in generation; bits per byte query
+    with the chunk alone, as training did.
     `general_documents` (held-out general text for bits per byte by neighbour overlap) default to
     the named source `general_source` (default `wiki-vital:<split>`), at most `max_general_docs`
     of them evenly spread; `max_general_docs=0` skips that table.
@@ -359,6 +360,7 @@ def _evaluate(
     from index.store import IndexStore
     from retro.checkpoint import load_checkpoint
     from retro.evaluate import training_tokens
+    from retro.in_context import language_model_for
 
     if not runs:
         raise ValueError("give at least one run folder (a retro checkpoint)")
@@ -454,11 +456,14 @@ def _evaluate(
             kind = "retrieval in prompt"
         log(f"{name} ({kind})")
         entry = {"kind": kind, "path": str(run), "training_tokens": training_tokens(meta)}
+        if model.config.reads_neighbours:  # what each chunk's retrieval query held
+            entry["query_tokens"] = language_model_for(model, tokenizer, query_tokens).query_tokens
         entry.update(
             evaluate_model(
-                model, tokenizer, retriever, fact_sets, bpb_documents, log, validation, reading_items
+                model, tokenizer, retriever, fact_sets, bpb_documents, log, validation, reading_items,
+                query_tokens,
             )
-        )
+        )  # fmt: skip
         results["models"][name] = entry
     if general is not None:
         source, documents, skipped = general

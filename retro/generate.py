@@ -7,8 +7,9 @@ left-padded prompt in chunk order, and once more each time a generated token clo
 it returns is fitted to the model's `retrieved_len` (`retro.language_model.fit_neighbours`).
 
 The retrieval query of a chunk is its own text (RETRO's rule, and how training neighbours were
-found), or with `query_tokens` > m the last `query_tokens` tokens up to the chunk's end: a prompt
-whose entity is named a chunk or more before the question then still retrieves its passage.
+found), or with `query_tokens` > m (given here, else the config's `inference_query_tokens`) the last
+`query_tokens` tokens up to the chunk's end: a prompt whose entity is named a chunk or more before
+the question then still retrieves its passage.
 
 A prompt shorter than a chunk must still get retrieval (docs/design.md, data flow: generation):
 with retrieval on, the prompt is left-padded with `<pad>` to a chunk boundary, so its last token
@@ -74,7 +75,8 @@ class RetroLanguageModel(RetroNetworkModel):
         if query_tokens is not None and query_tokens < m:
             raise ValueError(f"query_tokens must be at least the chunk size ({m}); got {query_tokens}")
         self.model, self.tokenizer = model, tokenizer
-        self.query_tokens = query_tokens or m  # tokens up to a chunk's end that its retrieval query holds
+        # tokens up to a chunk's end that its retrieval query holds: the caller's, else the model's own
+        self.query_tokens = query_tokens or model.config.inference_query_tokens or m
 
     @property
     def uses_retrieval(self) -> bool:

@@ -262,7 +262,7 @@ ADDITIVE_FIELDS = {
 }
 # Fields that shape no parameter: a fine-tune may change them (k neighbours per chunk: the encoder
 # and the cross-attention take any k, as inference does; the k of inference)
-FREE_FIELDS = frozenset({"n_neighbours", "inference_neighbours"})
+FREE_FIELDS = frozenset({"n_neighbours", "inference_neighbours", "inference_query_tokens"})
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,12 @@ def export_command(
         help="k retrieved per chunk at inference when a request names none (the config's "
         "inference_neighbours; default: as in the run, else the k it was trained with)",
     ),
+    query_tokens: int | None = typer.Option(
+        None,
+        "--query-tokens",
+        help="retrieve each chunk with its last N tokens at inference, N >= the chunk size (the config's "
+        "inference_query_tokens; default: as in the run, else the chunk alone)",
+    ),
 ) -> None:
     """Writes a run's checkpoint without its training state, in smaller shards or a smaller type."""
     import torch
@@ -49,6 +55,13 @@ def export_command(
         if not model.config.uses_retrieval:
             fail("--neighbours is for a RETRO model; this checkpoint reads no neighbours through CCA")
         model.config = model.config.replace(inference_neighbours=neighbours)  # shapes no parameter
+    if query_tokens is not None:
+        if not model.config.uses_retrieval:
+            fail("--query-tokens is for a RETRO model; this checkpoint reads no neighbours through CCA")
+        if query_tokens < model.config.chunk_size:
+            m = model.config.chunk_size
+            fail(f"--query-tokens must be at least the chunk size ({m}); got {query_tokens}")
+        model.config = model.config.replace(inference_query_tokens=query_tokens)  # shapes no parameter
     meta = {**meta, "exported": {"from": str(run), "dtype": dtype}}
     save_checkpoint(
         out, model, tokenizer, meta, max_shard_bytes=max_shard_mb * 1024 * 1024, dtype=getattr(torch, dtype)

@@ -650,3 +650,45 @@ def test_eval_command_writes_the_general_text_table(toy, tmp_path, monkeypatch):
     assert "| all chunks | " in (out / REPORT_MD).read_text()
     refused = CliRunner().invoke(app, [*args[:-1], "-1"])
     assert refused.exit_code == 2 and "--max-general-docs" in refused.output
+
+
+def test_run_evaluation_generates_with_the_query_window_asked_for_or_the_models_own(
+    toy, tmp_path, monkeypatch
+):
+    """`retro eval --query-tokens N` reaches the generations (it was recorded and not applied before
+    2026-12-06); without it a model exported with `inference_query_tokens` is evaluated as served."""
+    from index.retriever import Retriever
+
+    searched: list[str] = []
+    search = Retriever.search
+
+    def spy(self, texts, k, exclude_doc_ids=None):
+        searched.extend(texts)
+        return search(self, texts, k, exclude_doc_ids)
+
+    monkeypatch.setattr(Retriever, "search", spy)
+    m = toy.model.config.chunk_size
+    plain = save_checkpoint(tmp_path / "plain", toy.model, toy.tokenizer)
+    wide_model = copy.deepcopy(toy.model)
+    wide_model.config = wide_model.config.replace(inference_query_tokens=3 * m)
+    wide = save_checkpoint(tmp_path / "wide", wide_model, toy.tokenizer)
+    # a two-chunk prompt: its second chunk's query holds the first chunk too when widened
+    pair = toy.pairs[0]
+    long_pair = type(pair)(**{**pair.__dict__, "completion": "Of all the places we know, " + pair.completion})
+
+    def evaluated(run, **kw) -> tuple[int, set[str]]:
+        searched.clear()
+        results = run_evaluation([run], toy.index_dir, encoder=toy.encoder, fact_sets={"one": [long_pair]},
+                                 extra_documents=[], bpb_documents=[], log=lambda s: None, reading_items=[],
+                                 max_general_docs=0, **kw)  # fmt: skip
+        (entry,) = results["models"].values()
+        return entry["query_tokens"], set(searched)
+
+    ids = toy.tokenizer.encode(long_pair.completion)
+    assert len(ids) > m  # the prompt spans chunks
+    own_tokens, own_texts = evaluated(plain)
+    asked_tokens, asked_texts = evaluated(plain, query_tokens=3 * m)
+    served_tokens, served_texts = evaluated(wide)
+    assert (own_tokens, asked_tokens, served_tokens) == (m, 3 * m, 3 * m)
+    assert asked_texts == served_texts and asked_texts != own_texts
+    assert max(map(len, asked_texts)) > max(map(len, own_texts))

@@ -50,6 +50,9 @@ def test_export_refuses_bad_arguments(tokenizer, tmp_path):
     assert "differ" in error(str(run), "--out", str(run))
     assert "config.json" in error(str(tmp_path / "missing"), "--out", str(tmp_path / "y"))
     assert "--neighbours must be >= 1" in error(str(run), "--out", str(tmp_path / "z"), "--neighbours", "0")
+    assert "at least the chunk size (4); got 3" in error(
+        str(run), "--out", str(tmp_path / "z"), "--query-tokens", "3"
+    )
     baseline = save_checkpoint(
         tmp_path / "base",
         make_model(tiny_config(vocab_size=tokenizer.vocab_size, cca_layers=(), copy_head=False)),
@@ -87,5 +90,31 @@ def test_export_neighbours_sets_the_k_generation_retrieves_and_nothing_else(toke
     tokens, neighbours = random_inputs(model.config)
     with torch.no_grad():
         torch.testing.assert_close(loaded(tokens, neighbours), model(tokens, neighbours), atol=0, rtol=0)
+    start = initial_weights(tmp_path / "pub", model.config, tokenizer)  # a FREE_FIELD: no clash
+    assert set(start.state) == set(model.state_dict())
+
+
+def test_export_query_tokens_sets_how_far_back_generation_queries_and_nothing_else(tokenizer, tmp_path):
+    """`--query-tokens 12` (chunks of 4): generation and the service query each chunk with its last
+    12 tokens unless told otherwise; the weights are unchanged; unset, the field is not written."""
+    from retro.generate import RetroLanguageModel
+    from retro.train import initial_weights
+
+    model = make_model(tiny_config(vocab_size=tokenizer.vocab_size))
+    assert "inference_query_tokens" not in model.config.to_dict()
+    with pytest.raises(ValueError, match="inference_query_tokens must be at least chunk_size=4"):
+        model.config.replace(inference_query_tokens=3)
+    run = save_checkpoint(tmp_path / "run", model, tokenizer)
+    result = CliRunner().invoke(
+        app, ["export", str(run), "--out", str(tmp_path / "pub"), "--query-tokens", "12"]
+    )
+    assert result.exit_code == 0, result.output
+    loaded, _, _ = load_checkpoint(tmp_path / "pub")
+    assert loaded.config == model.config.replace(inference_query_tokens=12)
+    assert RetroLanguageModel(loaded, tokenizer).query_tokens == 12
+    assert RetroLanguageModel(loaded, tokenizer, query_tokens=4).query_tokens == 4  # the caller's wins
+    assert RetroLanguageModel(model, tokenizer).query_tokens == 4  # the chunk alone
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[name], value, atol=0, rtol=0)
     start = initial_weights(tmp_path / "pub", model.config, tokenizer)  # a FREE_FIELD: no clash
     assert set(start.state) == set(model.state_dict())
