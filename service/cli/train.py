@@ -75,8 +75,11 @@ def _recipe(overrides: list[str]):
 
 def _config_overrides(config, overrides: list[str]):
     """`--config name=value` pairs over the preset's RetroConfig (integers, booleans, and lists of
-    integers written 1,3,5 as for cca_layers)."""
-    fields = config.to_dict()
+    integers written 1,3,5 as for cca_layers). Every field may be set, the optional ones that
+    `to_dict` leaves out while unset (inference_neighbours, inference_query_tokens) included."""
+    import dataclasses
+
+    fields = {field.name: getattr(config, field.name) for field in dataclasses.fields(config)}
     changes = {}
     for item in overrides:
         name, sep, text = item.partition("=")
@@ -84,7 +87,7 @@ def _config_overrides(config, overrides: list[str]):
             fail(f"--config takes name=value with a name among {', '.join(sorted(fields))}; got {item!r}")
         kind = int if fields[name] is None else type(fields[name])  # None: an optional integer
         try:
-            if kind is list:
+            if kind in (list, tuple):
                 changes[name] = tuple(int(part) for part in text.split(",") if part.strip())
             elif kind is bool:
                 if text.lower() not in ("true", "false", "1", "0"):
@@ -93,7 +96,7 @@ def _config_overrides(config, overrides: list[str]):
             else:
                 changes[name] = kind(text)
         except ValueError:
-            what = "a comma-separated list of integers" if kind is list else f"a {kind.__name__}"
+            what = "a comma-separated list of integers" if kind in (list, tuple) else f"a {kind.__name__}"
             fail(f"--config {name}: {text!r} is not {what}")
     try:
         return config.replace(**changes)
