@@ -48,8 +48,11 @@ RETRO_RUN, BASELINE_RUN, RAG_RUN = "demo", "demo-baseline", "demo-rag"
 # `demo` is trained in five stages, each a fine-tune of the one before (`--init-from`): the
 # copying recipe (3,000 steps), then reading (the Q&A documents' share of sequences raised, the
 # copy head's bag match switched on) for 1,000, 1,500 and 3,000 steps, then 1,000 with neighbours
-# drawn only from passages (`passage_neighbours`: a serving index holds no Q&A document) and the
-# copy head's neighbour match switched on (`copy_neighbour_bag`).
+# drawn only from passages (`passage_neighbours`: a serving index holds no Q&A document), the
+# copy head's neighbour match switched on (`copy_neighbour_bag`), and neighbours of 128 tokens
+# (`retrieved_len=128`: a chunk and three continuation chunks, so that an answer a chunk or two
+# past the chunk that matched is shown) retrieved with a query of the last 96 tokens
+# (`inference_query_tokens=96`, inference only: a long prompt's subject named before its last chunk).
 TRAIN_INDEX_COMMAND = (
     "retro index build wiki-vital:train facts:train facts-qa:train facts-qa-para:train reading:train "
     "reading-qa:train reading-qa-forms:train reading-chat:train reading-qa-para:train --out {index} "
@@ -72,7 +75,7 @@ TRAIN_RETRO_COMMANDS = (
     f"--steps 3000 {_READING_STAGE} --recipe read_share=0.5",
     "retro train --preset demo --index {index} --out {runs}/demo --init-from {runs}/demo-stage4 "
     f"--steps 1000 {_READING_STAGE} --recipe read_share=0.5 --recipe passage_neighbours=true "
-    "--config copy_neighbour_bag=true",
+    "--config copy_neighbour_bag=true --config retrieved_len=128 --config inference_query_tokens=96",
 )
 # The side-by-side comparison (docs/design.md "RETRO against a 10x model and against passages in
 # the prompt"): the 10x baseline and the retrieval-in-prompt comparator are trained from scratch on
