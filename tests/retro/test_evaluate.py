@@ -245,7 +245,7 @@ class SpyRetriever:
     """Wraps a Retriever and records what each search excluded and what it returned."""
 
     def __init__(self, inner: Retriever):
-        self.inner, self.store, self.calls = inner, inner.store, []
+        self.inner, self.store, self.window, self.calls = inner, inner.store, inner.window, []
 
     def search(self, texts, k, exclude_doc_ids=None):
         found = self.inner.search(texts, k, exclude_doc_ids)
