@@ -4,10 +4,11 @@ This module owns the shape the model consumes (`Neighbours.tokens` [k, window * 
 pad_id padded: the chunk and the next window - 1 chunks of its document; RETRO's chunk +
 continuation is window 2, a model whose `retrieved_len` is longer gets a wider window), the
 optional exclusion of given doc ids (training excludes the sequence's own document, RETRO section
-2.3), and the choice between dense retrieval (MiniLM vectors only) and hybrid
-retrieval: the dense and the BM25 (`index.lexical`) rankings of `candidates` chunks each, merged by
-reciprocal rank fusion, so that a query naming a rare or invented word finds the chunks that hold
-it. The BM25 index is built from the store's chunk texts on the first hybrid search and follows
+2.3), and the choice between dense retrieval (MiniLM vectors only), hybrid retrieval (the dense
+and the BM25 (`index.lexical`) rankings of `candidates` chunks each, merged by reciprocal rank
+fusion, so that a query naming a rare or invented word finds the chunks that hold it) and lexical
+retrieval (BM25 alone). The BM25 index is built from the store's chunk texts on the first search
+that needs it and follows
 live additions and removals (a removed document's chunks are found by neither ranking).
 Searching, locking and the on-disk arrays belong to `IndexStore`; encoding to the store's encoder.
 It never imports `retro`.
@@ -33,7 +34,7 @@ class Neighbours:
     """
 
     tokens: np.ndarray  # [k, window * chunk_size] int64: the chunk, then its continuation (pad if none)
-    scores: np.ndarray  # [k] float32 cosine similarity (dense), or the fused rank score (hybrid)
+    scores: np.ndarray  # [k] float32 cosine similarity (dense), fused rank score (hybrid), BM25 (lexical)
     doc_ids: list[str]
     chunk_ids: np.ndarray  # [k] int64
     texts: list[str]  # decoded chunk text (without the continuation)
@@ -42,7 +43,11 @@ class Neighbours:
 # "hybrid-titled" is "hybrid" with BM25 over each chunk's document title + its text (lexical_titles);
 # "hybrid-titled-doc" is "hybrid-titled" whose first two neighbours are windows of the best document
 # (`top_document_first`), the rest other documents' best windows
-RETRIEVAL_MODES = ("dense", "hybrid", "hybrid-titled", "hybrid-titled-doc")
+# "lexical-titled" is BM25 over each chunk's title + text alone, no MiniLM: a query naming a rare
+# word (an invented or uncommon name) gets the chunks of the documents that hold it, where the
+# fusion lets chunks ranked middling in both lists (other entities' passages in the same wording)
+# outrank the named one (docs/results/cpu-demo-reading12-2026-12-06)
+RETRIEVAL_MODES = ("dense", "hybrid", "hybrid-titled", "hybrid-titled-doc", "lexical-titled")
 # "hybrid-titled-doc" chooses its k among this many fused candidates
 TOP_DOCUMENT_POOL = 16
 
@@ -69,7 +74,7 @@ class Retriever:
         self.mode, self.candidates = mode, candidates
         # BM25 sees each chunk under its document's title: a passage's later chunks name their
         # subject by a pronoun or a surname, and the title lets a question naming it find them too
-        self.lexical_titles = lexical_titles or mode.startswith("hybrid-titled")
+        self.lexical_titles = lexical_titles or "-titled" in mode
         self._lexical: LexicalIndex | None = None
         self._lexical_lock = threading.Lock()
 
@@ -107,6 +112,8 @@ class Retriever:
             raise ValueError(f"k must be >= 1, got {k}")
         if not texts:
             return []
+        if self.mode == "lexical-titled":
+            return self._hybrid(list(texts), None, k, exclude_doc_ids)
         vectors = self.encoder.encode(list(texts))
         if self.mode == "hybrid-titled-doc":
             pool = self._hybrid(list(texts), vectors, max(k, TOP_DOCUMENT_POOL), exclude_doc_ids)
@@ -147,8 +154,11 @@ class Retriever:
         return self.search(list(texts), k, exclude_doc_ids)
 
     def _hybrid(self, texts: list[str], vectors, k: int, exclude_doc_ids) -> list[Neighbours]:
+        """The dense and BM25 rankings fused; BM25's alone when `vectors` is None, filled up to k
+        from the dense ranking when fewer than k chunks share a word with the query (a k asked for
+        is a k returned whenever the store holds k eligible chunks)."""
         n = max(self.candidates, k)
-        dense = self.store.nearest_chunks(vectors, n, exclude_doc_ids)
+        dense = self.store.nearest_chunks(vectors, n, exclude_doc_ids) if vectors is not None else None
         lexical = self.lexical_index()
         chosen = np.full((len(texts), k), -1, dtype=np.int64)
         fused_scores = np.full((len(texts), k), -np.inf, dtype=np.float32)
@@ -160,8 +170,19 @@ class Retriever:
                 def allowed(ids, banned=banned):
                     return np.array([d not in banned for d in self.store.chunk_doc_ids(ids)], dtype=bool)
 
-            sparse, _ = lexical.search(text, n, allowed)
-            best = reciprocal_rank_fusion([dense.chunk_ids[i].tolist(), sparse.tolist()], k)
+            sparse, sparse_scores = lexical.search(text, n, allowed)
+            if dense is None:
+                best = list(zip(sparse[:k].tolist(), sparse_scores[:k].tolist(), strict=True))
+                if len(best) < k:  # too few chunks share a word: the rest by meaning, scored 0
+                    nearest = self.store.nearest_chunks(
+                        self.encoder.encode([text]), k, [banned] if banned else None
+                    ).chunk_ids[0]
+                    taken = {c for c, _ in best}
+                    best += [(int(c), 0.0) for c in nearest if c >= 0 and int(c) not in taken][
+                        : k - len(best)
+                    ]
+            else:
+                best = reciprocal_rank_fusion([dense.chunk_ids[i].tolist(), sparse.tolist()], k)
             chosen[i, : len(best)] = [c for c, _ in best]
             fused_scores[i, : len(best)] = [score for _, score in best]
         tokens = self.store.chunks_with_continuations(chosen, window=self.window)

@@ -40,8 +40,9 @@ def eval_command(
     retrieval: str = typer.Option(
         "dense",
         "--retrieval",
-        help="dense (MiniLM), hybrid (MiniLM + BM25), hybrid-titled (BM25 over title + chunk) or "
-        "hybrid-titled-doc (its first two neighbours two windows of the best document)",
+        help="dense (MiniLM), hybrid (MiniLM + BM25), hybrid-titled (BM25 over title + chunk), "
+        "hybrid-titled-doc (its first two neighbours two windows of the best document) or "
+        "lexical-titled (BM25 over title + chunk alone)",
     ),
     query_tokens: int | None = typer.Option(
         None, "--query-tokens", help="retrieve each chunk with its last N tokens (default: the chunk)"

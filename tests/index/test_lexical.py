@@ -139,6 +139,60 @@ def test_lexical_titles_let_a_question_find_the_chunk_that_names_its_subject_by_
     assert store.chunk_titles(np.array([year_chunk, -1])) == ["Vornholt", ""]
 
 
+class FillerFirstEncoder(BlindEncoder):
+    """Puts a question and the filler towns' chunks together, away from every other chunk: a dense
+    ranking that prefers passages in the question's wording about other entities."""
+
+    def encode(self, texts, batch_size=None):
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            out[row, 0 if ("Filler" in text or "?" in text) else 1] = 1.0
+        return out
+
+
+class NoEncoder(BlindEncoder):
+    def encode(self, texts, batch_size=None):
+        raise AssertionError("lexical retrieval must not encode its queries")
+
+
+def test_lexical_titled_ranks_the_named_document_where_the_fusion_lets_other_wordings_win(
+    tmp_path, tokenizer
+):
+    """BM25 alone (title + text) puts the chunk of the document the question names first; fused with
+    a dense ranking that prefers other entities' passages in the question's words, a filler town
+    that both rankings place second or first outranks it (docs/results/cpu-demo-reading12-2026-12-06)."""
+    documents = [
+        Document(f"filler/{i}", f"Filler{i} was founded by farmers; it grows apples.", "test", f"Filler{i}")
+        for i in range(6)
+    ] + [Document("town/vornholt", f"{VORNHOLT} It was founded in 1925 by traders.", "test", "Vornholt")]
+    build_index(documents, tmp_path / "ix", tokenizer, FillerFirstEncoder(), chunk_size=16)
+    store = IndexStore.open(tmp_path / "ix", tokenizer, FillerFirstEncoder())
+    query = ["When was Vornholt founded?"]
+    fused = Retriever(store, mode="hybrid-titled").search(query, k=2)[0]
+    assert fused.doc_ids[0].startswith("filler/")
+    lexical = Retriever(store, encoder=NoEncoder(), mode="lexical-titled")
+    found = lexical.search(query, k=2)[0]
+    assert found.doc_ids[0] == "town/vornholt" and "1925" in found.texts[0]  # found under its title
+    assert found.scores[0] >= found.scores[1] > 0  # BM25 scores
+    # exclusions and removals hold, and rows BM25 cannot fill (no shared word) are padding
+    (excluded,) = lexical.search(query, k=2, exclude_doc_ids=[{"town/vornholt"}])
+    assert "town/vornholt" not in excluded.doc_ids and excluded.doc_ids[0].startswith("filler/")
+    store.remove_documents(["town/vornholt"])
+    (removed,) = lexical.search(query, k=2)
+    assert "town/vornholt" not in removed.doc_ids
+    # fewer chunks sharing a word with the query than k: the rest come from the dense ranking
+    # (score 0), never a removed or excluded document's
+    with pytest.raises(AssertionError, match="must not encode"):
+        lexical.search(["Zzqx"], k=2)
+    filled = Retriever(store, mode="lexical-titled")
+    (few,) = filled.search(["Zzqx"], k=2)
+    assert len(set(few.chunk_ids.tolist())) == 2 and min(few.chunk_ids) >= 0
+    assert few.scores.tolist() == [0.0, 0.0] and "town/vornholt" not in few.doc_ids
+    (one,) = filled.search(["Filler3 apples"], k=3, exclude_doc_ids=[{"filler/0"}])
+    assert one.doc_ids[0] == "filler/3" and len(set(one.chunk_ids.tolist()) - {-1}) == 3
+    assert "filler/0" not in one.doc_ids
+
+
 def _ranked(doc_ids: list[str], chunk_ids: list[int]):
     from index.retriever import Neighbours
 
@@ -201,7 +255,7 @@ def test_hybrid_titled_doc_mode_retrieves_k_neighbours_of_the_best_document_firs
     assert len(Retriever(store, mode="hybrid-titled-doc").search(query, k=3)[0].chunk_ids) == 3
 
 
-@pytest.mark.parametrize("mode", ["dense", "hybrid-titled", "hybrid-titled-doc"])
+@pytest.mark.parametrize("mode", ["dense", "hybrid-titled", "hybrid-titled-doc", "lexical-titled"])
 def test_a_wider_window_shows_more_of_each_neighbours_document_in_every_mode(tmp_path, tokenizer, mode):
     middle = "Its mayor is Ada Brenn, and its market sells wool, cheese and barley every week."
     tail = "It was founded in 1925 by traders who came up the river from the coast."

@@ -49,7 +49,9 @@ def test_added_document_is_searchable_and_used_at_once(make_client, settings, fr
     completion = test_client.post(
         "/v1/completions", json={"prompt": "The Krendle lighthouse on Yorrow", "max_tokens": 2}
     ).json()
-    assert completion["retrieval"][0]["doc_id"] == "test/krendle"
+    # the neighbours the answer attends to: those of the prompt's last chunk
+    last = max(n["for_chunk"] for n in completion["retrieval"])
+    assert [n for n in completion["retrieval"] if n["for_chunk"] == last][0]["doc_id"] == "test/krendle"
     # The same id again is reported, not duplicated; an id-less document gets one.
     again = test_client.post(
         "/v1/documents", json={"documents": [{"text": text, "id": "test/krendle"}, {"text": "A new fact."}]}
@@ -216,7 +218,7 @@ def test_failed_rebuild_keeps_the_old_index(make_client, settings, fresh_index, 
     assert test_client.post("/v1/retrieve", json={"query": "Mars"}).status_code == 200
 
 
-@pytest.mark.parametrize("mode", ["dense", "hybrid", "hybrid-titled"])
+@pytest.mark.parametrize("mode", ["dense", "hybrid", "hybrid-titled", "lexical-titled"])
 def test_retrieval_mode_is_served_and_reported(make_client, settings, mode):
     test_client = make_client(make_settings(**{**settings.model_dump(), "retrieval": mode}))
     assert test_client.get("/info").json()["index"]["retrieval"] == mode
