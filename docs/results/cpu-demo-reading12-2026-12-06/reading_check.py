@@ -5,11 +5,7 @@ accuracy, the share whose passage was retrieved, the share whose answer was *sho
 the neighbours the model saw) and the accuracy given shown; per family for held-out-form questions.
 
     python reading_check.py SERVE_INDEX dev [--k K] [--titles] [--kinds question,reworded] \
-        [--query-tokens N] [--dump PREFIX] RUN [RUN ...]
-
-Twelfth round (2026-12-06): each run is shown neighbours as long as its retrieved_len (the
-retriever's window, as `retro eval` and the service do), and --query-tokens widens the query as
-`retro eval --query-tokens` does (default: the run's own inference_query_tokens, else the chunk).
+        [--dump PREFIX] RUN [RUN ...]
 """
 
 import argparse
@@ -48,7 +44,7 @@ def main(args) -> None:
         _, tokenizer, _ = load_checkpoint(args.runs[0])
         store = IndexStore.open(work, tokenizer, None)
         store.add_documents(extra)
-        retriever = Retriever(store, mode="hybrid", lexical_titles=args.titles)
+        retriever = Retriever(store, mode=args.mode or "hybrid", lexical_titles=args.titles)
         for run in args.runs:
             started = time.time()
             model, tokenizer, _ = load_checkpoint(run)
@@ -99,6 +95,9 @@ def arguments() -> argparse.ArgumentParser:
     parser.add_argument("runs", nargs="+")
     parser.add_argument("--k", type=int, default=0)
     parser.add_argument("--query-tokens", type=int, default=0)
+    parser.add_argument(
+        "--mode", default="", help="retrieval mode (default: hybrid, with --titles hybrid-titled)"
+    )
     parser.add_argument("--kinds", default="")
     parser.add_argument("--dump", default="", help="write every answer to DUMP-RUN.json")
     parser.add_argument("--no-facts", action="store_true")
