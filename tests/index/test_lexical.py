@@ -191,6 +191,9 @@ def test_lexical_titled_ranks_the_named_document_where_the_fusion_lets_other_wor
     (one,) = filled.search(["Filler3 apples"], k=3, exclude_doc_ids=[{"filler/0"}])
     assert one.doc_ids[0] == "filler/3" and len(set(one.chunk_ids.tolist()) - {-1}) == 3
     assert "filler/0" not in one.doc_ids
+    # one chunk shares a word (Filler0's) and MiniLM's ranking has it first too: no chunk twice
+    (fill,) = filled.search(["Filler0"], k=4)
+    assert fill.doc_ids[0] == "filler/0" and len(set(fill.chunk_ids.tolist()) - {-1}) == 4
 
 
 def _ranked(doc_ids: list[str], chunk_ids: list[int]):
