@@ -27,6 +27,13 @@ def open_rows(path: Path, dtype, n_rows: int, width: int | None = None) -> np.nd
     return np.memmap(path, dtype=dtype, mode="r", shape=shape)
 
 
+def neighbour_window(chunk_size: int, *retrieved_lens: int) -> int:
+    """Chunks a neighbour shows (`VersionArrays.with_continuations`' window) for models that read
+    neighbours of these lengths, each fitting them to its own: enough for the longest, at least
+    RETRO's chunk + continuation (2)."""
+    return max([2, *(-(-r // chunk_size) for r in retrieved_lens)])
+
+
 @dataclass(frozen=True)
 class VersionArrays:
     """tokens [N, chunk_size] int32, doc_index [N] int64, position [N] int32, embeddings [N, dim]

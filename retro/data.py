@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from index.neighbours import TrainingChunks
+from index.version import neighbour_window
 from retro.config import RetroConfig
 
 IGNORE = -100  # target value that the loss ignores
@@ -322,7 +323,7 @@ class TrainingData:
         random_ids = self.live_chunks[rng.integers(0, len(self.live_chunks), size=(B, L, k))]
         retrieved = np.where(randomise, random_ids, retrieved)
         # each neighbour shows its chunk and as many of the chunks after it as r holds
-        out = self.chunks.neighbour_tokens(retrieved, -(-r // m))[..., :r]  # (B, L, k, r)
+        out = self.chunks.neighbour_tokens(retrieved, neighbour_window(m, r))[..., :r]  # (B, L, k, r)
         if out.shape[-1] < r:
             out = np.pad(out, ((0, 0), (0, 0), (0, 0), (0, r - out.shape[-1])), constant_values=self.pad_id)
         # continuation neighbours at random offsets

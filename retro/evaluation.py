@@ -358,6 +358,7 @@ def _evaluate(
 ) -> dict:
     from index.retriever import Retriever
     from index.store import IndexStore
+    from index.version import neighbour_window
     from retro.checkpoint import load_checkpoint
     from retro.evaluate import training_tokens
     from retro.in_context import language_model_for
@@ -379,8 +380,8 @@ def _evaluate(
         work_index, tokenizer, encoder, device="cuda" if device.startswith("cuda") else "cpu"
     )
     # a neighbour shows as many chunks as the longest-reading model takes (fitted per model)
-    window = max((-(-m.config.retrieved_len // store.chunk_size) for _, m, _, _ in loaded), default=2)
-    retriever = Retriever(store, mode=retrieval, window=max(window, 2))
+    window = neighbour_window(store.chunk_size, *(model.config.retrieved_len for _, model, _, _ in loaded))
+    retriever = Retriever(store, mode=retrieval, window=window)
 
     if fact_sets is None or extra_documents is None or bpb_documents is None:
         from index.facts import fact_documents, fact_pairs

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from index.neighbours import TrainingChunks
+from index.version import neighbour_window
 from retro.config import RetroConfig
 from retro.data import IGNORE, Batch, Recipe, TrainingData
 from retro.in_context import PassageTemplate, passages_of, text_budget
@@ -124,7 +125,7 @@ class InContextTrainingData:
         own = (nb_docs[..., None] == seq_docs[:, None, :]).any(-1)
         retrieved = np.where(own | (retrieved < 0), -1, retrieved)
         # (B, k, r rounded up to chunks); -1 -> all padding
-        tokens = self.chunks.neighbour_tokens(retrieved, -(-self.config.retrieved_len // self.m))
+        tokens = self.chunks.neighbour_tokens(retrieved, neighbour_window(self.m, self.config.retrieved_len))
         return [passages_of(row, self.config.retrieved_len, self.pad_id) for row in tokens]
 
     def examples(

@@ -12,6 +12,7 @@ import time
 
 import torch
 
+from index.version import neighbour_window
 from retro.in_context import InContextLanguageModel
 from service.batching import start_worker
 from service.jobs import RebuildJobs
@@ -105,14 +106,10 @@ class ServiceState:
             self.workers[model.id] = start_worker(model, s, self.metrics)
 
     def _neighbour_window(self) -> int:
-        """Chunks a retrieved neighbour shows: enough for the longest `retrieved_len` among the served
-        models (each fits the neighbours to its own), at least RETRO's chunk + continuation."""
-        windows = [
-            -(-lm.retrieved_len // lm.chunk_size)
-            for lm in (model.lm for model in self.models.values())
-            if lm.retrieved_len and lm.chunk_size
-        ]
-        return max([2, *windows])
+        """Chunks a retrieved neighbour shows: enough for every served model that reads neighbours
+        (each fits them to its own `retrieved_len`)."""
+        readers = [model.lm for model in self.models.values() if model.lm.retrieved_len]
+        return max((neighbour_window(lm.chunk_size, lm.retrieved_len) for lm in readers), default=2)
 
     def _check_index_fits(self, snapshot: IndexSnapshot) -> None:
         model = self.retro.lm

@@ -12,6 +12,7 @@ exits with code 2 and one line (`service.cli.console.fail`).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -77,8 +78,6 @@ def _config_overrides(config, overrides: list[str]):
     """`--config name=value` pairs over the preset's RetroConfig (integers, booleans, and lists of
     integers written 1,3,5 as for cca_layers). Every field may be set, the optional ones that
     `to_dict` leaves out while unset (inference_neighbours, inference_query_tokens) included."""
-    import dataclasses
-
     fields = {field.name: getattr(config, field.name) for field in dataclasses.fields(config)}
     changes = {}
     for item in overrides:

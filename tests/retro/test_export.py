@@ -62,12 +62,30 @@ def test_export_refuses_bad_arguments(tokenizer, tmp_path):
     assert not (tmp_path / "z").exists() and not (tmp_path / "w").exists()
 
 
+def exported(model, tokenizer, tmp_path, *flags: str):
+    """`retro export RUN --out pub FLAGS` of `model` saved as a run; the exported model."""
+    run = save_checkpoint(tmp_path / "run", model, tokenizer)
+    result = CliRunner().invoke(app, ["export", str(run), "--out", str(tmp_path / "pub"), *flags])
+    assert result.exit_code == 0, result.output
+    return load_checkpoint(tmp_path / "pub")[0]
+
+
+def assert_same_weights_and_fine_tunable(loaded, model, tmp_path, tokenizer) -> None:
+    """A setting of inference only: the exported weights are the run's, and a fine-tune may start
+    from the export with the run's config (a FREE_FIELD: no clash)."""
+    from retro.train import initial_weights
+
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[name], value, atol=0, rtol=0)
+    start = initial_weights(tmp_path / "pub", model.config, tokenizer)
+    assert set(start.state) == set(model.state_dict())
+
+
 def test_export_neighbours_sets_the_k_generation_retrieves_and_nothing_else(tokenizer, tmp_path):
     """`--neighbours 4` over a model trained at k=2: its generations retrieve 4 per chunk by default
     (`default_k`, which the service and `retro eval` ask for), its weights and its outputs for the
     same neighbours are unchanged, and a fine-tune may start from it."""
     from retro.generate import RetroLanguageModel
-    from retro.train import initial_weights
 
     model = make_model(tiny_config(vocab_size=tokenizer.vocab_size))
     assert model.config.n_neighbours == 2 and model.config.inference_neighbours is None
@@ -75,46 +93,29 @@ def test_export_neighbours_sets_the_k_generation_retrieves_and_nothing_else(toke
     assert "inference_neighbours" not in model.config.to_dict()
     with pytest.raises(ValueError, match="inference_neighbours must be >= 1"):
         model.config.replace(inference_neighbours=0)
-    run = save_checkpoint(tmp_path / "run", model, tokenizer)
-    result = CliRunner().invoke(
-        app, ["export", str(run), "--out", str(tmp_path / "pub"), "--neighbours", "4"]
-    )
-    assert result.exit_code == 0, result.output
-    loaded, _, _ = load_checkpoint(tmp_path / "pub")
+    loaded = exported(model, tokenizer, tmp_path, "--neighbours", "4")
     assert loaded.config.inference_neighbours == 4 and loaded.config.n_neighbours == 2
     assert loaded.config == model.config.replace(inference_neighbours=4)
     assert RetroLanguageModel(loaded, tokenizer).default_k == 4
     assert RetroLanguageModel(model, tokenizer).default_k == 2
-    for name, value in model.state_dict().items():
-        torch.testing.assert_close(loaded.state_dict()[name], value, atol=0, rtol=0)
+    assert_same_weights_and_fine_tunable(loaded, model, tmp_path, tokenizer)
     tokens, neighbours = random_inputs(model.config)
     with torch.no_grad():
         torch.testing.assert_close(loaded(tokens, neighbours), model(tokens, neighbours), atol=0, rtol=0)
-    start = initial_weights(tmp_path / "pub", model.config, tokenizer)  # a FREE_FIELD: no clash
-    assert set(start.state) == set(model.state_dict())
 
 
 def test_export_query_tokens_sets_how_far_back_generation_queries_and_nothing_else(tokenizer, tmp_path):
     """`--query-tokens 12` (chunks of 4): generation and the service query each chunk with its last
     12 tokens unless told otherwise; the weights are unchanged; unset, the field is not written."""
     from retro.generate import RetroLanguageModel
-    from retro.train import initial_weights
 
     model = make_model(tiny_config(vocab_size=tokenizer.vocab_size))
     assert "inference_query_tokens" not in model.config.to_dict()
     with pytest.raises(ValueError, match="inference_query_tokens must be at least chunk_size=4"):
         model.config.replace(inference_query_tokens=3)
-    run = save_checkpoint(tmp_path / "run", model, tokenizer)
-    result = CliRunner().invoke(
-        app, ["export", str(run), "--out", str(tmp_path / "pub"), "--query-tokens", "12"]
-    )
-    assert result.exit_code == 0, result.output
-    loaded, _, _ = load_checkpoint(tmp_path / "pub")
+    loaded = exported(model, tokenizer, tmp_path, "--query-tokens", "12")
     assert loaded.config == model.config.replace(inference_query_tokens=12)
     assert RetroLanguageModel(loaded, tokenizer).query_tokens == 12
     assert RetroLanguageModel(loaded, tokenizer, query_tokens=4).query_tokens == 4  # the caller's wins
     assert RetroLanguageModel(model, tokenizer).query_tokens == 4  # the chunk alone
-    for name, value in model.state_dict().items():
-        torch.testing.assert_close(loaded.state_dict()[name], value, atol=0, rtol=0)
-    start = initial_weights(tmp_path / "pub", model.config, tokenizer)  # a FREE_FIELD: no clash
-    assert set(start.state) == set(model.state_dict())
+    assert_same_weights_and_fine_tunable(loaded, model, tmp_path, tokenizer)

@@ -9,16 +9,12 @@ first and the fused ranking's best other second (bm25-first)?
 """
 
 import sys
-import tempfile
 from collections import Counter, defaultdict
 
-from index.facts import fact_documents
-from index.fictional import fictional_documents
+from probe_len import reading_store  # this folder's: the script's folder is on sys.path
+
 from index.lexical import reciprocal_rank_fusion
-from index.reading import evaluation_set
 from index.retriever import Retriever
-from index.store import IndexStore, copy_serving_version
-from retro.checkpoint import load_checkpoint
 from retro.scoring import answer_contained
 
 KINDS = ("prefix", "question", "question_trained_form", "reworded", "lookalike", "update")
@@ -26,12 +22,7 @@ RULES = ("rrf", "rrf10", "rrf-sparse2x", "bm25", "bm25-first", "dense")
 
 
 def main(index: str, model: str, split: str) -> None:
-    ev = evaluation_set(split)
-    items = [i for i in ev.items if i.kind in KINDS]
-    _, tokenizer, _ = load_checkpoint(model)
-    with tempfile.TemporaryDirectory() as scratch:
-        store = IndexStore.open(copy_serving_version(index, scratch), tokenizer, None)
-        store.add_documents(list(fact_documents("heldout")) + fictional_documents() + ev.documents)
+    with reading_store(index, model, split, KINDS) as (items, tokenizer, store):
         retriever = Retriever(store, mode="hybrid-titled", window=4)
         lexical = retriever.lexical_index()
         queries = [tokenizer.decode(tokenizer.encode(item.prompt)[-96:]) for item in items]

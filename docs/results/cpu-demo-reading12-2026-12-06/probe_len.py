@@ -9,6 +9,7 @@ before the chunk found (prev96); queried with the prompt's last 32 or last 96 to
 import sys
 import tempfile
 from collections import Counter, defaultdict
+from contextlib import contextmanager
 
 from index.facts import fact_documents
 from index.fictional import fictional_documents
@@ -23,13 +24,20 @@ KINDS = ("question", "question_trained_form", "reworded", "lookalike", "update",
 WINDOWS = {"64": (0, 2), "96": (0, 3), "128": (0, 4), "prev96": (-1, 3), "160": (0, 5)}
 
 
-def main(index: str, model: str, split: str) -> None:
+@contextmanager
+def reading_store(index: str, model: str, split: str, kinds: tuple[str, ...]):
+    """(the split's reading items of `kinds`, the model's tokenizer, a scratch copy of the serving
+    index with the evaluation's documents added as `retro eval` adds them); probe_fusion.py too."""
     ev = evaluation_set(split)
-    items = [i for i in ev.items if i.kind in KINDS]
     _, tokenizer, _ = load_checkpoint(model)
     with tempfile.TemporaryDirectory() as scratch:
         store = IndexStore.open(copy_serving_version(index, scratch), tokenizer, None)
         store.add_documents(list(fact_documents("heldout")) + fictional_documents() + ev.documents)
+        yield [i for i in ev.items if i.kind in kinds], tokenizer, store
+
+
+def main(index: str, model: str, split: str) -> None:
+    with reading_store(index, model, split, KINDS) as (items, tokenizer, store):
         tokens, doc_index = store._snapshot.tokens, store._snapshot.doc_index
         retriever = Retriever(store, mode="hybrid-titled")
         m, pad = store.chunk_size, store.pad_id

@@ -5,7 +5,13 @@ accuracy, the share whose passage was retrieved, the share whose answer was *sho
 the neighbours the model saw) and the accuracy given shown; per family for held-out-form questions.
 
     python reading_check.py SERVE_INDEX dev [--k K] [--titles] [--kinds question,reworded] \
-        [--dump PREFIX] RUN [RUN ...]
+        [--query-tokens N] [--mode MODE] [--dump PREFIX] RUN [RUN ...]
+
+Since the twelfth round (2026-12-06) each run is shown neighbours as long as its retrieved_len (as
+`retro eval` and the service show them), --query-tokens widens the query as `retro eval
+--query-tokens` does (default: the run's own inference_query_tokens, else the chunk), and --mode
+picks the retrieval mode (default: hybrid, with --titles hybrid-titled). For the models of the
+earlier rounds (64-token neighbours, no query setting) the defaults run what they ran.
 """
 
 import argparse
@@ -20,6 +26,7 @@ from index.fictional import fictional_documents
 from index.reading import evaluation_set
 from index.retriever import Retriever
 from index.store import IndexStore, copy_serving_version
+from index.version import neighbour_window
 from retro.checkpoint import load_checkpoint
 from retro.generate import RetroLanguageModel
 from retro.reading_eval import RecordingRetrieve, chat_items, run_items, summarise
@@ -44,11 +51,12 @@ def main(args) -> None:
         _, tokenizer, _ = load_checkpoint(args.runs[0])
         store = IndexStore.open(work, tokenizer, None)
         store.add_documents(extra)
-        retriever = Retriever(store, mode="hybrid", lexical_titles=args.titles)
+        retriever = Retriever(store, mode=args.mode or "hybrid", lexical_titles=args.titles)
         for run in args.runs:
             started = time.time()
             model, tokenizer, _ = load_checkpoint(run)
-            lm = RetroLanguageModel(model, tokenizer)
+            retriever.window = neighbour_window(store.chunk_size, model.config.retrieved_len)
+            lm = RetroLanguageModel(model, tokenizer, query_tokens=args.query_tokens or None)
             k = args.k or lm.default_k
             params = SamplingParams(max_new_tokens=12, temperature=0.0, seed=0)
 
@@ -93,6 +101,10 @@ def arguments() -> argparse.ArgumentParser:
     parser.add_argument("split")
     parser.add_argument("runs", nargs="+")
     parser.add_argument("--k", type=int, default=0)
+    parser.add_argument("--query-tokens", type=int, default=0)
+    parser.add_argument(
+        "--mode", default="", help="retrieval mode (default: hybrid, with --titles hybrid-titled)"
+    )
     parser.add_argument("--kinds", default="")
     parser.add_argument("--dump", default="", help="write every answer to DUMP-RUN.json")
     parser.add_argument("--no-facts", action="store_true")
