@@ -7,11 +7,13 @@ service list them: `wiki-vital` (Wikipedia vital-article leads, `index.wiki_vita
 `facts:train`, `facts:heldout`, `facts:dev`, `facts:test` and their question-and-answer documents
 `facts-qa`, `facts-qa:train`, `facts-qa:heldout` (`index.facts`), their paraphrases for training
 `facts-qa-para:train` (`index.facts_paraphrase`), the reading set `reading:train`,
-`reading:dev`, `reading:test` (`index.reading`), the training-only `reading-more:train` and
+`reading:dev`, `reading:test` (`index.reading`), the long prompts `reading-qa-long:train`
+(`index.reading_long`), the training-only `reading-more:train` and
 `reading-more-qa:train` (`index.reading_more`), the question paraphrases `reading-qa-para:train`
 (`index.reading_paraphrase`), the reworded statements `reading-rew:train`
-(`index.reading_reworded`), and the Debian dictd dictionaries `wordnet`, `gcide`, `foldoc`,
-`jargon` (`index.dictd`). Each source module declares its own rows
+(`index.reading_reworded`), the update notices `reading-upd:train` and their questions
+`reading-upd-qa:train` (`index.reading_updates`), and the Debian dictd dictionaries `wordnet`,
+`gcide`, `foldoc`, `jargon` (`index.dictd`). Each source module declares its own rows
 as `SOURCES: dict[str, index.corpus.NamedSource]`; a new one joins the table with one import
 and one `**module.SOURCES` row below. Paths are read by `index.corpus`'s readers. It never
 imports `retro`.
@@ -28,9 +30,11 @@ from index import (
     facts_paraphrase,
     leakage,
     reading,
+    reading_long,
     reading_more,
     reading_paraphrase,
     reading_reworded,
+    reading_updates,
     wiki_vital,
 )
 from index.corpus import Document, NamedSource, SkippedInput, read_folder, read_jsonl, read_text_file
@@ -41,9 +45,11 @@ NAMED_SOURCES: dict[str, NamedSource] = {
     **facts.SOURCES,
     **facts_paraphrase.SOURCES,
     **reading.SOURCES,
+    **reading_long.SOURCES,
     **reading_more.SOURCES,
     **reading_paraphrase.SOURCES,
     **reading_reworded.SOURCES,
+    **reading_updates.SOURCES,
     **dictd.SOURCES,
 }
 
