@@ -76,12 +76,18 @@ def _never_tag(never_from: tuple[str, ...]) -> str:
     return "-not-" + hashlib.sha1(",".join(sorted(never_from)).encode()).hexdigest()[:8]
 
 
-def neighbours_file(k: int, never_from: tuple[str, ...] = ()) -> str:
-    return f"neighbours-k{k}{_never_tag(never_from)}.npy"
+def _query_tag(query_chunks: int) -> str:
+    """ "" for one-chunk queries; "-q<n>" for a table whose left-out documents' chunks were queried
+    with n chunks of their document (`index.neighbours.precompute_neighbours`)."""
+    return "" if query_chunks == 1 else f"-q{query_chunks}"
 
 
-def neighbours_info_file(k: int, never_from: tuple[str, ...] = ()) -> str:
-    return f"neighbours-k{k}{_never_tag(never_from)}.json"
+def neighbours_file(k: int, never_from: tuple[str, ...] = (), query_chunks: int = 1) -> str:
+    return f"neighbours-k{k}{_never_tag(never_from)}{_query_tag(query_chunks)}.npy"
+
+
+def neighbours_info_file(k: int, never_from: tuple[str, ...] = (), query_chunks: int = 1) -> str:
+    return f"neighbours-k{k}{_never_tag(never_from)}{_query_tag(query_chunks)}.json"
 
 
 def resolve_version_dir(path: str | Path) -> Path:

@@ -10,7 +10,12 @@ the arrays a trainer needs.
 
 A second kind of table, `neighbours-k<k>-not-<hash>.npy`, leaves out documents by doc-id prefix
 (`never_from`): training material such as question-and-answer documents, which no serving index
-holds, so a training chunk is never served by one either.
+holds, so a training chunk is never served by one either. With `query_chunks` n > 1
+(`...-not-<hash>-q<n>.npy`), the left-out documents' own chunks are queried as a served prompt is:
+the text of the chunk and up to n - 1 chunks before it in its document, embedded afresh, because
+the service retrieves with a prompt's last `inference_query_tokens` (96 for the demo), not with its
+last chunk. A question that names its subject a chunk before it asks ("I am writing about X. ...
+When was this company founded?") then finds X's passage in training as it does when served.
 
 Removed documents (`index.store.IndexStore.remove_documents`, the tombstones of removed.jsonl)
 are never anyone's neighbour; their own chunks keep rows (a trainer that samples sequences from
@@ -33,6 +38,7 @@ import numpy as np
 from index.chunker import continuation_ids
 from index.layout import (
     MANIFEST,
+    TOKENIZER_FILE,
     neighbours_file,
     neighbours_info_file,
     read_documents,
@@ -53,6 +59,8 @@ def precompute_neighbours(
     gpu: bool | None = None,
     progress: Callable[[int, int], None] | None = None,
     never_from: tuple[str, ...] = (),
+    query_chunks: int = 1,
+    encoder=None,
 ) -> Path:
     """Writes `neighbours-k<k>.npy` ([N, k] int64, best first, -1 = none) into the version folder.
 
@@ -66,10 +74,21 @@ def precompute_neighbours(
     Such a table has its own file name (`index.layout.neighbours_file`) and is found by an exact
     inner-product search over the eligible chunks' stored embeddings, whatever the version's store:
     the excluded chunks can be half of a training index, too many to filter out of a top-k.
+
+    `query_chunks` (with `never_from` only): the never_from documents' chunks are queried with
+    their text and that of up to `query_chunks - 1` chunks before them in their document, embedded
+    by `encoder` (default: the version's MiniLM backend on the CPU); other chunks keep their own
+    stored embedding as the query. The table has its own file name.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    if query_chunks < 1:
+        raise ValueError(f"query_chunks must be >= 1, got {query_chunks}")
     never_from = tuple(never_from)
+    if query_chunks > 1 and not never_from:
+        raise ValueError(
+            "query_chunks > 1 needs never_from: it widens the queries of those documents' chunks"
+        )
     version_dir = resolve_version_dir(index_dir)
     manifest = read_json(version_dir / MANIFEST)
     arrays = VersionArrays.open(version_dir, manifest)
@@ -82,11 +101,15 @@ def precompute_neighbours(
         never_doc = np.array([d.startswith(never_from) for d in doc_ids], dtype=bool)
         vectors = _ExactSubset(embeddings, np.nonzero(~(removed_doc | never_doc)[doc_index])[0])
         n_removed_chunks = 0  # the subset holds no removed chunk
+        if query_chunks > 1:
+            embeddings = _WideQueries(
+                version_dir, manifest, arrays, never_doc[doc_index], query_chunks, encoder
+            )
     else:
         n_removed_chunks = int(chunks_per_doc[removed_doc].sum()) if n_chunks else 0
         vectors = open_vector_store(version_dir, manifest, gpu)
     started = time.perf_counter()
-    final = version_dir / neighbours_file(k, never_from)
+    final = version_dir / neighbours_file(k, never_from, query_chunks)
     with replacing(final) as tmp:
         table = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int64, shape=(n_chunks, k))
         for lo in range(0, n_chunks, batch_size):
@@ -115,9 +138,50 @@ def precompute_neighbours(
     if never_from:
         info["never_from"] = sorted(never_from)
         info["search"] = "exact inner product over the eligible chunks"
+    if query_chunks > 1:
+        info["query_chunks"] = query_chunks
     info["seconds"] = round(time.perf_counter() - started, 3)
-    write_atomic(version_dir / neighbours_info_file(k, never_from), json.dumps(info))
+    write_atomic(version_dir / neighbours_info_file(k, never_from, query_chunks), json.dumps(info))
     return final
+
+
+class _WideQueries:
+    """The query vectors of a precompute, rows as the stored embeddings: a chunk of a left-out
+    (never_from) document gets the embedding of its text with up to n - 1 chunks before it in its
+    document, encoded once up front; every other chunk its stored embedding."""
+
+    def __init__(self, version_dir: Path, manifest: dict, arrays, wide: np.ndarray, n: int, encoder):
+        from tokenizers import Tokenizer
+
+        if encoder is None:
+            from index.encoder import ChunkEncoder
+
+            encoder = ChunkEncoder("cpu", backend=manifest.get("encoder_backend") or "torch")
+        if getattr(encoder, "dim", manifest["embedding_dim"]) != manifest["embedding_dim"]:
+            raise ValueError(
+                f"the encoder gives {encoder.dim}-d vectors, the index holds {manifest['embedding_dim']}"
+            )
+        tokenizer = Tokenizer.from_file(str(version_dir / TOKENIZER_FILE))
+        self.stored = arrays.embeddings
+        self.rows = np.nonzero(wide)[0]
+        self.row_of = np.full(len(wide), -1, dtype=np.int64)
+        self.row_of[self.rows] = np.arange(len(self.rows))
+        # a document's chunks are contiguous rows and position counts them from 0, so the query of
+        # row i starts at row i - min(position[i], n - 1), inside its own document
+        tokens, pad = np.asarray(arrays.tokens), manifest["pad_id"]
+        first = self.rows - np.minimum(np.asarray(arrays.position)[self.rows], n - 1)
+        ids = (tokens[a : b + 1].reshape(-1) for a, b in zip(first, self.rows, strict=True))
+        texts = tokenizer.decode_batch([row[row != pad].tolist() for row in ids])
+        self.vectors = (
+            encoder.encode(texts) if texts else np.zeros((0, manifest["embedding_dim"]), np.float32)
+        )
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        out = np.array(self.stored[rows], dtype=np.float32)
+        ids = np.arange(len(self.row_of))[rows]
+        wide = self.row_of[ids] >= 0
+        out[wide] = self.vectors[self.row_of[ids[wide]]]
+        return out
 
 
 class _ExactSubset:
@@ -145,7 +209,13 @@ class TrainingChunks:
     titles [D].
     """
 
-    def __init__(self, index_dir: str | Path, k: int | None = None, never_from: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        index_dir: str | Path,
+        k: int | None = None,
+        never_from: tuple[str, ...] = (),
+        query_chunks: int = 1,
+    ):
         self.version_dir = resolve_version_dir(index_dir)
         self.manifest = read_json(self.version_dir / MANIFEST)
         self.chunk_size: int = self.manifest["chunk_size"]
@@ -164,14 +234,16 @@ class TrainingChunks:
         self.removed_docs[[t["doc_index"] for t in read_removed(self.version_dir, self.manifest)]] = True
         self.neighbours: np.ndarray | None = None
         self.never_from = tuple(never_from)  # doc-id prefixes the neighbour table leaves out
+        self.query_chunks = query_chunks  # chunks of text the left-out documents' chunks queried with
         if k is not None:
             self.neighbours = self.neighbour_table(k)
 
     def neighbour_table(self, k: int) -> np.ndarray:
         """The precomputed [N, k] table of k nearest chunks (with this view's `never_from`), mapped."""
-        path = self.version_dir / neighbours_file(k, self.never_from)
+        path = self.version_dir / neighbours_file(k, self.never_from, self.query_chunks)
         if not path.is_file():
             never = f", never_from={self.never_from}" if self.never_from else ""
+            never += f", query_chunks={self.query_chunks}" if self.query_chunks > 1 else ""
             raise ValueError(
                 f"no {path.name} in {self.version_dir}: run precompute_neighbours(…, k={k}{never}) first"
             )

@@ -86,6 +86,12 @@ class Recipe:
     # second neighbour is another window of it or another entity's passage: the reader was rarely
     # made to tell the asked entity's value from a look-alike's.
     distinct_titles: str = ""
+    # With passage_neighbours: a reading document's chunk is queried with its own text and up to
+    # n - 1 chunks before it in its document (`index.neighbours`, `query_chunks`), as the service
+    # queries with a prompt's last `inference_query_tokens` (96 = three 32-token chunks for the
+    # demo), not with its last chunk: a question that names its subject a chunk before it asks
+    # then gets that subject's passage in training too.
+    read_query_chunks: int = 1
 
     @property
     def read_prefixes(self) -> tuple[str, ...]:
@@ -112,6 +118,17 @@ class Recipe:
         if self.passage_neighbours and not self.read_prefixes:
             raise ValueError("passage_neighbours=True needs read_prefix: it names the documents to leave out")
         return self.read_prefixes if self.passage_neighbours else ()
+
+    @property
+    def neighbour_query_chunks(self) -> int:
+        """The query width of the neighbour table the recipe reads (`index.neighbours`)."""
+        if self.read_query_chunks < 1:
+            raise ValueError(f"read_query_chunks must be >= 1, got {self.read_query_chunks}")
+        if self.read_query_chunks > 1 and not self.passage_neighbours:
+            raise ValueError(
+                "read_query_chunks > 1 needs passage_neighbours=true: it widens that table's queries"
+            )
+        return self.read_query_chunks
 
     def continuation_share(self, step: int, total_steps: int) -> float:
         if total_steps <= 0:
@@ -206,6 +223,12 @@ class TrainingData:
                 f"leaves out {chunks.never_from or 'nothing'}: open TrainingChunks with never_from="
                 f"{recipe.never_neighbours}"
             )
+        if not baseline and chunks.query_chunks != recipe.neighbour_query_chunks:
+            raise ValueError(
+                f"the recipe queries reading chunks with {recipe.neighbour_query_chunks} chunks, the table "
+                f"opened with {chunks.query_chunks}: open TrainingChunks with query_chunks="
+                f"{recipe.neighbour_query_chunks}"
+            )
         self.is_reading_row = reading[self.doc_of_chunk]  # (rows,): the chunk is a reading document's
         self.is_title_row = np.zeros(len(self.chunk_ids), dtype=bool)  # (rows,): neighbours one per title
         title_prefixes = recipe.distinct_title_prefixes
@@ -229,10 +252,10 @@ class TrainingData:
     @classmethod
     def from_index(cls, index_dir: str | Path, config: RetroConfig, **kwargs) -> TrainingData:
         baseline = kwargs.get("baseline", False)
-        never = kwargs.get("recipe", Recipe()).never_neighbours
-        return cls(
-            TrainingChunks(index_dir, None if baseline else config.n_neighbours, never), config, **kwargs
-        )
+        recipe = kwargs.get("recipe", Recipe())
+        k = None if baseline else config.n_neighbours
+        chunks = TrainingChunks(index_dir, k, recipe.never_neighbours, recipe.neighbour_query_chunks)
+        return cls(chunks, config, **kwargs)
 
     @property
     def n_sequences(self) -> int:

@@ -94,8 +94,11 @@ class InContextTrainingData:
     def from_index(
         cls, index_dir: str | Path, config: RetroConfig, tokenizer, **kwargs
     ) -> InContextTrainingData:
-        never = kwargs.get("recipe", Recipe()).never_neighbours
-        return cls(TrainingChunks(index_dir, config.n_neighbours, never), config, tokenizer, **kwargs)
+        recipe = kwargs.get("recipe", Recipe())
+        chunks = TrainingChunks(
+            index_dir, config.n_neighbours, recipe.never_neighbours, recipe.neighbour_query_chunks
+        )
+        return cls(chunks, config, tokenizer, **kwargs)
 
     @property
     def n_sequences(self) -> int:

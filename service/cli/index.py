@@ -393,6 +393,12 @@ def neighbours(
         help="doc-id prefix whose documents are never neighbours (repeatable): "
         "training material no serving index holds; the table `--recipe passage_neighbours=true` reads",
     ),
+    query_chunks: int = typer.Option(
+        1,
+        "--query-chunks",
+        help="with --never-from: query those documents' chunks with their text and that of up to N-1 "
+        "chunks before it (the table `--recipe read_query_chunks=N` reads)",
+    ),
 ) -> None:
     """Precomputes each chunk's k nearest chunks of other documents, for training (RETRO 2.3)."""
     from index.neighbours import precompute_neighbours
@@ -407,6 +413,7 @@ def neighbours(
                 k,
                 progress=lambda done, total: bars.update(task, completed=done, total=total),
                 never_from=tuple(never_from),
+                query_chunks=query_chunks,
             )
         except ValueError as e:
             fail(str(e))

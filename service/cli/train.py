@@ -113,13 +113,16 @@ def _covers_all_chunks(version_dir: Path, path: Path) -> bool:
     return len(np.load(path, mmap_mode="r")) == n_chunks
 
 
-def _ensure_neighbours(version_dir: Path, k: int, rank: int, never_from: tuple[str, ...] = ()) -> None:
+def _ensure_neighbours(
+    version_dir: Path, k: int, rank: int, never_from: tuple[str, ...] = (), query_chunks: int = 1
+) -> None:
     """Training needs every chunk's k nearest chunks of other documents (none from a document
-    whose id starts with one of `never_from`); compute them once."""
+    whose id starts with one of `never_from`; those documents' chunks queried with `query_chunks`
+    chunks of text); compute them once."""
     from index.layout import neighbours_file
     from index.neighbours import precompute_neighbours
 
-    path = version_dir / neighbours_file(k, never_from)
+    path = version_dir / neighbours_file(k, never_from, query_chunks)
     if path.is_file() and _covers_all_chunks(version_dir, path):
         return
     if rank != 0:
@@ -139,7 +142,9 @@ def _ensure_neighbours(version_dir: Path, k: int, rank: int, never_from: tuple[s
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        precompute_neighbours(version_dir, k=k, progress=progress, never_from=never_from)
+        precompute_neighbours(
+            version_dir, k=k, progress=progress, never_from=never_from, query_chunks=query_chunks
+        )
 
 
 def _word_table(tokenizer, dim: int):
@@ -234,7 +239,9 @@ def train_command(
     try:
         if not no_retrieval:
             for table_k in recipe.neighbour_tables(config.n_neighbours):
-                _ensure_neighbours(version_dir, table_k, rank, recipe.never_neighbours)
+                _ensure_neighbours(
+                    version_dir, table_k, rank, recipe.never_neighbours, recipe.neighbour_query_chunks
+                )
         if config.in_context:  # the retrieval-in-prompt comparator: passages before RETRO's sequences
             data = InContextTrainingData.from_index(
                 version_dir, config, tokenizer, recipe=recipe, seed=seed, total_steps=steps,

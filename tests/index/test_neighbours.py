@@ -111,3 +111,44 @@ def test_never_from_leaves_training_material_out_of_a_table_of_its_own(index_dir
     np.testing.assert_allclose(
         similarity[np.arange(chunks.n_chunks), table[:, 0]], similarity.max(axis=1), atol=1e-5
     )
+
+
+def test_wide_queries_find_the_passage_a_chunk_before_names(
+    tmp_path, topic_documents, tokenizer, hashing_encoder
+):
+    """With query_chunks, a reading document's chunk is queried with the chunks before it as well:
+    a chunk that only chats finds the passage its document named a chunk earlier (as a served long
+    prompt does), while the plain and one-chunk tables are untouched and other chunks keep theirs."""
+    chat = "sea otters float on their backs and crack shellfish open with stones "
+    documents = [
+        Document("p/zorbland", "Zorbland Zorbland Zorbland Zorbland capital Quibbletown", "test"),
+        Document("p/otters", chat * 2, "test"),
+        *topic_documents,
+        Document("qa/long", "Zorbland " * 12 + chat * 3, "test"),
+    ]
+    build_index(documents, tmp_path / "ix", tokenizer, hashing_encoder, chunk_size=CHUNK)
+    narrow = precompute_neighbours(tmp_path / "ix", k=2, never_from=("qa/",))
+    before = np.load(narrow).copy()
+    wide = precompute_neighbours(
+        tmp_path / "ix", k=2, never_from=("qa/",), query_chunks=3, encoder=hashing_encoder
+    )
+    assert wide.name.endswith("-q3.npy") and wide != narrow
+    np.testing.assert_array_equal(np.load(narrow), before)
+    chunks = TrainingChunks(tmp_path / "ix", k=2, never_from=("qa/",), query_chunks=3)
+    doc_index, tokens = np.asarray(chunks.doc_index), np.asarray(chunks.tokens)
+    zorbland, qa = chunks.doc_ids.index("p/zorbland"), chunks.doc_ids.index("qa/long")
+    named = [tokenizer.decode(row.tolist()).count("Zorbland") > 0 for row in tokens]
+    rows = np.nonzero(doc_index == qa)[0]
+    # the first chunk after the name that no longer holds it: its own text only chats
+    chatting = next(
+        int(r) for r, prev in zip(rows[1:], rows[:-1], strict=True) if named[prev] and not named[r]
+    )
+    assert doc_index[before[chatting, 0]] != zorbland  # the chunk alone finds the otters
+    table = np.asarray(chunks.neighbours)
+    assert doc_index[table[chatting, 0]] == zorbland
+    outside = doc_index != qa  # every other document's chunks keep their one-chunk query
+    np.testing.assert_array_equal(table[outside], before[outside])
+    with pytest.raises(ValueError, match="needs never_from"):
+        precompute_neighbours(tmp_path / "ix", k=2, query_chunks=2, encoder=hashing_encoder)
+    with pytest.raises(ValueError, match="query_chunks=2"):
+        TrainingChunks(tmp_path / "ix", k=2, never_from=("qa/",), query_chunks=2)

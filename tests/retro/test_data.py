@@ -299,6 +299,26 @@ def test_passage_neighbours_never_come_from_reading_documents(index_dir, tmp_pat
         _ = Recipe(passage_neighbours=True).never_neighbours
 
 
+def test_wide_reading_queries_read_their_own_table(index_dir, tmp_path):
+    """read_query_chunks picks the table whose reading chunks were queried with that many chunks:
+    without it the data refuses to start, and the reading chunks' neighbours come from it."""
+    import shutil
+
+    copy = tmp_path / "index"
+    shutil.copytree(index_dir, copy)
+    recipe = Recipe(read_prefix="doc/3,doc/7", passage_neighbours=True, read_query_chunks=3)
+    precompute_neighbours(copy, k=2, never_from=recipe.never_neighbours)  # the one-chunk table only
+    with pytest.raises(ValueError, match="query_chunks=3"):
+        make_data(copy, recipe=recipe)
+    precompute_neighbours(
+        copy, k=2, never_from=recipe.never_neighbours, query_chunks=3, encoder=HashingEncoder()
+    )
+    data = make_data(copy, recipe=recipe)
+    assert data.chunks.query_chunks == 3 and data.chunks.neighbours.shape[1] == 2
+    with pytest.raises(ValueError, match="needs passage_neighbours"):
+        _ = Recipe(read_query_chunks=2).neighbour_query_chunks
+
+
 @pytest.fixture(scope="module")
 def titled_index(tmp_path_factory):
     """Four entities, each in three passages with its name as title (one per style, as the demo's
