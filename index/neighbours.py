@@ -96,6 +96,7 @@ def precompute_neighbours(
     chunks_per_doc = np.bincount(doc_index, minlength=manifest["n_documents"]) if n_chunks else np.zeros(0)
     removed_doc = np.zeros(manifest["n_documents"], dtype=bool)
     removed_doc[[t["doc_index"] for t in read_removed(version_dir, manifest)]] = True
+    started = time.perf_counter()  # the wide queries' encoding counts in the table's seconds
     if never_from:
         doc_ids = [d["doc_id"] for d in read_documents(version_dir, manifest["n_documents"])]
         never_doc = np.array([d.startswith(never_from) for d in doc_ids], dtype=bool)
@@ -103,12 +104,17 @@ def precompute_neighbours(
         n_removed_chunks = 0  # the subset holds no removed chunk
         if query_chunks > 1:
             embeddings = _WideQueries(
-                version_dir, manifest, arrays, never_doc[doc_index], query_chunks, encoder
+                # a document's first chunk has nothing before it: its stored embedding is its query
+                version_dir,
+                manifest,
+                arrays,
+                never_doc[doc_index] & (arrays.position > 0),
+                query_chunks,
+                encoder,
             )
     else:
         n_removed_chunks = int(chunks_per_doc[removed_doc].sum()) if n_chunks else 0
         vectors = open_vector_store(version_dir, manifest, gpu)
-    started = time.perf_counter()
     final = version_dir / neighbours_file(k, never_from, query_chunks)
     with replacing(final) as tmp:
         table = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int64, shape=(n_chunks, k))
