@@ -19,6 +19,10 @@ reading set's Q&A prefix so `Recipe.read_prefix` treats it as reading material a
 `Recipe.passage_neighbours` gives it the entity's passages as neighbours; with
 `Recipe.read_query_chunks` 3 those are found by the block's lead-in as the service finds them by a
 long prompt's first sentence. Named source `reading-qa-long:train`. It never imports `retro`.
+
+Measured (2026-12-06, docs/results/cpu-demo-reading13-2026-12-06): with `read_query_chunks` 3 in the
+demo's stage-5 training, two seeds, long prompts rose for one seed only (dev 12.5% -> 22.2%) and
+held-out-form questions fell for both; the demo does not use it.
 """
 
 from __future__ import annotations

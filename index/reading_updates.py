@@ -24,6 +24,10 @@ to read. This module gives training that situation, in training wordings only:
 
 Named sources (`SOURCES`): `reading-upd:train` (passages and notices: knowledge an index may serve)
 and `reading-upd-qa:train` (questions and answers). It never imports `retro`.
+
+Measured (2026-12-06, docs/results/cpu-demo-reading13-2026-12-06): added to the demo's stage-5
+training, two seeds, the reader got worse everywhere (dev held-out-form questions 68.8% -> 54.2% for
+seed 0) and the updates did not move; the demo does not use it.
 """
 
 from __future__ import annotations
