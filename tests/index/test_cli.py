@@ -81,6 +81,8 @@ def test_build_search_add_info(tmp_path, corpus):
     from index.layout import neighbours_file
 
     assert (out / "versions" / "v0001" / neighbours_file(2, ("corpus/music",))).is_file()
+    wide = _run("neighbours", str(out), "-k", "2", "--query-chunks", "2")  # widens nothing without it
+    assert wide.exit_code == 2 and "needs never_from" in _error_line(wide)
 
 
 def test_build_with_a_given_tokenizer_then_mismatch_exits_2(tmp_path, corpus, tokenizer):
