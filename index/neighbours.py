@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from index.chunker import continuation_ids
+from index.chunker import continuation_ids, decode_chunks
 from index.layout import (
     MANIFEST,
     TOKENIZER_FILE,
@@ -172,12 +172,15 @@ class _WideQueries:
         self.rows = np.nonzero(wide)[0]
         self.row_of = np.full(len(wide), -1, dtype=np.int64)
         self.row_of[self.rows] = np.arange(len(self.rows))
-        # a document's chunks are contiguous rows and position counts them from 0, so the query of
-        # row i starts at row i - min(position[i], n - 1), inside its own document
+        # [rows, n * m]: the chunk after its n - 1 predecessors; a document's chunks are contiguous
+        # rows and position counts them from 0, so a predecessor beyond the start is padding
         tokens, pad = np.asarray(arrays.tokens), manifest["pad_id"]
-        first = self.rows - np.minimum(np.asarray(arrays.position)[self.rows], n - 1)
-        ids = (tokens[a : b + 1].reshape(-1) for a, b in zip(first, self.rows, strict=True))
-        texts = tokenizer.decode_batch([row[row != pad].tolist() for row in ids])
+        position = np.asarray(arrays.position)[self.rows]
+        windows = np.full((len(self.rows), n, tokens.shape[1]), pad, dtype=tokens.dtype)
+        for back in range(n):
+            inside = position >= back
+            windows[inside, n - 1 - back] = tokens[self.rows[inside] - back]
+        texts = decode_chunks(tokenizer, windows.reshape(len(self.rows), -1), pad)
         self.vectors = (
             encoder.encode(texts) if texts else np.zeros((0, manifest["embedding_dim"]), np.float32)
         )

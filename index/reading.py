@@ -71,6 +71,15 @@ _FILLER = (
 )
 
 
+# how a long prompt names its subject after the lead-in ("When was this company founded?")
+THIS_REFERENCE = {
+    "person": "this person",
+    "town": "this town",
+    "company": "this company",
+    "species": "this insect",
+}
+
+
 @dataclass(frozen=True)
 class Passage:
     doc_id: str
@@ -117,7 +126,7 @@ def _say(template: str, entity: WorldEntity, value: str, refer: bool) -> str:
     return template.format(e=_reference(entity, template.startswith("{e}")), v=value)
 
 
-def _lower_first(text: str) -> str:
+def lower_first(text: str) -> str:
     """A sentence continued after "I learned that ": "The town ..." -> "the town ...", names kept."""
     return "t" + text[1:] if text.startswith("The ") else text
 
@@ -173,9 +182,9 @@ def render(
             if family == "letter":
                 sentence = rng.choice(
                     ("The guide told us that ", "I learned that ", "Someone mentioned that ")
-                ) + _lower_first(sentence)
+                ) + lower_first(sentence)
             elif family == "news" and rng.random() < 0.5:
-                sentence = rng.choice(("Records show that ", "Officials confirmed that ")) + _lower_first(
+                sentence = rng.choice(("Records show that ", "Officials confirmed that ")) + lower_first(
                     sentence
                 )
             w.add(sentence, rel.name, facts[rel.name])
@@ -210,7 +219,7 @@ def render(
         for i, rel in enumerate(relations):
             sentence = _say(rel.sentence, entity, facts[rel.name], refer=True)
             lead = rng.choice(("Oh, I know that one. ", "If I remember right, ", "Yes! ", "My aunt says "))
-            said = sentence if lead.endswith("! ") or lead.endswith(". ") else _lower_first(sentence)
+            said = sentence if lead.endswith("! ") or lead.endswith(". ") else lower_first(sentence)
             w.add(
                 f"{b}: {lead}{said}",
                 rel.name,
@@ -382,13 +391,7 @@ def evaluation_set(split: str) -> EvaluationSet:
             )
         rel = rng.choice(_relations(entity))
         f = rng.choice(HELDOUT_QUESTION_FORMS)
-        this = {
-            "person": "this person",
-            "town": "this town",
-            "company": "this company",
-            "species": "this insect",
-        }[entity.kind]
-        question = rel.questions[f].format(e=this)
+        question = rel.questions[f].format(e=THIS_REFERENCE[entity.kind])
         long_prompt = (
             f"I am writing a short report about {entity.name}. "
             + " ".join(rng.sample(_FILLER, 3))
@@ -451,7 +454,7 @@ def evaluation_set(split: str) -> EvaluationSet:
         sentence = _say(rel.sentence, entity, new_value, False)
         update_text = rng.choice(
             (
-                f"Update, {month} 2026: new records show that {_lower_first(sentence)}",
+                f"Update, {month} 2026: new records show that {lower_first(sentence)}",
                 f"Correction ({month} 2026): {sentence} Earlier sources were wrong.",
             )
         )

@@ -31,7 +31,7 @@ import random
 
 from index.corpus import Document, NamedSource
 from index.reading import SEED as READING_SEED
-from index.reading import world
+from index.reading import THIS_REFERENCE, world
 from index.reading_world import KIND_BY_NAME, TRAIN_QUESTION_FORMS, WorldEntity
 
 BLOCKS_PER_DOC = 2
@@ -53,13 +53,12 @@ FILLERS = (
     "I keep losing track of which notebook holds which page.",
     "It rained all afternoon, and the roof of the shed leaks again.",
 )
-THIS = {"person": "this person", "town": "this town", "company": "this company", "species": "this insect"}
 
 
 def block(entity: WorldEntity, relation_index: int, rng: random.Random) -> tuple[str, str]:
     """(prompt, answer): a lead-in naming `entity`, fillers, and a training-form question about it."""
     rel = KIND_BY_NAME[entity.kind].relations[relation_index]
-    question = rel.questions[rng.choice(TRAIN_QUESTION_FORMS)].format(e=THIS[entity.kind])
+    question = rel.questions[rng.choice(TRAIN_QUESTION_FORMS)].format(e=THIS_REFERENCE[entity.kind])
     prompt = " ".join(
         [
             rng.choice(LEAD_INS).format(e=entity.name),

@@ -37,7 +37,7 @@ from functools import lru_cache
 
 from index.corpus import Document, NamedSource
 from index.reading import SEED as READING_SEED
-from index.reading import TRAIN_FAMILIES, TRAIN_SYSTEM_PROMPTS, render
+from index.reading import TRAIN_FAMILIES, TRAIN_SYSTEM_PROMPTS, lower_first, render
 from index.reading_more import second_world
 from index.reading_world import TRAIN_QUESTION_FORMS, Relation, WorldEntity
 
@@ -63,10 +63,6 @@ EVALUATION_NOTICE_WORDS = (
 )
 
 
-def _lower_first(text: str) -> str:
-    return "t" + text[1:] if text.startswith("The ") else text
-
-
 def _question(rel: Relation, entity: WorldEntity, rng: random.Random) -> str:
     return rel.questions[rng.choice(TRAIN_QUESTION_FORMS)].format(e=entity.name)
 
@@ -90,7 +86,7 @@ def notice(entity: WorldEntity, rel: Relation, value: str, rng: random.Random) -
     """A dated notice restating `rel` of `entity` with `value`."""
     sentence = rel.sentence.format(e=entity.name, v=value)
     date = f"{rng.choice(MONTHS)} {rng.choice(YEARS)}"
-    return rng.choice(NOTICES).format(date=date, sentence=sentence, lower=_lower_first(sentence))
+    return rng.choice(NOTICES).format(date=date, sentence=sentence, lower=lower_first(sentence))
 
 
 def documents(kinds: tuple[str, ...]) -> list[Document]:

@@ -1,28 +1,22 @@
 """The long-prompt training material: none of the evaluation's long-prompt wordings, training
 question forms only, and the answer is the named entity's fact."""
 
-import re
-
 from index.reading import _FILLER as EVALUATION_FILLERS
-from index.reading import evaluation_set, world
-from index.reading_long import FILLERS, LEAD_INS, THIS, documents
+from index.reading import THIS_REFERENCE, evaluation_set, world
+from index.reading_long import FILLERS, LEAD_INS, documents
 from index.reading_world import HELDOUT_QUESTION_FORMS, KIND_BY_NAME, TRAIN_QUESTION_FORMS
 from index.sources import NAMED_SOURCES
-
-
-def _trigrams(text: str) -> set[tuple[str, ...]]:
-    words = [w for w in re.findall(r"[a-z0-9]+|\{\w+\}", text.lower()) if not w.startswith("{")]
-    return set(zip(words, words[1:], words[2:], strict=False))
+from tests.index.wording import trigrams
 
 
 def test_no_word_trigram_of_the_evaluations_long_prompts_outside_the_question():
     long_items = [i for i in evaluation_set("dev").items if i.kind == "long"]
     lead = long_items[0].prompt.split(".")[0]  # "I am writing a short report about X"
     assert lead.startswith("I am writing a short report about")
-    evaluation = _trigrams("I am writing a short report about {e}.")
-    evaluation |= set().union(*(_trigrams(f) for f in EVALUATION_FILLERS))
+    evaluation = trigrams("I am writing a short report about {e}.")
+    evaluation |= set().union(*(trigrams(f) for f in EVALUATION_FILLERS))
     for template in LEAD_INS + FILLERS:
-        assert not _trigrams(template) & evaluation, template
+        assert not trigrams(template) & evaluation, template
 
 
 def test_questions_in_training_forms_about_this_entity_with_its_own_answer():
@@ -37,7 +31,7 @@ def test_questions_in_training_forms_about_this_entity_with_its_own_answer():
             assert text.index(entity.name) < 60 and len(text) > 150  # named first, asked much later
             asked = 0
             for rel in KIND_BY_NAME[entity.kind].relations:
-                forms = {f: rel.questions[f].format(e=THIS[entity.kind]) for f in range(6)}
+                forms = {f: rel.questions[f].format(e=THIS_REFERENCE[entity.kind]) for f in range(6)}
                 forms = {f: q[:1].upper() + q[1:] for f, q in forms.items()}
                 for f, q in forms.items():
                     if f"{q} " in text:

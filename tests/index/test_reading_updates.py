@@ -9,11 +9,7 @@ from index.reading import evaluation_set, world
 from index.reading_updates import EVALUATION_NOTICE_WORDS, NOTICES, documents, notice, updates
 from index.reading_world import HELDOUT_QUESTION_FORMS, TRAIN_QUESTION_FORMS
 from index.sources import NAMED_SOURCES
-
-
-def _trigrams(text: str) -> set[tuple[str, ...]]:
-    words = [w for w in re.findall(r"[a-z0-9]+|\{\w+\}", text.lower()) if not w.startswith("{")]
-    return set(zip(words, words[1:], words[2:], strict=False))
+from tests.index.wording import trigrams
 
 
 @pytest.fixture(scope="module")
@@ -22,12 +18,12 @@ def docs():
 
 
 def test_notices_share_no_word_trigram_with_the_evaluation_notices():
-    evaluation = set().union(*(_trigrams(t) for t in EVALUATION_NOTICE_WORDS))
+    evaluation = set().union(*(trigrams(t) for t in EVALUATION_NOTICE_WORDS))
     # the evaluation's wordings as evaluation_set renders them (so EVALUATION_NOTICE_WORDS is not stale)
     rendered = " ".join(d.text for d in evaluation_set("dev").documents if d.doc_id.endswith("/update"))
     assert "Earlier sources were wrong." in rendered and "new records show that" in rendered
     for template in NOTICES:
-        assert not _trigrams(template) & evaluation, template
+        assert not trigrams(template) & evaluation, template
     assert all("2026" not in d.text for d in documents(("passages",)) if d.doc_id.endswith("/notice"))
 
 
