@@ -453,6 +453,7 @@ class BatchedRetroLanguageModel(RetroLanguageModel):
         params: SamplingParams,
         generator: torch.Generator,
         retrieve: Retrieve | None,
+        query_from: int = 0,
     ) -> Iterator[int]:
         # The prefill as `RetroLanguageModel` does it, in this request's thread (the prompt's search
         # joins the engine's other searches waiting at that moment); then every step in the batch.
@@ -462,6 +463,7 @@ class BatchedRetroLanguageModel(RetroLanguageModel):
             retrieve,
             search=self.engine.retrieve,
             cache_for=lambda n: model.new_cache(1, max_len=n),
+            query_from=query_from,
         )
         token = sample_token(last, params, generator)
         yield token

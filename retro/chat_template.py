@@ -26,8 +26,14 @@ sources `reading-qa:train`, `facts-qa:train`). So the template adds nothing a mo
   rendered by `render_conversation`, one conversation per document (so `<eos>` follows the last
   answer), teaches it to stop there.
 
-The retrieval query of a RETRO model follows from the rendered prompt: its last chunk holds the
-end of the last user message, so the answer attends to neighbours of the question.
+The retrieval query of a RETRO model follows from the rendered prompt (its last chunk holds the
+end of the last user message, so the answer attends to neighbours of the question), with one
+exception: **leading system messages are read, not searched.** `ChatPrompt.query_start` is the
+character where the first turn after them starts, and a model's retrieval queries read the prompt
+from there (`retro.language_model.LanguageModel.stream`). A system message is an instruction, not
+what to look up, and BM25 weighs its common words: with the system message in the query, 25 of 288
+dev chats lost the passage their bare question retrieved (docs/design.md, fourteenth round).
+A client that renders the template itself (`JINJA_TEMPLATE`) sends plain text, which is searched whole.
 `JINJA_TEMPLATE` is the same rendering as a Hugging Face style chat template (served by
 `/tokenizer_info` for clients such as lm-evaluation-harness that render chats themselves).
 This module knows no model, no tokenizer and no HTTP.
@@ -57,6 +63,7 @@ class ChatTurn:
 class ChatPrompt:
     text: str  # what the model is given
     continues_assistant: bool  # the last turn was the assistant's: the reply continues it
+    query_start: int = 0  # retrieval queries read text[query_start:]: the leading system messages left out
 
 
 def render_conversation(turns: Sequence[ChatTurn]) -> str:
@@ -69,7 +76,11 @@ def generation_prompt(turns: Sequence[ChatTurn]) -> ChatPrompt:
     spoken = [t for t in turns if t.text.strip()]
     if not spoken:
         raise ValueError("the conversation has no text: every message is empty")
-    return ChatPrompt(render_conversation(spoken), continues_assistant=spoken[-1].role == "assistant")
+    text = render_conversation(spoken)
+    leading_system = next((i for i, t in enumerate(spoken) if t.role != "system"), 0)  # 0: system only
+    instructions = render_conversation(spoken[:leading_system])
+    query_start = len(instructions) + len(TURN_JOINER) if instructions else 0
+    return ChatPrompt(text, continues_assistant=spoken[-1].role == "assistant", query_start=query_start)
 
 
 def reply_text(generated: str, prompt: ChatPrompt) -> str:

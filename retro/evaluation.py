@@ -237,8 +237,8 @@ def evaluate_reading(
     language_model = language_model_for(model, tokenizer, query_tokens) if is_retro else model
     params = SamplingParams(max_new_tokens=READING_MAX_NEW_TOKENS, temperature=0.0, seed=0)
 
-    def answer(prompt: str, retrieve) -> str:
-        return language_model.generate(prompt, params, retrieve).text
+    def answer(prompt: str, retrieve, query_start: int = 0) -> str:
+        return language_model.generate(prompt, params, retrieve, query_start).text
 
     make = None
     if language_model.uses_retrieval and retriever is not None:

@@ -9,7 +9,9 @@ it returns is fitted to the model's `retrieved_len` (`retro.language_model.fit_n
 The retrieval query of a chunk is its own text (RETRO's rule, and how training neighbours were
 found), or with `query_tokens` > m (given here, else the config's `inference_query_tokens`) the last
 `query_tokens` tokens up to the chunk's end: a prompt whose entity is named a chunk or more before
-the question then still retrieves its passage.
+the question then still retrieves its passage. A query never reads back past `query_from`, the
+first prompt token retrieval may read (a chat's system message is before it, `retro.chat_template`):
+the window is cut there, except for a chunk wholly before it, which keeps its own window.
 
 A prompt shorter than a chunk must still get retrieval (docs/design.md, data flow: generation):
 with retrieval on, the prompt is left-padded with `<pad>` to a chunk boundary, so its last token
@@ -104,20 +106,30 @@ class RetroLanguageModel(RetroNetworkModel):
         fitted = fit_neighbours(tokens, self.retrieved_len, self.model.config.pad_id)
         return torch.from_numpy(np.ascontiguousarray(fitted)).to(self.device)
 
-    def prefilled(self, prompt_ids: list[int], retrieve: Retrieve | None, search=None, cache_for=None):
+    def prefilled(
+        self,
+        prompt_ids: list[int],
+        retrieve: Retrieve | None,
+        search=None,
+        cache_for=None,
+        query_from: int = 0,
+    ):
         """The prompt padded, retrieved for and prefilled: (ids, next-token log-probs with <pad>
         excluded, cache, query). `ids` is the padded prompt, which decoding extends; `query(end)` is
-        the retrieval text of the chunk ending (exclusive) at `end`. `search(retrieve, texts)` runs
+        the retrieval text of the chunk ending (exclusive) at `end`, read from no earlier than prompt
+        token `query_from` once the chunk ends past it. `search(retrieve, texts)` runs
         the prompt's search (default: `retrieve` itself) and `cache_for(n_tokens)` makes the cache
         (default: the model's full-length one): the batched decoder (`retro.batch_engine`) routes
         both through its engine."""
         model, cfg, m = self.model, self.model.config, self.model.config.chunk_size
         model.eval()
-        ids = [cfg.pad_id] * ((-len(prompt_ids)) % m if retrieve is not None else 0) + prompt_ids
-        q = self.query_tokens
+        padding = (-len(prompt_ids)) % m if retrieve is not None else 0
+        ids = [cfg.pad_id] * padding + prompt_ids
+        q, floor = self.query_tokens, padding + query_from
 
         def query(end: int) -> str:
-            return self.tokenizer.decode(ids[max(0, end - q) : end])
+            start = max(floor if end > floor else 0, end - q)
+            return self.tokenizer.decode(ids[start:end])
 
         n_chunks = len(ids) // m
         prompt_neighbours = None
@@ -137,9 +149,10 @@ class RetroLanguageModel(RetroNetworkModel):
         params: SamplingParams,
         generator: torch.Generator,
         retrieve: Retrieve | None,
+        query_from: int = 0,
     ) -> Iterator[int]:
         model, cfg, m = self.model, self.model.config, self.model.config.chunk_size
-        ids, last, cache, query = self.prefilled(prompt_ids, retrieve)
+        ids, last, cache, query = self.prefilled(prompt_ids, retrieve, query_from=query_from)
         device = self.device
         while True:
             token = sample_token(last, params, generator)

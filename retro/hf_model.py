@@ -108,6 +108,7 @@ class HFCausalLM(LanguageModel):
         params: SamplingParams,
         generator: torch.Generator,
         retrieve: Retrieve | None,
+        query_from: int = 0,  # no retrieval here
     ) -> Iterator[int]:
         max_seq_len, device = self.max_seq_len, self.device
         out = self.model(input_ids=torch.tensor([prompt_ids], device=device), use_cache=True)

@@ -145,9 +145,9 @@ class InContextLanguageModel(RetroNetworkModel):
         return max(0, self.max_seq_len - 1 - header)
 
     # --- the context ---------------------------------------------------------------------------
-    def query(self, prompt_ids: list[int]) -> str:
-        """The retrieval query of a prompt: its last `query_tokens` tokens, decoded."""
-        return self.tokenizer.decode(prompt_ids[-self.query_tokens :])
+    def query(self, prompt_ids: list[int], query_from: int = 0) -> str:
+        """The retrieval query of a prompt: its last `query_tokens` tokens from `query_from` on, decoded."""
+        return self.tokenizer.decode(prompt_ids[max(query_from, len(prompt_ids) - self.query_tokens) :])
 
     def context_ids(self, prompt_ids: list[int], neighbours=None) -> list[int]:
         """The header for one query's neighbours ([k, n] tokens, None: no retrieval) + the prompt.
@@ -165,11 +165,11 @@ class InContextLanguageModel(RetroNetworkModel):
                 room -= cost
         return self.template.header(kept) + list(prompt_ids)
 
-    def retrieved(self, prompt_ids: list[int], retrieve: Retrieve | None):
+    def retrieved(self, prompt_ids: list[int], retrieve: Retrieve | None, query_from: int = 0):
         """The prompt's one search: [k, n] neighbour tokens, or None without retrieval."""
         if retrieve is None:
             return None
-        texts = [self.query(prompt_ids)]
+        texts = [self.query(prompt_ids, query_from)]
         found = self._search(retrieve, texts) if self._search is not None else retrieve(texts)
         if isinstance(found, torch.Tensor):
             found = found.cpu().numpy()
@@ -185,8 +185,9 @@ class InContextLanguageModel(RetroNetworkModel):
         params: SamplingParams,
         generator: torch.Generator,
         retrieve: Retrieve | None,
+        query_from: int = 0,
     ) -> Iterator[int]:
-        ids = self.context_ids(prompt_ids, self.retrieved(prompt_ids, retrieve))
+        ids = self.context_ids(prompt_ids, self.retrieved(prompt_ids, retrieve, query_from))
         yield from self.decoder._sampled_tokens(ids, params, generator, None)
 
     @torch.inference_mode()

@@ -13,7 +13,10 @@ into a `GenerationResult`. An implementation supplies only its token loop (`_sam
 `retrieve(texts) -> int array [len(texts), k, n]` is handed in by the caller and returns what the
 index gives (chunk plus continuation, n = 2m); a retrieving model fits it to its own
 `retrieved_len` with `fit_neighbours`, so no caller needs to know the model's r. Callers that never
-retrieve pass `retrieve=None`; a model that does not retrieve ignores it.
+retrieve pass `retrieve=None`; a model that does not retrieve ignores it. `query_start` (a character
+offset into the prompt; a chat's leading system messages end there, `retro.chat_template`) keeps
+the prompt's text before it out of every retrieval query: `stream` turns it into `query_from`, the
+first prompt token a query may read (`prompt_tokens_before`), for the token loop.
 """
 
 from __future__ import annotations
@@ -120,6 +123,21 @@ class LanguageModel(ABC):
 
     # --- generation ----------------------------------------------------------------------------
 
+    def prompt_tokens_before(self, prompt: str, prompt_ids: list[int], query_start: int) -> int:
+        """How many of `prompt_ids` (the prompt's tokens) lie wholly before character `query_start`:
+        the tokens the prefix `prompt[:query_start]` encodes to, as far as they are the prompt's own
+        (a token that straddles the offset stays readable)."""
+        before = prompt[:query_start].rstrip()  # the joiner's space belongs to the next word's token
+        if query_start <= 0 or not before:
+            return 0
+        prefix = self.encode_prompt(before)
+        shared = 0
+        for a, b in zip(prefix, prompt_ids, strict=False):
+            if a != b:
+                break
+            shared += 1
+        return min(shared, len(prompt_ids) - 1)  # the prompt's last token is always searched
+
     @abstractmethod
     def _sampled_tokens(
         self,
@@ -127,14 +145,21 @@ class LanguageModel(ABC):
         params: SamplingParams,
         generator: torch.Generator,
         retrieve: Retrieve | None,
+        query_from: int = 0,
     ) -> Iterator[int]:
-        """Yields sampled token ids, each computed only when asked for; ends at the context end."""
+        """Yields sampled token ids, each computed only when asked for; ends at the context end.
+        Retrieval queries read no prompt token before `query_from`."""
 
     @torch.inference_mode()
     def stream(
-        self, prompt: str, params: SamplingParams = SamplingParams(), retrieve: Retrieve | None = None
+        self,
+        prompt: str,
+        params: SamplingParams = SamplingParams(),
+        retrieve: Retrieve | None = None,
+        query_start: int = 0,
     ) -> Iterator[TextPiece]:
         """Yields text pieces as they become final; the last piece carries the finish reason.
+        Retrieval queries leave out the prompt's text before character `query_start`.
 
         A too-long prompt raises `PromptTooLongError` when the first piece is asked for.
         """
@@ -144,15 +169,20 @@ class LanguageModel(ABC):
         limit = self.prompt_limit(retrieve is not None)
         if len(prompt_ids) > limit:
             raise PromptTooLongError(len(prompt_ids), limit)
+        query_from = self.prompt_tokens_before(prompt, prompt_ids, query_start) if retrieve is not None else 0
         generator = seeded_generator(params.seed, self.device)
-        tokens = self._sampled_tokens(prompt_ids, params, generator, retrieve)
+        tokens = self._sampled_tokens(prompt_ids, params, generator, retrieve, query_from)
         yield from text_pieces(tokens, self.decode, self.eos_id, params)
 
     def generate(
-        self, prompt: str, params: SamplingParams = SamplingParams(), retrieve: Retrieve | None = None
+        self,
+        prompt: str,
+        params: SamplingParams = SamplingParams(),
+        retrieve: Retrieve | None = None,
+        query_start: int = 0,
     ) -> GenerationResult:
         """Generates one completion; see `stream` for the contract."""
-        pieces = list(self.stream(prompt, params, retrieve))
+        pieces = list(self.stream(prompt, params, retrieve, query_start))
         return GenerationResult(
             text="".join(p.text for p in pieces),
             finish_reason=pieces[-1].finish_reason or "length",

@@ -7,8 +7,9 @@ first answer token attends to), so reader errors and retriever errors are told a
 
 - chat: each held-out-form question again as a chat (`chat_items`: a system message no training
   conversation uses, then the question as the user turn, rendered by `retro.chat_template` as
-  `/v1/chat/completions` renders it), kind `question_chat`, so the chat score sits beside the
-  completion score of the same questions;
+  `/v1/chat/completions` renders it, its system message kept out of the retrieval queries as the
+  service keeps it out), kind `question_chat`, so the chat score sits beside the completion score
+  of the same questions;
 - settings: `on` (k neighbours searched with each chunk's text), `off` (no neighbours), `random`
   (k random chunks of the index per chunk), and for update items also `on, old removed` (the
   passage with the old value excluded from the search, as if deleted);
@@ -17,7 +18,8 @@ first answer token attends to), so reader errors and retriever errors are told a
   it was; look-alike items count answers that took the twin's value, update items new / old /
   other. Every proportion carries its Wilson 95% interval; a prompt that holds the answer scores 0.
 
-The model is reached through one callable, `answer(prompt, retrieve) -> generated text`, so this
+The model is reached through one callable, `answer(prompt, retrieve, query_start) -> generated
+text` (`query_start`: the prompt's first character its retrieval queries read), so this
 module needs no model class (`retro.evaluation` passes a `LanguageModel`'s greedy `generate`). It
 loads nothing and writes no files (`retro.report` does).
 """
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -45,23 +47,25 @@ EVAL_SYSTEM_PROMPTS = (
 )
 
 
-def chat_items(items: Sequence[ReadingItem]) -> list[ReadingItem]:
+@dataclass(frozen=True)
+class ChatItem(ReadingItem):
+    """A reading item asked as a chat: `prompt` is the rendered conversation, and its retrieval
+    queries read it from `query_start` on (after the system message), as the service's do."""
+
+    query_start: int = 0
+
+
+def chat_items(items: Sequence[ReadingItem]) -> list[ChatItem]:
     """The `question` items (held-out forms) as chats: [system, user question], the system message
     cycling through `EVAL_SYSTEM_PROMPTS`, rendered into the prompt a chat request sends."""
     questions = [item for item in items if item.kind == "question"]
-    return [
-        replace(
-            item,
-            kind=CHAT_KIND,
-            prompt=generation_prompt(
-                [
-                    ChatTurn("system", EVAL_SYSTEM_PROMPTS[i % len(EVAL_SYSTEM_PROMPTS)]),
-                    ChatTurn("user", item.prompt),
-                ]
-            ).text,
-        )  # fmt: skip
-        for i, item in enumerate(questions)
-    ]
+    chats = []
+    for i, item in enumerate(questions):
+        system = EVAL_SYSTEM_PROMPTS[i % len(EVAL_SYSTEM_PROMPTS)]
+        prompt = generation_prompt([ChatTurn("system", system), ChatTurn("user", item.prompt)])
+        fields = {**asdict(item), "kind": CHAT_KIND, "prompt": prompt.text, "query_start": prompt.query_start}
+        chats.append(ChatItem(**fields))
+    return chats
 
 
 class RecordingRetrieve:
@@ -145,7 +149,7 @@ def _run_one(item: ReadingItem, setting: str, answer, make_retrieve) -> ItemResu
         exclude = set(item.other_evidence) if setting == UPDATE_REMOVED else set()
         retrieve = make_retrieve("random" if setting == "random" else "on", exclude)
     try:
-        text = answer(item.prompt, retrieve)
+        text = answer(item.prompt, retrieve, item.query_start if isinstance(item, ChatItem) else 0)
     except Exception as e:  # a prompt the model cannot take counts as wrong, with the reason
         return ItemResult(item, setting, "", False, False, None, error=f"{type(e).__name__}: {e}")
     leaked = answer_in_prompt(item.answer, item.prompt)

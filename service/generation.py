@@ -51,6 +51,7 @@ class GenerationJob:
     prompt_ids: list[int] | None = None  # set: fed to the model as they are (token prompts, logprobs)
     generate: bool = True  # False for max_tokens=0: the prompt is only scored
     logprobs: int | None = None  # top-N per token; None: no scoring
+    query_start: int = 0  # retrieval queries read prompt[query_start:] (a chat: after its system messages)
 
     @property
     def scored(self) -> bool:
@@ -91,8 +92,11 @@ def prepare(
     *,
     logprobs: int | None = None,
     seed: int | None = None,
+    query_start: int = 0,
 ) -> GenerationJob:
-    """A job for one choice; `seed` (default: the request's) lets a request's n choices differ."""
+    """A job for one choice; `seed` (default: the request's) lets a request's n choices differ;
+    `query_start` keeps the prompt's text before it out of retrieval queries (a chat's system
+    messages, `retro.chat_template.ChatPrompt`)."""
     settings = state.settings
     if request.max_tokens > settings.max_tokens_cap:
         raise APIError(
@@ -141,6 +145,7 @@ def prepare(
         prompt_ids=prompt_ids,
         generate=request.max_tokens > 0,
         logprobs=logprobs,
+        query_start=query_start,
     )
 
 
@@ -175,7 +180,7 @@ def _generate(
     if not job.generate:
         pieces = iter([TextPiece("", finish_reason="length")])
     elif job.prompt_ids is None:
-        pieces = lm.stream(job.prompt, job.params, retrieve)
+        pieces = lm.stream(job.prompt, job.params, retrieve, job.query_start)
     else:
         pieces = stream_ids(lm, job.prompt_ids, job.params, retrieve, sampled)
     for piece in pieces:

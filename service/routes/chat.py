@@ -4,7 +4,8 @@ The messages become one prompt by `retro.chat_template` (no role markers: the tu
 by a space, the prompt ending where the assistant's answer starts), and that prompt runs through
 the completion machinery (`service.generation`: the same sampling checks, worker queue, retrieval
 and cancellation as /v1/completions), for the model `model` names (RETRO by default, or the
-comparison model). The reply is the generated text with the template's leading space removed.
+comparison model); the leading system messages stay out of the retrieval queries
+(`ChatPrompt.query_start`). The reply is the generated text with the template's leading space removed.
 
 Plain requests get one `chat.completion` body; `stream: true` gets server-sent
 `chat.completion.chunk`s: first `delta: {"role": "assistant", "content": ""}` with the prompt's
@@ -71,7 +72,7 @@ class _ReplyStart:
 async def create_chat_completion(body: ChatCompletionRequest, state: ReadyState, request: Request):
     model = find_model(state, body.model)
     prompt = chat_prompt(body.messages)
-    job = generation.prepare(state, model, prompt.text, body)
+    job = generation.prepare(state, model, prompt.text, body, query_start=prompt.query_start)
     header = {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",

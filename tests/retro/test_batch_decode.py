@@ -360,3 +360,32 @@ def test_a_row_whose_request_left_while_it_waited_for_neighbours_does_not_stop_r
         assert got[0]() == expected
     finally:
         lm.close()
+
+
+def test_a_chat_searched_from_its_question_is_searched_so_in_a_batch_too(model, tokenizer):
+    """`query_start` (a chat's system message left out of retrieval) reaches the batched prefill
+    and the engine's chunk queries: the same queries and the same text as one request alone."""
+    from retro.chat_template import ChatTurn, generation_prompt
+
+    chat = generation_prompt(
+        [ChatTurn("system", "The quick brown fox."), ChatTurn("user", "Zorbland is a small")]
+    )
+    params = SamplingParams(max_new_tokens=20, temperature=0)
+
+    def run(lm):
+        queries = []
+
+        def spy(texts):
+            queries.extend(texts)
+            return fake_retrieve(texts)
+
+        return lm.generate(chat.text, params, spy, chat.query_start).text, queries
+
+    alone, alone_queries = run(RetroLanguageModel(model, tokenizer, query_tokens=64))
+    batched = BatchedRetroLanguageModel(model, tokenizer, query_tokens=64)
+    try:
+        got, got_queries = run(batched)
+    finally:
+        batched.close()
+    assert (got, got_queries) == (alone, alone_queries)
+    assert len(alone_queries) > 1 and all("fox" not in q for q in alone_queries[-2:])

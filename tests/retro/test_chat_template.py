@@ -37,6 +37,28 @@ def test_turns_are_joined_like_the_question_and_answer_documents():
     )
 
 
+def test_retrieval_reads_the_conversation_after_its_leading_system_messages():
+    def searched(*turns):
+        prompt = generation_prompt(list(turns))
+        return prompt.text[prompt.query_start :]
+
+    question = ChatTurn("user", "When was X founded?")
+    assert searched(question) == "When was X founded?"
+    assert searched(ChatTurn("system", " Be brief. "), ChatTurn("system", ""), question) == question.text
+    two_systems = (ChatTurn("system", "Be brief."), ChatTurn("system", "Be kind."), question)
+    assert searched(*two_systems) == question.text
+    later = (
+        question,
+        ChatTurn("assistant", "1920."),
+        ChatTurn("system", "Be brief."),
+        ChatTurn("user", "Who?"),
+    )
+    assert searched(*later) == "When was X founded? 1920. Be brief. Who?"  # only leading ones
+    assert (
+        searched(ChatTurn("system", "Only instructions.")) == "Only instructions."
+    )  # nothing else to search
+
+
 def test_a_final_assistant_message_is_continued_as_generated():
     prompt = generation_prompt([ChatTurn("user", "When was X founded?"), ChatTurn("assistant", "In 19")])
     assert prompt.text == "When was X founded? In 19" and prompt.continues_assistant

@@ -204,6 +204,41 @@ def test_a_wider_query_window_reaches_back_over_chunk_boundaries(model, tokenize
         RetroLanguageModel(model, tokenizer, query_tokens=M - 1)
 
 
+def test_a_chats_system_message_is_never_searched_and_the_question_is(model, tokenizer):
+    """A chat's retrieval queries start at its first user turn (`query_start`), in the prompt's
+    chunks and in every chunk generation closes; a chunk wholly inside the system message keeps its
+    own window; without query_start the system message is searched as before."""
+    from retro.chat_template import ChatTurn, generation_prompt
+
+    system, question = "Gold is the highest.", "The capital of France is"
+    chat = generation_prompt([ChatTurn("system", system), ChatTurn("user", question)])
+    assert chat.text[chat.query_start :] == question
+    lm = RetroLanguageModel(model, tokenizer, query_tokens=6 * M)  # wide: it reaches the system message
+    params = SamplingParams(max_new_tokens=12, temperature=0)
+    plain, chat_spy = SpyRetriever(tokenizer.vocab_size), SpyRetriever(tokenizer.vocab_size)
+    lm.generate(chat.text, params, plain)
+    lm.generate(chat.text, params, chat_spy, chat.query_start)
+    assert "highest" in plain.calls[0][-1]  # the default searches the system message too
+    # the chunk the answer reads is searched with the question whole (and the joiner's space)
+    assert chat_spy.calls[0][-1].lstrip() == question
+    ids = tokenizer.encode(chat.text)
+    floor = (-len(ids)) % M + len(tokenizer.encode(system))  # padded position of the question's first token
+    past_system = chat_spy.calls[0][floor // M :] + [q for call in chat_spy.calls[1:] for q in call]
+    assert len(chat_spy.calls) > 2  # generation closed chunks too; none of these read the system message
+    assert all("highest" not in q and "Gold" not in q for q in past_system)
+    assert floor >= M  # the first chunk lies inside the system message ...
+    assert chat_spy.calls[0][0] == plain.calls[0][0]  # ... and keeps its own window
+
+
+def test_query_start_counts_only_the_tokens_wholly_before_it(lm, tokenizer):
+    text = "Be brief. When was it?"
+    ids = lm.encode_prompt(text)
+    assert lm.prompt_tokens_before(text, ids, 0) == 0
+    before = lm.prompt_tokens_before(text, ids, len("Be brief. "))
+    assert tokenizer.decode(ids[:before]) == "Be brief." and tokenizer.decode(ids[before:]) == " When was it?"
+    assert lm.prompt_tokens_before(text, ids, len(text)) == len(ids) - 1  # the last token is always searched
+
+
 @pytest.mark.parametrize("temperature", [1e-240, 1e-30, 5e-324, 1e-4])
 def test_tiny_positive_temperatures_are_greedy_not_nan(temperature):
     """A fuzzer found HTTP 500 for temperature 1e-240 (logits / t overflowed to inf, softmax NaN)."""

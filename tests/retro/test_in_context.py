@@ -273,6 +273,19 @@ def test_generation_reads_the_prompts_passages_before_it(lm, monkeypatch):
     assert fed[0][0] == list(lm.template.text_open) + prompt_ids
 
 
+def test_a_chats_one_search_reads_from_its_question(lm):
+    from retro.chat_template import ChatTurn, generation_prompt
+
+    chat = generation_prompt([ChatTurn("system", "Otters float."), ChatTurn("user", "Mars")])
+    retrieve = FixedRetrieve(np.zeros((K, 2 * M), dtype=np.int64))
+    params = SamplingParams(max_new_tokens=1, temperature=0.0)
+    wide = InContextLanguageModel(lm.model, lm.tokenizer, query_tokens=64)  # it reaches the system message
+    wide.generate(chat.text, params, retrieve)
+    wide.generate(chat.text, params, retrieve, chat.query_start)
+    without, with_start = retrieve.queries
+    assert "Otters" in without[0] and with_start == [" Mars"]
+
+
 def test_prompt_limit_leaves_room_for_the_passages_and_extra_passages_are_dropped(lm):
     budget = lm.template.passages_budget(K, R)
     assert lm.prompt_limit(True) == lm.max_seq_len - 1 - budget

@@ -62,7 +62,7 @@ ITEMS = [
 VALUES = {"alpha/p": " A1.", "gamma/p": " G2, or so", "delta/new": " NEW", "delta/old": " OLD"}
 
 
-def reader(prompt, retrieve):
+def reader(prompt, retrieve, query_start=0):
     """Reads perfectly what it is shown: the first seen document's value, nothing without retrieval."""
     if retrieve is None:
         return " I do not know"
@@ -101,7 +101,7 @@ def test_a_passage_retrieved_by_a_chunk_without_the_answer_is_retrieved_but_not_
     # alpha's passage is found, but by a chunk that holds another part of it, not the value
     retriever = FakeRetriever(["alpha/p"], chunk_text={"alpha/p": "alpha is a town on a river"})
 
-    def guesser(prompt, retrieve):
+    def guesser(prompt, retrieve, query_start=0):
         retrieve([prompt])
         return " A1"  # right, but not from what it was shown
 
@@ -116,10 +116,10 @@ def test_a_passage_retrieved_by_a_chunk_without_the_answer_is_retrieved_but_not_
 
 def test_a_prompt_holding_the_answer_earns_nothing_and_errors_count_as_wrong():
     leaky = ReadingItem("question", "e", "r", "f", "q3", "Is it Paris?", "Paris", ("e/p",))
-    results = run_items([leaky], lambda prompt, retrieve: " Paris", None)
+    results = run_items([leaky], lambda prompt, retrieve, query_start: " Paris", None)
     assert [r.setting for r in results] == ["off"] and not results[0].first
 
-    def failing(prompt, retrieve):
+    def failing(prompt, retrieve, query_start):
         raise ValueError("the prompt has 900 tokens; this model's limit is 200 prompt tokens")
 
     result = run_items([ITEMS[0]], failing, None)[0]
@@ -143,3 +143,21 @@ def test_chat_items_ask_the_held_out_questions_as_a_chat_request_renders_them():
     )
     assert first.prompt == want.text == f"{EVAL_SYSTEM_PROMPTS[0]} {questions[0].prompt}"
     assert (first.answer, first.evidence) == (questions[0].answer, questions[0].evidence)
+    # retrieval reads the question, not the system message: as /v1/chat/completions searches
+    assert first.query_start == want.query_start and first.prompt[first.query_start :] == questions[0].prompt
+
+
+def test_a_chat_item_is_answered_with_its_query_start_and_a_plain_one_from_the_start():
+    from retro.reading_eval import chat_items
+
+    plain = ReadingItem("question", "e", "r", "f", "q3", "When was E founded?", "1920", ("e/p",))
+    starts = {}
+
+    def recording(prompt, retrieve, query_start):
+        starts[prompt] = query_start
+        return " 1920"
+
+    (chat,) = chat_items([plain])
+    results = run_items([plain, chat], recording, None)
+    assert starts == {plain.prompt: 0, chat.prompt: len(chat.prompt) - len(plain.prompt)}
+    assert [r.first for r in results] == [True, True]

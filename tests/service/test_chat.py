@@ -63,6 +63,29 @@ def test_a_conversation_is_rendered_as_its_turns_joined_by_spaces(client):
     assert reply["usage"]["prompt_tokens"] == completion["usage"]["prompt_tokens"]
 
 
+def test_a_system_message_is_read_but_not_searched(client):
+    """The question retrieves what it retrieves alone: the system message's words (here a
+    distractor's) stay out of the query of the chunk the reply reads (`ChatPrompt.query_start`)."""
+    system = "Mars is a planet with red dust and two moons."
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": QUESTION}]
+    reply = chat(client, messages, max_tokens=1)
+    alone = complete(client, QUESTION, max_tokens=1)
+    chunk = 16  # the test index's and the tiny model's chunk size
+
+    def last_prompt_chunk(body):
+        last = -(-body["usage"]["prompt_tokens"] // chunk) - 1
+        return [
+            {k: v for k, v in r.items() if k != "for_chunk"}
+            for r in body["retrieval"]
+            if r["for_chunk"] == last
+        ]
+
+    assert last_prompt_chunk(reply) == last_prompt_chunk(alone) and last_prompt_chunk(alone)
+    assert last_prompt_chunk(reply)[0]["doc_id"] == "geo/zorbland"
+    searched_whole = complete(client, f"{system} {QUESTION}", max_tokens=1)  # a completion is searched whole
+    assert last_prompt_chunk(searched_whole) != last_prompt_chunk(alone)
+
+
 def test_a_final_assistant_message_is_continued(client):
     messages = [{"role": "user", "content": "Mars"}, {"role": "assistant", "content": "is the"}]
     reply = chat(client, messages, max_tokens=6)

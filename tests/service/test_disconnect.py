@@ -18,8 +18,8 @@ def test_disconnect_stops_the_generation(settings):
         produced = []
         real_stream = model.stream
 
-        def slow_stream(prompt, params, retrieve=None):
-            for piece in real_stream(prompt, params, retrieve):
+        def slow_stream(prompt, params, retrieve=None, query_start=0):
+            for piece in real_stream(prompt, params, retrieve, query_start):
                 produced.append(piece)
                 time.sleep(0.05)  # ~3 s for 64 tokens: plenty of time to notice the disconnect
                 yield piece
@@ -65,9 +65,9 @@ def test_a_queued_stream_whose_client_leaves_never_starts(settings):
         started = []
         real_stream = model.stream
 
-        def recording_stream(prompt, params, retrieve=None):
+        def recording_stream(prompt, params, retrieve=None, query_start=0):
             started.append(prompt)
-            yield from real_stream(prompt, params, retrieve)
+            yield from real_stream(prompt, params, retrieve, query_start)
 
         model.stream = recording_stream
         release = threading.Event()

@@ -60,8 +60,9 @@ def main(args) -> None:
             k = args.k or lm.default_k
             params = SamplingParams(max_new_tokens=12, temperature=0.0, seed=0)
 
-            def answer(prompt, retrieve, lm=lm, params=params):
-                return lm.generate(prompt, params, retrieve).text
+            def answer(prompt, retrieve, query_start=0, lm=lm, params=params):
+                # query_start (2026-12-06, fourteenth round): a chat item's system message is not searched
+                return lm.generate(prompt, params, retrieve, query_start).text
 
             def make(mode, exclude, k=k):
                 return RecordingRetrieve(retriever, k, mode, exclude)
