@@ -32,7 +32,8 @@ exception: **leading system messages are read, not searched.** `ChatPrompt.query
 character where the first turn after them starts, and a model's retrieval queries read the prompt
 from there (`retro.language_model.LanguageModel.stream`). A system message is an instruction, not
 what to look up, and BM25 weighs its common words: with the system message in the query, 25 of 288
-dev chats lost the passage their bare question retrieved (docs/design.md, fourteenth round).
+dev chats lost the passage their bare question retrieved (docs/design.md, thirteenth and
+fourteenth rounds).
 A client that renders the template itself (`JINJA_TEMPLATE`) sends plain text, which is searched whole.
 `JINJA_TEMPLATE` is the same rendering as a Hugging Face style chat template (served by
 `/tokenizer_info` for clients such as lm-evaluation-harness that render chats themselves).
