@@ -54,11 +54,11 @@ def retrieve_many(requests: list[tuple[object, list[str]]]) -> list[np.ndarray]:
             own = found[start : start + len(own_texts)]
             start += len(own_texts)
             if isinstance(retrieve, RememberedRetrieval):
-                rows = retrieve.retrieve.keep(own, elapsed)
+                rows = retrieve.retrieve.keep(own, elapsed, own_texts)
                 for text, row in zip(own_texts, rows, strict=True):
                     retrieve.rows[text] = row  # what its scoring replays
             else:
-                rows = retrieve.keep(own, elapsed)
+                rows = retrieve.keep(own, elapsed, own_texts)
             answers[i] = rows
     return answers
 

@@ -5,7 +5,7 @@ version: a request takes one snapshot at its start and uses it to the end, so a 
 request. `NeighbourRecorder` is the `retrieve` callable handed to a model's `stream`: it searches,
 returns the neighbours' tokens as the index stores them (the model fits them to its own length)
 and records each chunk's neighbours (numbered in call order, as a model retrieves prompt chunks
-first, then one per new chunk) for the response.
+first, then one per new chunk, each with the query text that found it) for the response.
 This module owns no HTTP and no model.
 """
 
@@ -108,8 +108,9 @@ class IndexHandle:
             return self.current
 
 
-def neighbour_record(neighbours, for_chunk: int | None = None) -> list[dict]:
-    """The JSON form of one query's neighbours (padding rows, chunk id -1, are left out)."""
+def neighbour_record(neighbours, for_chunk: int | None = None, query: str | None = None) -> list[dict]:
+    """The JSON form of one query's neighbours (padding rows, chunk id -1, are left out); with
+    `for_chunk`, each also names the model's chunk it was retrieved for and the `query` text searched."""
     records = []
     for i in range(len(neighbours.chunk_ids)):
         chunk_id = int(neighbours.chunk_ids[i])
@@ -123,6 +124,8 @@ def neighbour_record(neighbours, for_chunk: int | None = None) -> list[dict]:
         }
         if for_chunk is not None:
             record["for_chunk"] = for_chunk
+        if query is not None:
+            record["query"] = query
         records.append(record)
     return records
 
@@ -142,13 +145,13 @@ class NeighbourRecorder:
         found = self.snapshot.retriever.search(list(texts), self.k)
         elapsed = time.perf_counter() - started
         self._on_latency(elapsed)
-        return self.keep(found, elapsed)
+        return self.keep(found, elapsed, texts)
 
-    def keep(self, found: list, seconds: float) -> np.ndarray:
-        """Records neighbours searched for this request (here, or in one search for a batch of
-        requests, `service.batching`) and returns their tokens as `__call__` does."""
+    def keep(self, found: list, seconds: float, texts: list[str]) -> np.ndarray:
+        """Records neighbours searched for this request with `texts` (here, or in one search for a
+        batch of requests, `service.batching`) and returns their tokens as `__call__` does."""
         self.seconds += seconds
-        for neighbours in found:
-            self.records.extend(neighbour_record(neighbours, for_chunk=self._next_chunk))
+        for neighbours, text in zip(found, texts, strict=True):
+            self.records.extend(neighbour_record(neighbours, for_chunk=self._next_chunk, query=text))
             self._next_chunk += 1
         return np.stack([np.asarray(n.tokens, dtype=np.int64) for n in found])

@@ -74,16 +74,17 @@ def test_a_system_message_is_read_but_not_searched(client):
 
     def last_prompt_chunk(body):
         last = -(-body["usage"]["prompt_tokens"] // chunk) - 1
-        return [
-            {k: v for k, v in r.items() if k != "for_chunk"}
-            for r in body["retrieval"]
-            if r["for_chunk"] == last
-        ]
+        return [r for r in body["retrieval"] if r["for_chunk"] == last]
 
-    assert last_prompt_chunk(reply) == last_prompt_chunk(alone) and last_prompt_chunk(alone)
+    def found(records):
+        return [{k: v for k, v in r.items() if k not in ("for_chunk", "query")} for r in records]
+
+    assert found(last_prompt_chunk(reply)) == found(last_prompt_chunk(alone)) and last_prompt_chunk(alone)
+    # the response says what was searched: the question (after the joiner's space), not the system message
+    assert {r["query"] for r in last_prompt_chunk(reply)} == {f" {QUESTION}"}
     assert last_prompt_chunk(reply)[0]["doc_id"] == "geo/zorbland"
     searched_whole = complete(client, f"{system} {QUESTION}", max_tokens=1)  # a completion is searched whole
-    assert last_prompt_chunk(searched_whole) != last_prompt_chunk(alone)
+    assert found(last_prompt_chunk(searched_whole)) != found(last_prompt_chunk(alone))
 
 
 def test_a_final_assistant_message_is_continued(client):

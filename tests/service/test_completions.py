@@ -38,7 +38,8 @@ def test_plain_completion_has_openai_shape_and_neighbours(client):
     assert 1 <= usage["completion_tokens"] <= 20
     neighbours = body["retrieval"]
     assert neighbours, "a RETRO model with an index must report the neighbours it used"
-    assert set(neighbours[0]) == {"doc_id", "chunk_id", "score", "text", "for_chunk"}
+    assert set(neighbours[0]) == {"doc_id", "chunk_id", "score", "text", "for_chunk", "query"}
+    assert neighbours[0]["query"] == "Zorbland is a small island"  # the one chunk is searched with its text
     # The prompt's only chunk is chunk 0; its best neighbour is the Zorbland document.
     first_chunk = [n for n in neighbours if n["for_chunk"] == 0]
     assert len(first_chunk) == 2  # the tiny preset's k
