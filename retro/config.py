@@ -86,6 +86,14 @@ class RetroConfig:
     # last copy_bag_window words q_i, with a learned salience s of a word's meaning (0 at the start),
     # so a question's "childhood" points after a passage's "grew up" (needs word_dim, copy_bag_window).
     copy_meaning_bag: bool = False
+    # Copy-head match gate: the n-gram match's bonus at each offset, the bag match's and the
+    # neighbour match's are each scaled by exp(g(h)), g a linear function of the position's state
+    # (0 at the start: every scale 1, so a model without it loads into one with it unchanged). The
+    # matches' bonuses are otherwise the same after a question as inside a passage, where what
+    # follows the n-gram match is the continuation; gated, the model may lower the n-gram match
+    # where it is asked something and lean on the bag and neighbour matches (docs/design.md,
+    # fifteenth round). Needs a match (copy_match_tokens or copy_bag_window > 0).
+    copy_match_gate: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cca_layers", tuple(int(i) for i in self.cca_layers))
@@ -136,6 +144,11 @@ class RetroConfig:
             problems.append("in_context=True is a plain decoder: it needs cca_layers=() and copy_head=False")
         if self.copy_meaning_bag and not (self.copy_head and self.copy_bag_window and self.word_dim):
             problems.append("copy_meaning_bag needs copy_head, copy_bag_window > 0 and word_dim > 0")
+        if self.copy_match_gate and not (self.copy_head and (self.copy_match_tokens or self.copy_bag_window)):
+            problems.append(
+                "copy_match_gate scales the copy head's matches: it needs copy_match_tokens or "
+                "copy_bag_window > 0"
+            )
         word_table = (self.word_dim, self.word_rows, self.word_keys)
         if min(word_table) < 0 or (any(word_table) and not all(word_table)):
             problems.append(f"word_dim, word_rows and word_keys are all 0 (off) or all > 0; got {word_table}")
@@ -171,10 +184,11 @@ class RetroConfig:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["cca_layers"] = list(self.cca_layers)
-        if not self.in_context:
-            # Written only when on: every checkpoint and training state saved before the field
-            # existed reads as the same config (a resume compares them key by key).
-            del d["in_context"]
+        for flag in ("in_context", "copy_match_gate"):
+            if not d[flag]:
+                # Written only when on: every checkpoint and training state saved before the field
+                # existed reads as the same config (a resume compares them key by key).
+                del d[flag]
         for optional in ("inference_neighbours", "inference_query_tokens"):
             if d[optional] is None:
                 del d[optional]  # likewise: written only when set

@@ -8,7 +8,8 @@ model passes as `query_context`, against `key_context`) and, with `copy_bag_wind
 bonus for the position's recent words found just before a neighbour token (the bag match, `bag`)
 and, with `copy_neighbour_bag`, a bonus for every token of a neighbour that holds those words
 anywhere (the neighbour match, `neighbour_bag`), and with `copy_meaning_bag` the bag match by
-meaning (`meaning_bag`); `CopyHead.mix` gives the mixture's log-probabilities over the vocabulary,
+meaning (`meaning_bag`); with `copy_match_gate` each match's bonus is scaled by a function of the
+position's state (`gates`); `CopyHead.mix` gives the mixture's log-probabilities over the vocabulary,
 and `CopyHead.target_logp` only those of given targets, for the loss. `chunked_pointer` applies the
 pointer to a whole sequence, chunk by chunk, as chunked cross-attention sees the neighbours.
 """
@@ -72,14 +73,19 @@ class CopyHead(nn.Module):
         # same reason; scaled like the neighbour match's) and a weight per distance
         self.meaning_salience = nn.Linear(cfg.word_dim, 1) if cfg.copy_meaning_bag else None
         self.meaning_distance = nn.Parameter(torch.ones(self.bag_window)) if cfg.copy_meaning_bag else None
+        # the match gate: one log-scale per n-gram offset and per bag-type match, from the state
+        # (zero weights and bias at the start: every scale exp(0) = 1)
+        n_bags = (self.bag_window > 0) + cfg.copy_neighbour_bag + cfg.copy_meaning_bag
+        self.match_gate = nn.Linear(cfg.d_model, self.match_tokens + n_bags) if cfg.copy_match_gate else None
 
     def reset_parameters(self, n_keys: int) -> None:
         # Start with the null slot as likely as all keys together at uniform scores: p_null ~ 0.5.
         nn.init.zeros_(self.null.weight)
         nn.init.constant_(self.null.bias, math.log(max(n_keys, 1)))
-        if self.meaning_salience is not None:
-            nn.init.zeros_(self.meaning_salience.weight)
-            nn.init.zeros_(self.meaning_salience.bias)
+        for zero_start in (self.meaning_salience, self.match_gate):
+            if zero_start is not None:
+                nn.init.zeros_(zero_start.weight)
+                nn.init.zeros_(zero_start.bias)
 
     # --- the n-gram match ----------------------------------------------------------------------
     @property
@@ -101,13 +107,15 @@ class CopyHead(nn.Module):
             return None
         return rearrange(self._preceding(neighbours, 1, self.match_tokens), "b l k r n -> b l (k r) n")
 
-    def match(self, query_context, key_context):
+    def match(self, query_context, key_context, scale=None):
         """query_context (N, Tq, n): tokens t, t-1, ..; key_context (N, S, n): tokens j-1, j-2, ..
-        -> (N, Tq, S) bonus: sum of match_bonus[i] over offsets i where the two tokens are equal."""
+        -> (N, Tq, S) bonus: sum of match_bonus[i] over offsets i where the two tokens are equal,
+        each times scale[..., i] (N, Tq, n) when given (the match gate's)."""
         query_context = query_context[..., : self.match_tokens]
         same = query_context[:, :, None, :] == key_context[:, None, :, :]  # (N, Tq, S, n)
         same &= (query_context != self.pad_id)[:, :, None, :]  # padding matches nothing
-        return (same.to(self.match_bonus.dtype) * self.match_bonus).sum(-1)
+        bonus = self.match_bonus if scale is None else (self.match_bonus * scale)[:, :, None, :]
+        return (same.to(self.match_bonus.dtype) * bonus).sum(-1)
 
     def bag(self, query_context, ids):
         """query_context (N, Tq, >= W): tokens t, t-1, ..; ids (N, k*r) the neighbour tokens ->
@@ -176,6 +184,14 @@ class CopyHead(nn.Module):
         return score.reshape(N, Tq, S)
 
     # --- the pointer and the mixture -----------------------------------------------------------
+    def gates(self, h):
+        """h (N, Tq, d) -> (N, Tq, n_offsets + n_bags) scales, exp of a linear function of the state
+        (clamped, so that no scale can overflow or vanish to exactly 0), or None without the gate.
+        The columns: the n-gram match's offsets, then the bag, neighbour and meaning matches on."""
+        if self.match_gate is None:
+            return None
+        return self.match_gate(h).float().clamp(-8.0, 4.0).exp()
+
     def pointer(self, h, keys, valid, query_context=None, key_context=None, ids=None, meanings=None):
         """h (N, Tq, d), keys (N, S, d), valid (N, S) -> log-probs (N, Tq, 1+S): null slot first.
 
@@ -185,14 +201,22 @@ class CopyHead(nn.Module):
         the model's `WordMeanings` too (see `meaning_bag`).
         """
         scores = torch.einsum("ntd,nsd->nts", self.query(h), keys) * self.scale
+        gates = self.gates(h)
+        n = self.match_tokens
         if self.match_bonus is not None:
-            scores = scores + self.match(query_context, key_context).to(scores.dtype)
+            offsets = None if gates is None else gates[..., :n]
+            scores = scores + self.match(query_context, key_context, offsets).to(scores.dtype)
+        bags = []  # the bag-type matches that are on, in the order of `gates`' columns
         if self.bag_weight is not None:
-            scores = scores + self.bag(query_context, ids).to(scores.dtype)
+            bags.append(self.bag(query_context, ids))
         if self.neighbour_weight is not None:
-            scores = scores + self.neighbour_bag(query_context, ids).to(scores.dtype)
+            bags.append(self.neighbour_bag(query_context, ids))
         if self.meaning_salience is not None:
-            scores = scores + self.meaning_bag(query_context, ids, meanings).to(scores.dtype)
+            bags.append(self.meaning_bag(query_context, ids, meanings))
+        for column, bonus in enumerate(bags, start=n):
+            if gates is not None:
+                bonus = bonus * gates[..., column : column + 1]
+            scores = scores + bonus.to(scores.dtype)
         scores = scores.masked_fill(~valid[:, None, :], float("-inf"))
         return torch.cat([self.null(h), scores], dim=-1).float().log_softmax(dim=-1)
 

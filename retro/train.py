@@ -259,6 +259,7 @@ ADDITIVE_FIELDS = {
     "word_rows": 0,
     "word_keys": 0,
     "copy_meaning_bag": False,
+    "copy_match_gate": False,
 }
 # Fields that shape no parameter: a fine-tune may change them (k neighbours per chunk: the encoder
 # and the cross-attention take any k, as inference does; the k of inference)
@@ -289,7 +290,9 @@ def initial_weights(folder: str | Path, config: RetroConfig, tokenizer: Tokenize
     except (CheckpointError, FileNotFoundError, OSError) as e:
         raise ValueError(f"cannot fine-tune from {folder}: {e}") from e
     have, want = source.config.to_dict(), config.to_dict()
-    switched_on = {k for k, off in ADDITIVE_FIELDS.items() if have.get(k) == off}
+    # a field absent from the checkpoint's config (saved before it existed, or written only when
+    # on) is off there
+    switched_on = {k for k, off in ADDITIVE_FIELDS.items() if have.get(k, off) == off}
     clash = [f"{k}: {have.get(k)!r} there, {want[k]!r} here" for k in sorted(want)
              if have.get(k) != want[k] and k not in switched_on | FREE_FIELDS | GROWN_FIELDS]  # fmt: skip
     clash += growth_clash(have, want)

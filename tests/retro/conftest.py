@@ -33,6 +33,9 @@ CONFIGS = {
     "copy+match3+bag6+neighbour": tiny_config(
         copy_match_tokens=3, copy_bag_window=6, copy_neighbour_bag=True
     ),
+    "copy+match3+bag6+neighbour+gate": tiny_config(
+        copy_match_tokens=3, copy_bag_window=6, copy_neighbour_bag=True, copy_match_gate=True
+    ),
     "copy, no prev": tiny_config(neighbour_prev_tokens=0),
     "no copy head": tiny_config(copy_head=False, neighbour_prev_tokens=1),
     "baseline": tiny_config(cca_layers=(), copy_head=False, neighbour_prev_tokens=0),

@@ -35,12 +35,16 @@ WORDS = dict(word_dim=8, word_rows=50, word_keys=len(random_word_table(VOCAB)["k
 @pytest.fixture(scope="module",
                 params=[dict(copy_match_tokens=3), dict(copy_bag_window=5),
                         dict(copy_bag_window=5, copy_neighbour_bag=True),
-                        dict(copy_bag_window=5, copy_neighbour_bag=True, copy_meaning_bag=True, **WORDS)],
-                ids=["match3", "bag5", "bag5+neighbour", "bag5+neighbour+words+meaning"])  # fmt: skip
+                        dict(copy_bag_window=5, copy_neighbour_bag=True, copy_meaning_bag=True, **WORDS),
+                        dict(copy_match_tokens=3, copy_bag_window=5, copy_neighbour_bag=True,
+                             copy_match_gate=True)],
+                ids=["match3", "bag5", "bag5+neighbour", "bag5+neighbour+words+meaning",
+                     "match3+bag5+neighbour+gate"])  # fmt: skip
 def model(request) -> Retro:
     # two CCA layers, copy head with the n-gram match (every part of the demo model's decode step),
     # or with the bag match alone (no n-gram contexts to carry), or with the neighbour match too,
-    # or with word meanings as well (their projections made non-zero, so they change the outputs)
+    # or with word meanings as well (their projections made non-zero, so they change the outputs),
+    # or with the match gate over the n-gram, bag and neighbour matches
     torch.manual_seed(0)
     cfg = RetroConfig.from_preset("tiny", cca_layers=(0, 1), vocab_size=VOCAB, **request.param)
     model = Retro(cfg).eval()
@@ -57,6 +61,9 @@ def model(request) -> Retro:
         with torch.no_grad():  # and salient words for the neighbour match
             salience = torch.rand(VOCAB, generator=torch.Generator().manual_seed(3))
             model.copy_head.neighbour_weight.copy_(salience)
+    if cfg.copy_match_gate:
+        with torch.no_grad():  # a gate that reads the state, so each row's scales differ
+            model.copy_head.match_gate.weight.normal_(0, 0.1, generator=torch.Generator().manual_seed(4))
     return model
 
 

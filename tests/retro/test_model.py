@@ -232,6 +232,39 @@ def test_neighbour_match_prefers_the_neighbour_naming_the_asked_entity():
     assert after[right] > 0.5 and after[wrong] < 0.1
 
 
+def test_match_gate_scales_each_match_by_its_own_column():
+    """With the match gate, column i < n scales the n-gram match's offset i and the next columns the
+    bag and the neighbour match, in that order: a gate with constant log-scales (zero weights,
+    bias log s) gives the pointer of the ungated head whose bonuses are multiplied by s; a gate
+    that reads the state gives each position its own scales."""
+    gated_cfg = CONFIGS["copy+match3+bag6+neighbour+gate"]
+    gated = make_model(gated_cfg)
+    plain = Retro(gated_cfg.replace(copy_match_gate=False)).eval()
+    plain.load_state_dict({k: v for k, v in gated.state_dict().items() if "match_gate" not in k})
+    tokens, neighbours = random_inputs(gated_cfg)
+    for i, row in enumerate(tokens):  # repeat a neighbour's tokens in the prompt: matches fire
+        row[M - 4 : M] = neighbours[i, 0, 0, 2:6]
+    n = gated_cfg.copy_match_tokens
+    scales = torch.tensor([0.5, 2.0, 3.0, 0.25, 4.0])  # offsets 0, 1, 2; bag; neighbour match
+    head, twin = gated.copy_head, plain.copy_head
+    with torch.no_grad():
+        head.match_gate.weight.zero_()
+        head.match_gate.bias.copy_(scales.log())
+        twin.match_bonus.mul_(scales[:n])
+        twin.bag_weight.mul_(scales[n])
+        twin.neighbour_weight.mul_(scales[n + 1])
+        torch.testing.assert_close(gated(tokens, neighbours), plain(tokens, neighbours), rtol=1e-4, atol=1e-4)
+        head.match_gate.bias.zero_()  # scale 1 everywhere: the ungated head with its own bonuses
+        plain.load_state_dict({k: v for k, v in gated.state_dict().items() if "match_gate" not in k})
+        torch.testing.assert_close(gated(tokens, neighbours), plain(tokens, neighbours), rtol=1e-4, atol=1e-4)
+        head.match_gate.weight.normal_(0, 1.0)  # now the scales depend on each position's state
+        assert not torch.allclose(gated(tokens, neighbours), plain(tokens, neighbours), atol=1e-3)
+    with pytest.raises(ValueError, match="copy_match_gate"):
+        tiny_config(copy_match_gate=True, copy_match_tokens=0, copy_bag_window=0)
+    assert "copy_match_gate" not in tiny_config().to_dict()  # written only when on
+    assert RetroConfig.from_dict(gated_cfg.to_dict()) == gated_cfg
+
+
 @pytest.mark.parametrize("name", CONFIGS)
 def test_loss_equals_nll_of_forward(name):
     cfg = CONFIGS[name]
