@@ -72,6 +72,8 @@ def test_prompt_both_answers_and_passages_then_add_a_document(browser, settings,
         assert browser.find_element(By.ID, "compare-text").text != ""
         passages = browser.find_elements(By.CSS_SELECTOR, "#passages li")
         assert len(passages) >= 2 and "geo/zorbland" in passages[0].text and "Quibbletown" in passages[0].text
+        # each passage names the text its retrieval searched: here the prompt itself
+        assert 'searched: "Zorbland is a small island' in passages[0].text
 
         browser.find_element(By.ID, "doc-id").send_keys("page/frindle")
         browser.find_element(By.ID, "doc-text").send_keys("The frindle bird nests only in copper chimneys.")
