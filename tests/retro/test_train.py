@@ -552,25 +552,36 @@ def test_fine_tuning_starts_from_a_checkpoint_and_a_new_bag_match_changes_nothin
         train(tmp_path / "tok", config, data, other, steps=1, init_from=tmp_path / "base", **kw)
 
 
+SWITCH_ON_KW = dict(batch_size=8, lr=1e-2, warmup=2, progress=False)
+
+
+def switched_on_first_loss(tmp_path: Path, config: RetroConfig, data, tokenizer):
+    """The checkpoint in tmp_path/"old" as loaded, its loss on the first batch, and the first step's
+    loss of fine-tuning it into tmp_path/"new" with `config` (a feature switched on)."""
+    old, _, _ = load_checkpoint(tmp_path / "old")
+    first = data.batch(0, 8)
+    with torch.no_grad():
+        old_loss = old.loss(first.tokens, first.neighbours, first.targets).item()
+    records = []
+    train(tmp_path / "new", config, data, tokenizer, steps=1, init_from=tmp_path / "old",
+          on_step=records.append, **SWITCH_ON_KW)  # fmt: skip
+    return old, old_loss, records[0]["loss"]
+
+
 def test_switching_the_match_gate_on_changes_nothing_at_first(tokenizer, tmp_path):
     """A checkpoint with the n-gram and bag matches (non-zero bonuses) fine-tunes with the match
     gate switched on: its first loss is the source's (every scale starts at 1), and the saved
     config records the gate on; the source's config.json, written without the field, reads as off."""
     config = config_for(tokenizer).replace(copy_match_tokens=3, copy_bag_window=4)
     data = CountingData(config)
-    kw = dict(batch_size=8, lr=1e-2, warmup=2, progress=False)
-    train(tmp_path / "old", config, data, tokenizer, steps=5, **kw)
+    train(tmp_path / "old", config, data, tokenizer, steps=5, **SWITCH_ON_KW)
     saved = json.loads((tmp_path / "old" / CONFIG_FILE).read_text())
     assert "copy_match_gate" not in saved["config"]
-    old, _, _ = load_checkpoint(tmp_path / "old")
+    old, old_loss, first_loss = switched_on_first_loss(
+        tmp_path, config.replace(copy_match_gate=True), data, tokenizer
+    )
     assert old.copy_head.bag_weight.abs().sum() > 0  # the bag match is in use, not only the n-gram
-    first = data.batch(0, 8)
-    with torch.no_grad():
-        old_loss = old.loss(first.tokens, first.neighbours, first.targets).item()
-    records = []
-    train(tmp_path / "new", config.replace(copy_match_gate=True), data, tokenizer, steps=1,
-          init_from=tmp_path / "old", on_step=records.append, **kw)  # fmt: skip
-    assert records[0]["loss"] == pytest.approx(old_loss, rel=1e-6)
+    assert first_loss == pytest.approx(old_loss, rel=1e-6)
     assert load_checkpoint(tmp_path / "new")[0].config.copy_match_gate is True
 
 
@@ -580,18 +591,13 @@ def test_a_checkpoint_saved_before_the_neighbour_match_existed_fine_tunes_with_i
     the source's (zero saliences), and the saved config then records it on."""
     config = config_for(tokenizer).replace(copy_bag_window=4)
     data = CountingData(config)
-    kw = dict(batch_size=8, lr=1e-2, warmup=2, progress=False)
-    train(tmp_path / "old", config, data, tokenizer, steps=5, **kw)
+    train(tmp_path / "old", config, data, tokenizer, steps=5, **SWITCH_ON_KW)
     saved = json.loads((tmp_path / "old" / CONFIG_FILE).read_text())
     del saved["config"]["copy_neighbour_bag"]
     (tmp_path / "old" / CONFIG_FILE).write_text(json.dumps(saved))
-    old, _, _ = load_checkpoint(tmp_path / "old")
+    old, old_loss, first_loss = switched_on_first_loss(
+        tmp_path, config.replace(copy_neighbour_bag=True), data, tokenizer
+    )
     assert old.config.copy_neighbour_bag is False
-    first = data.batch(0, 8)
-    with torch.no_grad():
-        old_loss = old.loss(first.tokens, first.neighbours, first.targets).item()
-    records = []
-    train(tmp_path / "new", config.replace(copy_neighbour_bag=True), data, tokenizer, steps=1,
-          init_from=tmp_path / "old", on_step=records.append, **kw)  # fmt: skip
-    assert records[0]["loss"] == pytest.approx(old_loss, rel=1e-5)
+    assert first_loss == pytest.approx(old_loss, rel=1e-5)
     assert load_checkpoint(tmp_path / "new")[0].config.copy_neighbour_bag is True
