@@ -137,7 +137,9 @@ def test_batched_steps_give_each_row_its_own_decode_step(model):
     for i in range(4):
         assert len(got[i]) == steps[i]
         for s, (a, b) in enumerate(zip(got[i], expected[i], strict=True)):
-            torch.testing.assert_close(a, b, atol=1e-5, rtol=0, msg=f"row {i}, step {s}")
+            # atol as test_cache.py: log-probabilities reach -40, where float32 steps are 4e-6 apart, and a
+            # CPU that sums in another order (AVX-512 on an Intel Xeon) differs by a few of those steps
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=0, msg=f"row {i}, step {s}")
             assert int(a.argmax()) == int(b.argmax())
 
 
