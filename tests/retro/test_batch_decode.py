@@ -90,7 +90,9 @@ def test_batched_steps_give_each_row_its_own_decode_step(model):
     def neighbours(k):
         return torch.randint(1, VOCAB, (k, cfg.retrieved_len), generator=g)
 
-    lengths, ks, starts, steps = [16, 32, 48, 20], [2, 3, 1, 2], [0, 3, 7, 7], [40, 35, 30, 25]
+    # row 0 leaves first (t = 19) while the others go on: the last row moves into its slot and keeps
+    # decoding there (with 40 steps it left last, and a decoder that never moved a row passed)
+    lengths, ks, starts, steps = [16, 32, 48, 20], [2, 3, 1, 2], [0, 3, 7, 7], [20, 35, 30, 25]
     prompts = [torch.randint(1, VOCAB, (1, n), generator=g) for n in lengths]
     prompt_neighbours = [
         torch.stack([neighbours(k) for _ in range(n // m)])[None] if n >= m else None
