@@ -3,12 +3,14 @@ question-and-answer documents and conversations) on their answers only (each ans
 the full stop after it, and end-of-text); every other document keeps its whole loss. The answers
 are found as the entity's fact values after a question's "?" or "." (reading world: by title;
 facts: the entity's values, with units). Same draws and neighbours as plain `retro train`: only
-targets become IGNORE. Arguments: those of `retro train`."""
+targets become IGNORE. Arguments: those of `retro train`, with --init-from (whose tokenizer decodes
+the tokens to find the answers in)."""
 
 import re
 import sys
 
 import numpy as np
+import torch
 
 import retro.data as data
 from index.facts import entities as fact_entities
@@ -69,14 +71,8 @@ def sequences(self, starts, shifts, step=0, rng_key=(0, 0, 1)):
     for b, (start, shift) in enumerate(zip(starts, shifts, strict=True)):
         lo = start * m
         keep[b, shift:] = self.keep_stream[lo : lo + T + 1 - shift]
-    batch.targets[~torch_bool(keep[:, 1:])] = data.IGNORE
+    batch.targets[~torch.from_numpy(keep[:, 1:])] = data.IGNORE
     return batch
-
-
-def torch_bool(a):
-    import torch
-
-    return torch.from_numpy(a)
 
 
 data.TrainingData.__init__ = init
