@@ -2,10 +2,13 @@
 
     python paired.py A/report.json.gz B/report.json.gz [--model demo] [--model-b NAME]
     python paired.py dev-A.json dev-B.json    # two dumps of reading_check.py (--dump)
+    python paired.py dev-A.json dev-B.json --by-item   # pair by item, not prompt text (2026-12-07)
 
 Prints, per item kind and over all, how many items A answers first and B does not ("won") and
 the reverse ("lost"), with the exact two-sided McNemar p-value (a binomial test on the discordant
-items).
+items). With --by-item an item is named by its kind, entity, relation, family, form and answer
+instead of its prompt, so that chats rendered with another template (the sixteenth round's answer
+cue) still pair up.
 """
 
 import argparse
@@ -15,8 +18,9 @@ from collections import Counter
 from math import comb
 
 
-def first_span_answers(path: str, model: str) -> dict[tuple, bool]:
-    """(kind, entity, relation, form, prompt) -> whether the answer was said first, retrieval on."""
+def first_span_answers(path: str, model: str, by_item: bool = False) -> dict[tuple, bool]:
+    """(kind, entity, relation, form, prompt) -> whether the answer was said first, retrieval on;
+    with by_item the prompt's place is taken by the item's family and answer."""
     if path.endswith(".json.gz"):
         with gzip.open(path) as f:
             rows = json.load(f)["models"][model]["reading"]["answers"]
@@ -27,7 +31,8 @@ def first_span_answers(path: str, model: str) -> dict[tuple, bool]:
     for row in rows:
         if row["setting"] == "on":
             item = row["item"]
-            out[(item["kind"], item["entity"], item["relation"], item["form"], item["prompt"])] = row["first"]
+            named = (item["family"], item["answer"]) if by_item else (item["prompt"],)
+            out[(item["kind"], item["entity"], item["relation"], item["form"], *named)] = row["first"]
     return out
 
 
@@ -39,7 +44,8 @@ def mcnemar_p(won: int, lost: int) -> float:
 
 
 def main(args) -> None:
-    a, b = first_span_answers(args.a, args.model), first_span_answers(args.b, args.model_b or args.model)
+    a = first_span_answers(args.a, args.model, args.by_item)
+    b = first_span_answers(args.b, args.model_b or args.model, args.by_item)
     if a.keys() != b.keys():
         raise SystemExit("the two reports hold different reading items")
     won, lost = Counter(), Counter()
@@ -58,4 +64,5 @@ if __name__ == "__main__":
     parser.add_argument("b")
     parser.add_argument("--model", default="demo", help="the model's name in the reports (A's)")
     parser.add_argument("--model-b", default=None, help="B's model name, when it differs from A's")
+    parser.add_argument("--by-item", action="store_true", help="pair by item, not by prompt text")
     main(parser.parse_args())
