@@ -36,26 +36,27 @@ def init(self, chunks, config, *args, **kwargs):
     m = self.m
     rows = np.nonzero(self.is_reading_row)[0]
     docs = self.doc_of_chunk[rows]
-    found = total = 0
-    for d in np.unique(docs):
-        doc_rows = rows[docs == d]
+    # a document's chunks are consecutive rows: split the reading rows where the document changes
+    bounds = np.flatnonzero(np.diff(docs)) + 1
+    found = 0
+    for doc_rows in np.split(rows, bounds):
+        d = self.doc_of_chunk[doc_rows[0]]
         idx = (doc_rows[:, None] * m + np.arange(m)).reshape(-1)
         ids = self.stream[idx]
-        text_parts = [pieces[i] if i != self.pad_id else "" for i in ids]
-        starts = np.cumsum([0] + [len(p) for p in text_parts])[:-1]
-        text = "".join(text_parts)
-        answer = np.zeros(len(ids), dtype=bool)
+        lengths = np.array([0 if i == self.pad_id else len(pieces[i]) for i in ids])
+        ends = np.cumsum(lengths)
+        starts = ends - lengths
+        text = "".join(pieces[i] for i in ids if i != self.pad_id)
+        answer = ids == eos
         values = sorted(VALUES.get(chunks.titles[d], ()), key=len, reverse=True)
-        total += 1
         if values:
             pattern = re.compile(r"[?.:] (" + "|".join(re.escape(v) for v in values) + r")\.")
             for match in pattern.finditer(text):
                 lo, hi = match.start(1) - 1, match.end(1) + 1  # the space before, the full stop after
-                answer |= (starts + np.array([len(p) for p in text_parts]) > lo) & (starts < hi)
-            found += bool(answer.any())
-        if eos is not None:
-            answer |= ids == eos
+                answer |= (ends > lo) & (starts < hi)
+            found += bool((answer & (ids != eos)).any())
         keep[idx] = answer
+    total = len(bounds) + 1 if len(rows) else 0
     print(
         f"answer-only loss: {found} of {total} reading documents have answers found; "
         f"{keep[np.repeat(self.is_reading_row, m)].mean():.1%} of their tokens keep a loss",
