@@ -424,12 +424,13 @@ class BatchedRetroLanguageModel(RetroLanguageModel):
         model: Retro,
         tokenizer,
         query_tokens: int | None = None,
+        first_copy_bias: float | None = None,
         *,
         retrieve_many: RetrieveMany = retrieve_each,
         on_step: Callable[[int], None] | None = None,
         name: str = "retro",
     ):
-        super().__init__(model, tokenizer, query_tokens)
+        super().__init__(model, tokenizer, query_tokens, first_copy_bias)
         model.eval()
         self.engine = BatchEngine(
             model,
@@ -442,7 +443,7 @@ class BatchedRetroLanguageModel(RetroLanguageModel):
     @classmethod
     def of(cls, lm: RetroLanguageModel, **options) -> BatchedRetroLanguageModel:
         """The same network, tokenizer and retrieval window as `lm`, decoded in batches."""
-        return cls(lm.model, lm.tokenizer, lm.query_tokens, **options)
+        return cls(lm.model, lm.tokenizer, lm.query_tokens, lm.first_copy_bias, **options)
 
     def close(self) -> None:
         self.engine.close()

@@ -74,6 +74,14 @@ class RetroConfig:
     # found. Wider, a prompt whose subject is named chunks before its question still retrieves its
     # passage. Shapes no parameter. Set by `retro export --query-tokens N`.
     inference_query_tokens: int | None = None
+    # Nats by which the copy head's null slot is lowered (the pointer then renormalised) for the first
+    # token a generation with retrieval says: an answer then begins with a neighbour's token unless
+    # the vocabulary is far surer than the pointer. A reader that knows the value often says first
+    # what its training documents say after a question (the next question, a dialogue's next line:
+    # docs/design.md, sixteenth and seventeenth rounds). 0: the mixture as trained. Decoding only:
+    # scoring (`forward`, a prompt's log-probabilities) is unchanged; shapes no parameter. Set by
+    # `retro export --first-copy-bias NATS`.
+    inference_first_copy_bias: float = 0.0
     # Whole-word meanings (`retro.word_meaning`): every decoder and neighbour token also gets a
     # learned projection of MiniLM's vector (PCA to word_dim) of the word it ends so far, from a
     # frozen table of word_rows words under word_keys token spellings stored in the checkpoint; so a
@@ -134,6 +142,12 @@ class RetroConfig:
                 f"inference_query_tokens must be at least chunk_size={self.chunk_size} (or None); "
                 f"got {self.inference_query_tokens}"
             )
+        if self.inference_first_copy_bias < 0:
+            problems.append(f"inference_first_copy_bias must be >= 0; got {self.inference_first_copy_bias}")
+        if self.inference_first_copy_bias and not (self.copy_head and self.cca_layers):
+            problems.append(
+                "inference_first_copy_bias lowers the copy head's null slot: it needs a RETRO copy head"
+            )
         if self.in_context and self.inference_query_tokens is not None:
             problems.append("inference_query_tokens is for RETRO's chunk queries, not an in_context model")
         if self.in_context and self.inference_neighbours is not None:
@@ -192,6 +206,8 @@ class RetroConfig:
         for optional in ("inference_neighbours", "inference_query_tokens"):
             if d[optional] is None:
                 del d[optional]  # likewise: written only when set
+        if not d["inference_first_copy_bias"]:
+            del d["inference_first_copy_bias"]  # likewise: written only when on
         return d
 
     def to_json(self) -> str:

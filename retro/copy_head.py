@@ -243,6 +243,15 @@ class CopyHead(nn.Module):
         return pointer, ids
 
     @staticmethod
+    def lower_null(pointer_logp, bias: float):
+        """pointer_logp (..., 1+S) with the null slot's log-probability lowered by `bias` nats and the
+        whole renormalised: the vocabulary's share of the mixture shrinks, each neighbour token's grows,
+        their order unchanged (the first generated token's rule, `RetroConfig.inference_first_copy_bias`)."""
+        lowered = pointer_logp.clone()
+        lowered[..., 0] = lowered[..., 0] - bias
+        return lowered.log_softmax(dim=-1)
+
+    @staticmethod
     def mix(vocab_logits, pointer_logp, ids):
         """vocab_logits (N, Tq, V), pointer_logp (N, Tq, 1+S), ids (N, S) -> log p of the mixture."""
         vocab_p = vocab_logits.float().softmax(dim=-1) * pointer_logp[..., :1].exp()

@@ -459,6 +459,8 @@ def _evaluate(
         entry = {"kind": kind, "path": str(run), "training_tokens": training_tokens(meta)}
         if model.config.reads_neighbours:  # what each chunk's retrieval query held
             entry["query_tokens"] = language_model_for(model, tokenizer, query_tokens).query_tokens
+        if model.config.inference_first_copy_bias:  # the first generated token's rule (retro.generate)
+            entry["first_copy_bias"] = model.config.inference_first_copy_bias
         entry.update(
             evaluate_model(
                 model, tokenizer, retriever, fact_sets, bpb_documents, log, validation, reading_items,

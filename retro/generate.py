@@ -13,6 +13,11 @@ the question then still retrieves its passage. A query never reads back past `qu
 first prompt token retrieval may read (a chat's system message is before it, `retro.chat_template`):
 the window is cut there, except for a chunk wholly before it, which keeps its own window.
 
+The first token a generation with retrieval says is drawn with the copy head's null slot lowered by
+`first_copy_bias` nats (given here, else the config's `inference_first_copy_bias`; 0: the mixture
+as trained), so an answer begins from the neighbours unless the vocabulary is far surer; every later
+token is the model's own mixture.
+
 A prompt shorter than a chunk must still get retrieval (docs/design.md, data flow: generation):
 with retrieval on, the prompt is left-padded with `<pad>` to a chunk boundary, so its last token
 closes a chunk whose neighbours the answer attends to. The same class serves the no-retrieval
@@ -72,13 +77,20 @@ class RetroLanguageModel(RetroNetworkModel):
 
     kind = "retro"
 
-    def __init__(self, model: Retro, tokenizer, query_tokens: int | None = None):
+    def __init__(
+        self, model: Retro, tokenizer, query_tokens: int | None = None, first_copy_bias: float | None = None
+    ):
         m = model.config.chunk_size
         if query_tokens is not None and query_tokens < m:
             raise ValueError(f"query_tokens must be at least the chunk size ({m}); got {query_tokens}")
+        if first_copy_bias is not None and first_copy_bias < 0:
+            raise ValueError(f"first_copy_bias must be >= 0; got {first_copy_bias}")
         self.model, self.tokenizer = model, tokenizer
         # tokens up to a chunk's end that its retrieval query holds: the caller's, else the model's own
         self.query_tokens = query_tokens or model.config.inference_query_tokens or m
+        # the first generated token's copy bias (RetroConfig.inference_first_copy_bias): likewise
+        bias = model.config.inference_first_copy_bias if first_copy_bias is None else first_copy_bias
+        self.first_copy_bias = bias if model.copy_head is not None else 0.0
 
     @property
     def uses_retrieval(self) -> bool:
@@ -138,7 +150,9 @@ class RetroLanguageModel(RetroNetworkModel):
             found = search(retrieve, texts) if search is not None else retrieve(texts)
             prompt_neighbours = self._neighbours(found, n_chunks)[None]
         cache = cache_for(len(ids)) if cache_for is not None else None
-        logprobs, cache = model.prefill(torch.tensor([ids], device=self.device), prompt_neighbours, cache)
+        logprobs, cache = model.prefill(
+            torch.tensor([ids], device=self.device), prompt_neighbours, cache, self.first_copy_bias
+        )
         last = logprobs[0, -1]
         last[cfg.pad_id] = float("-inf")  # padding is never an answer
         return ids, last, cache, query

@@ -204,14 +204,21 @@ class Retro(nn.Module):
         keep = targets != -100
         return -torch.where(keep, logp, 0.0).sum() / keep.sum().clamp_min(1)
 
-    def prefill(self, tokens, neighbours=None, cache: DecodeCache | None = None):
+    def prefill(self, tokens, neighbours=None, cache: DecodeCache | None = None, last_copy_bias: float = 0.0):
         """Runs the prompt through the model: (log-probabilities (B, T, V) as `forward`'s, cache),
-        the cache (fresh, from `new_cache`, or made here) holding what `decode_step` needs."""
+        the cache (fresh, from `new_cache`, or made here) holding what `decode_step` needs.
+
+        With `last_copy_bias` > 0 the last position's distribution, the one the first generated
+        token is drawn from, has the copy head's null slot lowered by that many nats before the
+        pointer is renormalised (`CopyHead.lower_null`); every other position is as `forward` gives it."""
         cache = self.new_cache(tokens.shape[0]) if cache is None else cache
         check_sequence(self.config, tokens, neighbours, cache.max_len)
         if cache.pos != 0:
             raise ValueError("prefill needs a fresh cache (pos 0)")
-        return self._log_probs(self._run_sequence(tokens, neighbours, cache)), cache
+        if last_copy_bias < 0:
+            raise ValueError(f"last_copy_bias must be >= 0; got {last_copy_bias}")
+        states = self._run_sequence(tokens, neighbours, cache)
+        return self._log_probs(states, last_copy_bias), cache
 
     def _run_sequence(self, tokens, neighbours, cache: DecodeCache | None = None) -> _SequenceStates:
         """The decoder over positions 0 .. T-1; with `cache`, also stores what decoding goes on from."""
@@ -259,7 +266,7 @@ class Retro(nn.Module):
                 cache.memory = self._memory_for_chunk(L - 1, last, context)
         return _SequenceStates(h, self._lm_head(h), encoded, query_context, key_context)
 
-    def _log_probs(self, states: _SequenceStates):
+    def _log_probs(self, states: _SequenceStates, last_copy_bias: float = 0.0):
         plain = states.logits.float().log_softmax(dim=-1)
         if self.copy_head is None or states.neighbours is None:
             return plain
@@ -268,6 +275,14 @@ class Retro(nn.Module):
             states.h, states.neighbours, states.query_context, states.key_context, self.word_meanings
         )
         L = states.neighbours.memory.shape[1]
+        if last_copy_bias:
+            # the last position T - 1 is row (T - m) // m, column (T - m) % m of the attending chunks
+            # (`to_attending_chunks`); `_run_sequence` retrieves only when T >= m, so it has a row
+            B, T = states.h.shape[:2]
+            row, column = divmod(T - m, m)
+            pointer = rearrange(pointer, "(b l) m s -> b l m s", b=B).clone()
+            pointer[:, row, column] = CopyHead.lower_null(pointer[:, row, column], last_copy_bias)
+            pointer = rearrange(pointer, "b l m s -> (b l) m s")
         vocab = rearrange(to_attending_chunks(states.logits, m, L), "b l m v -> (b l) m v")
         mixed = CopyHead.mix(vocab, pointer, ids)  # ((B L), m, V)
         return merge_attending(plain, rearrange(mixed, "(b l) m v -> b l m v", b=states.h.shape[0]), m)

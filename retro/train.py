@@ -263,7 +263,9 @@ ADDITIVE_FIELDS = {
 }
 # Fields that shape no parameter: a fine-tune may change them (k neighbours per chunk: the encoder
 # and the cross-attention take any k, as inference does; the k of inference)
-FREE_FIELDS = frozenset({"n_neighbours", "inference_neighbours", "inference_query_tokens"})
+FREE_FIELDS = frozenset(
+    {"n_neighbours", "inference_neighbours", "inference_query_tokens", "inference_first_copy_bias"}
+)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """`retro export`: a run's checkpoint without its training state, in smaller shards or a smaller type,
-optionally with the k its generations retrieve by default (`--neighbours`).
+optionally with inference defaults set in its config: the k its generations retrieve (`--neighbours`),
+the tokens a chunk's query holds (`--query-tokens`), the first token's copy bias (`--first-copy-bias`).
 
 The files are written by `retro.checkpoint.save_checkpoint` (the same format a run folder holds),
 so an exported folder loads wherever a checkpoint does; weights are cast back to float32 on load.
@@ -33,6 +34,13 @@ def export_command(
         help="retrieve each chunk with its last N tokens at inference, N >= the chunk size (the config's "
         "inference_query_tokens; default: as in the run, else the chunk alone)",
     ),
+    first_copy_bias: float | None = typer.Option(
+        None,
+        "--first-copy-bias",
+        help="nats by which the copy head's null slot is lowered for a generation's first token, so an "
+        "answer begins from the neighbours (the config's inference_first_copy_bias; 0: off; default: as "
+        "in the run)",
+    ),
 ) -> None:
     """Writes a run's checkpoint without its training state, in smaller shards or a smaller type."""
     import torch
@@ -62,6 +70,12 @@ def export_command(
             m = model.config.chunk_size
             fail(f"--query-tokens must be at least the chunk size ({m}); got {query_tokens}")
         model.config = model.config.replace(inference_query_tokens=query_tokens)  # shapes no parameter
+    if first_copy_bias is not None:
+        if not (model.config.uses_retrieval and model.config.copy_head):
+            fail("--first-copy-bias is for a RETRO model with a copy head; this checkpoint has none")
+        if first_copy_bias < 0:
+            fail(f"--first-copy-bias must be >= 0; got {first_copy_bias}")
+        model.config = model.config.replace(inference_first_copy_bias=first_copy_bias)  # decoding only
     meta = {**meta, "exported": {"from": str(run), "dtype": dtype}}
     save_checkpoint(
         out, model, tokenizer, meta, max_shard_bytes=max_shard_mb * 1024 * 1024, dtype=getattr(torch, dtype)

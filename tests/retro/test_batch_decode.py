@@ -9,6 +9,7 @@ only its own request.
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 
@@ -400,3 +401,39 @@ def test_a_chat_searched_from_its_question_is_searched_so_in_a_batch_too(model, 
         batched.close()
     assert (got, got_queries) == (alone, alone_queries)
     assert len(alone_queries) > 1 and all("fox" not in q for q in alone_queries[-2:])
+
+
+def test_the_first_copy_bias_of_the_config_starts_each_generation_from_its_neighbours(model, tokenizer):
+    """`inference_first_copy_bias` (retro.config): generation lowers the copy head's null slot for
+    the first token, so with a large bias greedy decoding's first token is one its neighbours show;
+    batched decoding, which prefills through the same code, draws every token as one request does."""
+    sure = copy.deepcopy(model)  # a model sure of its vocabulary, which copies little by itself
+    with torch.no_grad():
+        sure.copy_head.null.bias.fill_(10.0)
+    biased_model = copy.deepcopy(sure)
+    biased_model.config = model.config.replace(inference_first_copy_bias=60.0)
+    plain, biased = RetroLanguageModel(sure, tokenizer), RetroLanguageModel(biased_model, tokenizer)
+    own_choice_shown = []
+    for prompt in PROMPTS:
+        ids, last, _, query = biased.prefilled(tokenizer.encode(prompt), fake_retrieve)
+        shown = set(fake_retrieve([query(len(ids))])[:, :, : model.config.retrieved_len].flatten().tolist())
+        assert int(last.argmax()) in shown
+        _, plain_last, _, _ = plain.prefilled(tokenizer.encode(prompt), fake_retrieve)
+        own_choice_shown.append(int(plain_last.argmax()) in shown)
+    assert not all(own_choice_shown)  # without the bias some first token is not a neighbour's
+    params = SamplingParams(max_new_tokens=30, temperature=0)
+    expected = [biased.generate(p, params, fake_retrieve).text for p in PROMPTS]
+    assert expected != [plain.generate(p, params, fake_retrieve).text for p in PROMPTS]
+    batched = BatchedRetroLanguageModel.of(biased)
+    try:
+        assert batched.first_copy_bias == 60.0
+        jobs = [lambda p=p: batched.generate(p, params, fake_retrieve).text for p in PROMPTS]
+        got, _ = run_joined_at_steps(batched, jobs, starts=[0, 0, 3, 9])
+    finally:
+        batched.close()
+    assert got == expected
+    off = BatchedRetroLanguageModel.of(RetroLanguageModel(biased_model, tokenizer, first_copy_bias=0.0))
+    try:
+        assert off.first_copy_bias == 0.0  # a caller's setting carries over to the batched form
+    finally:
+        off.close()

@@ -692,3 +692,27 @@ def test_run_evaluation_generates_with_the_query_window_asked_for_or_the_models_
     assert (own_tokens, asked_tokens, served_tokens) == (m, 3 * m, 3 * m)
     assert asked_texts == served_texts and asked_texts != own_texts
     assert max(map(len, asked_texts)) > max(map(len, own_texts))
+
+
+def test_run_evaluation_generates_with_the_models_first_copy_bias(toy, tmp_path):
+    """A model exported with `--first-copy-bias` is evaluated as served: its answers' first tokens
+    are drawn with the copy head's null slot lowered (retro.generate), and the report says so."""
+    sure = copy.deepcopy(toy.model)  # sure of its vocabulary: without the bias it copies little
+    with torch.no_grad():
+        sure.copy_head.null.bias.fill_(10.0)
+    biased = copy.deepcopy(sure)
+    biased.config = sure.config.replace(inference_first_copy_bias=60.0)
+
+    def answers(model, name: str) -> tuple[dict, list[str]]:
+        run = save_checkpoint(tmp_path / name, model, toy.tokenizer)
+        results = run_evaluation([run], toy.index_dir, encoder=toy.encoder, fact_sets={"one": toy.pairs},
+                                 extra_documents=[], bpb_documents=[], log=lambda s: None, reading_items=[],
+                                 max_general_docs=0)  # fmt: skip
+        (entry,) = results["models"].values()
+        rows = entry["facts"]["one"]["completion, retrieval on"]["answers"]
+        return entry, [row["generated"] for row in rows]
+
+    sure_entry, sure_answers = answers(sure, "sure")
+    biased_entry, biased_answers = answers(biased, "biased")
+    assert "first_copy_bias" not in sure_entry and biased_entry["first_copy_bias"] == 60.0
+    assert biased_answers != sure_answers

@@ -59,6 +59,10 @@ def test_export_refuses_bad_arguments(tokenizer, tmp_path):
         tokenizer,
     )
     assert "RETRO" in error(str(baseline), "--out", str(tmp_path / "w"), "--neighbours", "4")
+    assert "copy head" in error(str(baseline), "--out", str(tmp_path / "w"), "--first-copy-bias", "5")
+    assert "--first-copy-bias must be >= 0; got -1.0" in error(
+        str(run), "--out", str(tmp_path / "z"), "--first-copy-bias", "-1"
+    )
     assert not (tmp_path / "z").exists() and not (tmp_path / "w").exists()
 
 
@@ -119,3 +123,27 @@ def test_export_query_tokens_sets_how_far_back_generation_queries_and_nothing_el
     assert RetroLanguageModel(loaded, tokenizer, query_tokens=4).query_tokens == 4  # the caller's wins
     assert RetroLanguageModel(model, tokenizer).query_tokens == 4  # the chunk alone
     assert_same_weights_and_fine_tunable(loaded, model, tmp_path, tokenizer)
+
+
+def test_export_first_copy_bias_sets_the_first_tokens_rule_and_nothing_else(tokenizer, tmp_path):
+    """`--first-copy-bias 5`: generation lowers the copy head's null slot by 5 nats for the first
+    token unless told otherwise; the weights and `forward` (scoring) are unchanged; unset (0), the
+    field is not written, so configs saved before it existed compare equal on resume."""
+    from retro.generate import RetroLanguageModel
+
+    model = make_model(tiny_config(vocab_size=tokenizer.vocab_size))
+    assert "inference_first_copy_bias" not in model.config.to_dict()
+    with pytest.raises(ValueError, match="inference_first_copy_bias must be >= 0"):
+        model.config.replace(inference_first_copy_bias=-0.5)
+    with pytest.raises(ValueError, match="needs a RETRO copy head"):
+        tiny_config(copy_head=False, inference_first_copy_bias=1.0)
+    loaded = exported(model, tokenizer, tmp_path, "--first-copy-bias", "5")
+    assert loaded.config == model.config.replace(inference_first_copy_bias=5.0)
+    assert loaded.config.to_dict()["inference_first_copy_bias"] == 5.0
+    assert RetroLanguageModel(loaded, tokenizer).first_copy_bias == 5.0
+    assert RetroLanguageModel(loaded, tokenizer, first_copy_bias=0.0).first_copy_bias == 0.0  # the caller's
+    assert RetroLanguageModel(model, tokenizer).first_copy_bias == 0.0
+    assert_same_weights_and_fine_tunable(loaded, model, tmp_path, tokenizer)
+    tokens, neighbours = random_inputs(model.config)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(tokens, neighbours), model(tokens, neighbours), atol=0, rtol=0)

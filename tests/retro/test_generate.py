@@ -55,9 +55,9 @@ def test_short_prompt_is_retrieved_and_its_neighbours_reach_the_model(lm, model,
     seen = {}
     real_prefill = model.prefill
 
-    def spy_prefill(tokens, neighbours=None, cache=None):
+    def spy_prefill(tokens, neighbours=None, cache=None, last_copy_bias=0.0):
         seen["tokens"], seen["neighbours"] = tokens, neighbours
-        return real_prefill(tokens, neighbours, cache)
+        return real_prefill(tokens, neighbours, cache, last_copy_bias)
 
     monkeypatch.setattr(model, "prefill", spy_prefill)
     spy = SpyRetriever(tokenizer.vocab_size)
@@ -93,9 +93,9 @@ def test_neighbours_are_fitted_to_the_models_retrieved_len(tokenizer, monkeypatc
     seen = []
     real_prefill = model.prefill
 
-    def spy_prefill(tokens, neighbours=None, cache=None):
+    def spy_prefill(tokens, neighbours=None, cache=None, last_copy_bias=0.0):
         seen.append(neighbours)
-        return real_prefill(tokens, neighbours, cache)
+        return real_prefill(tokens, neighbours, cache, last_copy_bias)
 
     monkeypatch.setattr(model, "prefill", spy_prefill)
     spy = SpyRetriever(tokenizer.vocab_size, r=returned_len)

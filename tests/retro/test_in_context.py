@@ -252,9 +252,9 @@ def test_generation_reads_the_prompts_passages_before_it(lm, monkeypatch):
     fed = []
     prefill = lm.model.prefill
 
-    def spy(tokens, neighbours=None, cache=None):
+    def spy(tokens, neighbours=None, cache=None, last_copy_bias=0.0):
         fed.append((tokens[0].tolist(), neighbours))
-        return prefill(tokens, neighbours, cache)
+        return prefill(tokens, neighbours, cache, last_copy_bias)
 
     monkeypatch.setattr(lm.model, "prefill", spy)
     prompt = "Mars is the fourth planet from"
