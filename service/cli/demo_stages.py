@@ -52,7 +52,9 @@ RETRO_RUN, BASELINE_RUN, RAG_RUN = "demo", "demo-baseline", "demo-rag"
 # copy head's neighbour match switched on (`copy_neighbour_bag`), and neighbours of 128 tokens
 # (`retrieved_len=128`: a chunk and three continuation chunks, so that an answer a chunk or two
 # past the chunk that matched is shown) retrieved with a query of the last 96 tokens
-# (`inference_query_tokens=96`, inference only: a long prompt's subject named before its last chunk).
+# (`inference_query_tokens=96`, inference only: a long prompt's subject named before its last chunk),
+# and each answer's first token drawn with the copy head's null slot lowered by 3.5 nats
+# (`inference_first_copy_bias=3.5`, decoding only: docs/design.md, seventeenth round).
 TRAIN_INDEX_COMMAND = (
     "retro index build wiki-vital:train facts:train facts-qa:train facts-qa-para:train reading:train "
     "reading-qa:train reading-qa-forms:train reading-chat:train reading-qa-para:train --out {index} "
@@ -75,7 +77,8 @@ TRAIN_RETRO_COMMANDS = (
     f"--steps 3000 {_READING_STAGE} --recipe read_share=0.5",
     "retro train --preset demo --index {index} --out {runs}/demo --init-from {runs}/demo-stage4 "
     f"--steps 1000 {_READING_STAGE} --recipe read_share=0.5 --recipe passage_neighbours=true "
-    "--config copy_neighbour_bag=true --config retrieved_len=128 --config inference_query_tokens=96",
+    "--config copy_neighbour_bag=true --config retrieved_len=128 --config inference_query_tokens=96 "
+    "--config inference_first_copy_bias=3.5",
 )
 # The side-by-side comparison (docs/design.md "RETRO against a 10x model and against passages in
 # the prompt"): the 10x baseline and the retrieval-in-prompt comparator are trained from scratch on
