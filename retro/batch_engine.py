@@ -465,6 +465,7 @@ class BatchedRetroLanguageModel(RetroLanguageModel):
             search=self.engine.retrieve,
             cache_for=lambda n: model.new_cache(1, max_len=n),
             query_from=query_from,
+            first_copy_bias=params.first_copy_bias,
         )
         token = sample_token(last, params, generator)
         yield token

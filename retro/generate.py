@@ -125,6 +125,7 @@ class RetroLanguageModel(RetroNetworkModel):
         search=None,
         cache_for=None,
         query_from: int = 0,
+        first_copy_bias: float | None = None,
     ):
         """The prompt padded, retrieved for and prefilled: (ids, next-token log-probs with <pad>
         excluded, cache, query). `ids` is the padded prompt, which decoding extends; `query(end)` is
@@ -132,7 +133,7 @@ class RetroLanguageModel(RetroNetworkModel):
         token `query_from` once the chunk ends past it. `search(retrieve, texts)` runs
         the prompt's search (default: `retrieve` itself) and `cache_for(n_tokens)` makes the cache
         (default: the model's full-length one): the batched decoder (`retro.batch_engine`) routes
-        both through its engine."""
+        both through its engine. `first_copy_bias` (a request's) overrides this model's own."""
         model, cfg, m = self.model, self.model.config, self.model.config.chunk_size
         model.eval()
         padding = (-len(prompt_ids)) % m if retrieve is not None else 0
@@ -150,8 +151,9 @@ class RetroLanguageModel(RetroNetworkModel):
             found = search(retrieve, texts) if search is not None else retrieve(texts)
             prompt_neighbours = self._neighbours(found, n_chunks)[None]
         cache = cache_for(len(ids)) if cache_for is not None else None
+        bias = self.first_copy_bias if first_copy_bias is None or model.copy_head is None else first_copy_bias
         logprobs, cache = model.prefill(
-            torch.tensor([ids], device=self.device), prompt_neighbours, cache, self.first_copy_bias
+            torch.tensor([ids], device=self.device), prompt_neighbours, cache, bias
         )
         last = logprobs[0, -1]
         last[cfg.pad_id] = float("-inf")  # padding is never an answer
@@ -166,7 +168,9 @@ class RetroLanguageModel(RetroNetworkModel):
         query_from: int = 0,
     ) -> Iterator[int]:
         model, cfg, m = self.model, self.model.config, self.model.config.chunk_size
-        ids, last, cache, query = self.prefilled(prompt_ids, retrieve, query_from=query_from)
+        ids, last, cache, query = self.prefilled(
+            prompt_ids, retrieve, query_from=query_from, first_copy_bias=params.first_copy_bias
+        )
         device = self.device
         while True:
             token = sample_token(last, params, generator)

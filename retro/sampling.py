@@ -27,6 +27,9 @@ class SamplingParams:
     top_k: int = 0  # 0 = no top-k filter
     seed: int | None = None  # same seed, same prompt, same model -> same output
     stop: tuple[str, ...] = field(default=())
+    # nats by which the copy head's null slot is lowered for the first token (a RETRO model's
+    # `RetroConfig.inference_first_copy_bias`); None: the model's own; models without a copy head ignore it
+    first_copy_bias: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -42,6 +45,8 @@ class SamplingParams:
             raise ValueError(f"top_k must be >= 0; got {self.top_k}")
         if any(not isinstance(s, str) or not s for s in self.stop):
             raise ValueError("stop strings must be non-empty strings")
+        if self.first_copy_bias is not None and not 0 <= self.first_copy_bias < float("inf"):
+            raise ValueError(f"first_copy_bias must be a finite number >= 0; got {self.first_copy_bias}")
 
 
 @dataclass

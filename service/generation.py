@@ -124,6 +124,7 @@ def prepare(
             top_k=request.top_k,
             seed=request.seed if seed is None else seed,
             stop=request.stop_strings,
+            first_copy_bias=request.retrieval.first_copy_bias,
         )
     except ValueError as e:
         raise APIError(400, str(e)) from None

@@ -23,6 +23,14 @@ class RetrievalOptions(BaseModel):
 
     enabled: bool = True
     k: int | None = Field(None, ge=1, description="neighbours per chunk; default: the model's training k")
+    first_copy_bias: float | None = Field(
+        None,
+        ge=0,
+        allow_inf_nan=False,
+        description="nats by which a RETRO model's copy head favours the neighbours' tokens for the "
+        "answer's first token; 0: the model as trained; default: the model's own "
+        "(inference_first_copy_bias); models without a copy head ignore it",
+    )
 
 
 class SamplingFields(BaseModel):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -432,6 +433,21 @@ def test_the_first_copy_bias_of_the_config_starts_each_generation_from_its_neigh
     finally:
         batched.close()
     assert got == expected
+    # a request's own bias overrides the model's, alone and batched: 60 on the plain model reads as
+    # the biased model does, 0 on the biased model as the plain one
+    asked = [plain.generate(p, replace(params, first_copy_bias=60.0), fake_retrieve).text for p in PROMPTS]
+    assert asked == expected
+    unbiased = replace(params, first_copy_bias=0.0)
+    as_trained = [biased.generate(p, unbiased, fake_retrieve).text for p in PROMPTS]
+    assert as_trained == [plain.generate(p, params, fake_retrieve).text for p in PROMPTS]
+    batched = BatchedRetroLanguageModel.of(plain)
+    try:
+        asked_batched = [
+            batched.generate(p, replace(params, first_copy_bias=60.0), fake_retrieve).text for p in PROMPTS
+        ]
+    finally:
+        batched.close()
+    assert asked_batched == expected
     off = BatchedRetroLanguageModel.of(RetroLanguageModel(biased_model, tokenizer, first_copy_bias=0.0))
     try:
         assert off.first_copy_bias == 0.0  # a caller's setting carries over to the batched form

@@ -171,7 +171,8 @@ def test_bad_retriever_output_is_a_clear_error(lm):
 @pytest.mark.parametrize(
     "kwargs,message",
     [({"max_new_tokens": 0}, "max_new_tokens"), ({"temperature": -1}, "temperature"), ({"top_p": 0}, "top_p"),
-     ({"top_k": -2}, "top_k"), ({"stop": ("",)}, "stop")],
+     ({"top_k": -2}, "top_k"), ({"stop": ("",)}, "stop"), ({"first_copy_bias": -1.0}, "first_copy_bias"),
+     ({"first_copy_bias": float("inf")}, "first_copy_bias")],
 )  # fmt: skip
 def test_sampling_params_validation(kwargs, message):
     with pytest.raises(ValueError, match=message):

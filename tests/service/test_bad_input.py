@@ -39,6 +39,8 @@ COMPLETION_CASES = [
     ({"prompt": "x", "retrieval": {"k": 0}}, 422, "retrieval.k"),
     ({"prompt": "x", "retrieval": {"k": 17}}, 400, "retrieval.k"),
     ({"prompt": "x", "retrieval": {"bogus": 1}}, 422, None),
+    ({"prompt": "x", "retrieval": {"first_copy_bias": -1}}, 422, "retrieval.first_copy_bias"),
+    ({"prompt": "x", "retrieval": {"first_copy_bias": "high"}}, 422, "retrieval.first_copy_bias"),
     ({"prompt": "x", "retrieval": "yes"}, 422, None),
     ({"prompt": "x", "model": "gpt-4"}, 404, "model"),
     ({"prompt": "x", "model": 7}, 422, "model"),

@@ -327,3 +327,20 @@ def test_a_model_reading_longer_neighbours_is_served_windows_of_its_length(
 
 def test_the_default_model_is_served_retros_chunk_and_continuation(client):
     assert client.app.state.service.index.current.retriever.window == 2
+
+
+def test_a_requests_first_copy_bias_reaches_the_first_token(client):
+    """`retrieval.first_copy_bias` (nats; default: the model's own, 0 for this tiny model) changes how
+    the answer's first token is drawn: 0 is the default's text, a large bias another for some prompt;
+    the comparison model, which has no copy head, answers the same with or without it."""
+    prompts = ["Mars is", "The Nile", "Zorbland is a small island", "The violin"]
+    default = [_greedy(client, p)["choices"][0]["text"] for p in prompts]
+    zero = [_greedy(client, p, retrieval={"first_copy_bias": 0})["choices"][0]["text"] for p in prompts]
+    large = [_greedy(client, p, retrieval={"first_copy_bias": 60})["choices"][0]["text"] for p in prompts]
+    assert zero == default
+    assert large != default
+    baseline = {"model": "tiny-gpt2", "prompt": "Mars is"}
+    assert (
+        _greedy(client, **baseline)["choices"]
+        == _greedy(client, **baseline, retrieval={"first_copy_bias": 60})["choices"]
+    )
