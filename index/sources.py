@@ -12,7 +12,8 @@ service list them: `wiki-vital` (Wikipedia vital-article leads, `index.wiki_vita
 `reading-more-qa:train` (`index.reading_more`), the question paraphrases `reading-qa-para:train`
 (`index.reading_paraphrase`), the reworded statements `reading-rew:train`
 (`index.reading_reworded`), the update notices `reading-upd:train` and their questions
-`reading-upd-qa:train` (`index.reading_updates`), and the Debian dictd dictionaries `wordnet`,
+`reading-upd-qa:train` (`index.reading_updates`), more training style families
+`reading-styles:train` (`index.reading_styles`), and the Debian dictd dictionaries `wordnet`,
 `gcide`, `foldoc`, `jargon` (`index.dictd`). Each source module declares its own rows
 as `SOURCES: dict[str, index.corpus.NamedSource]`; a new one joins the table with one import
 and one `**module.SOURCES` row below. Paths are read by `index.corpus`'s readers. It never
@@ -34,6 +35,7 @@ from index import (
     reading_more,
     reading_paraphrase,
     reading_reworded,
+    reading_styles,
     reading_updates,
     wiki_vital,
 )
@@ -49,6 +51,7 @@ NAMED_SOURCES: dict[str, NamedSource] = {
     **reading_more.SOURCES,
     **reading_paraphrase.SOURCES,
     **reading_reworded.SOURCES,
+    **reading_styles.SOURCES,
     **reading_updates.SOURCES,
     **dictd.SOURCES,
 }
