@@ -142,8 +142,9 @@ class RetroConfig:
                 f"inference_query_tokens must be at least chunk_size={self.chunk_size} (or None); "
                 f"got {self.inference_query_tokens}"
             )
-        if self.inference_first_copy_bias < 0:
-            problems.append(f"inference_first_copy_bias must be >= 0; got {self.inference_first_copy_bias}")
+        bias = self.inference_first_copy_bias
+        if not 0 <= bias < float("inf"):
+            problems.append(f"inference_first_copy_bias must be a finite number >= 0; got {bias}")
         if self.inference_first_copy_bias and not (self.copy_head and self.cca_layers):
             problems.append(
                 "inference_first_copy_bias lowers the copy head's null slot: it needs a RETRO copy head"

@@ -83,8 +83,8 @@ class RetroLanguageModel(RetroNetworkModel):
         m = model.config.chunk_size
         if query_tokens is not None and query_tokens < m:
             raise ValueError(f"query_tokens must be at least the chunk size ({m}); got {query_tokens}")
-        if first_copy_bias is not None and first_copy_bias < 0:
-            raise ValueError(f"first_copy_bias must be >= 0; got {first_copy_bias}")
+        if first_copy_bias is not None and not 0 <= first_copy_bias < float("inf"):
+            raise ValueError(f"first_copy_bias must be a finite number >= 0; got {first_copy_bias}")
         self.model, self.tokenizer = model, tokenizer
         # tokens up to a chunk's end that its retrieval query holds: the caller's, else the model's own
         self.query_tokens = query_tokens or model.config.inference_query_tokens or m

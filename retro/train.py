@@ -262,7 +262,8 @@ ADDITIVE_FIELDS = {
     "copy_match_gate": False,
 }
 # Fields that shape no parameter: a fine-tune may change them (k neighbours per chunk: the encoder
-# and the cross-attention take any k, as inference does; the k of inference)
+# and the cross-attention take any k, as inference does; the settings of inference: its k, its query
+# window, its first token's copy bias)
 FREE_FIELDS = frozenset(
     {"n_neighbours", "inference_neighbours", "inference_query_tokens", "inference_first_copy_bias"}
 )

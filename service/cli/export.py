@@ -73,8 +73,8 @@ def export_command(
     if first_copy_bias is not None:
         if not (model.config.uses_retrieval and model.config.copy_head):
             fail("--first-copy-bias is for a RETRO model with a copy head; this checkpoint has none")
-        if first_copy_bias < 0:
-            fail(f"--first-copy-bias must be >= 0; got {first_copy_bias}")
+        if not 0 <= first_copy_bias < float("inf"):
+            fail(f"--first-copy-bias must be a finite number >= 0; got {first_copy_bias}")
         model.config = model.config.replace(inference_first_copy_bias=first_copy_bias)  # decoding only
     meta = {**meta, "exported": {"from": str(run), "dtype": dtype}}
     save_checkpoint(

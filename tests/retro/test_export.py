@@ -60,7 +60,7 @@ def test_export_refuses_bad_arguments(tokenizer, tmp_path):
     )
     assert "RETRO" in error(str(baseline), "--out", str(tmp_path / "w"), "--neighbours", "4")
     assert "copy head" in error(str(baseline), "--out", str(tmp_path / "w"), "--first-copy-bias", "5")
-    assert "--first-copy-bias must be >= 0; got -1.0" in error(
+    assert "--first-copy-bias must be a finite number >= 0; got -1.0" in error(
         str(run), "--out", str(tmp_path / "z"), "--first-copy-bias", "-1"
     )
     assert not (tmp_path / "z").exists() and not (tmp_path / "w").exists()
@@ -133,8 +133,9 @@ def test_export_first_copy_bias_sets_the_first_tokens_rule_and_nothing_else(toke
 
     model = make_model(tiny_config(vocab_size=tokenizer.vocab_size))
     assert "inference_first_copy_bias" not in model.config.to_dict()
-    with pytest.raises(ValueError, match="inference_first_copy_bias must be >= 0"):
-        model.config.replace(inference_first_copy_bias=-0.5)
+    for bad in (-0.5, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="inference_first_copy_bias must be a finite number >= 0"):
+            model.config.replace(inference_first_copy_bias=bad)
     with pytest.raises(ValueError, match="needs a RETRO copy head"):
         tiny_config(copy_head=False, inference_first_copy_bias=1.0)
     loaded = exported(model, tokenizer, tmp_path, "--first-copy-bias", "5")
