@@ -5,6 +5,7 @@ This module owns the on-disk shape of a report and nothing else: it computes no 
 
     {"created": "...", "command": "...", "machine": "...", "index": {...}, "notes": [...],
      "models": {name: {"kind": ..., "parameters": {"total", "non_embedding"}, "training_tokens": ...,
+                       "query_tokens": ..., "first_copy_bias": ... (RETRO settings, where set),
                        "bpb": {mode: {"bpb", "bits", "n_bytes", ...}}, "bpb_validation": {...},
                        "facts": {fact_set: {setting: {"accuracy", "n", "correct", ...}}},
                        "decode": {"tokens_per_second", "seconds_per_answer"}}},
@@ -170,6 +171,12 @@ def markdown(results: dict) -> str:
         ),
         ("training tokens", [_fmt(m.get("training_tokens"), "int") for m in models]),
     ]
+    # the settings each model generated with, where a model has one (retro.generate)
+    if any("query_tokens" in m for m in models):
+        rows.append(("retrieval query (tokens)", [_fmt(m.get("query_tokens"), "int") for m in models]))
+    if any("first_copy_bias" in m for m in models):
+        biases = [m.get("first_copy_bias", 0.0 if m.get("kind") == "RETRO" else None) for m in models]
+        rows.append(("first token's copy bias (nats)", [_fmt(b) for b in biases]))
     for mode, label in BPB_LABELS.items():
         if any(mode in m.get("bpb", {}) for m in models):
             rows.append((label, [_fmt(m.get("bpb", {}).get(mode, {}).get("bpb")) for m in models]))

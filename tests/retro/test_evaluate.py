@@ -42,7 +42,7 @@ from retro.evaluation import index_holds, run_evaluation, spread, validation_doc
 from retro.language_model import fit_neighbours
 from retro.model import Retro
 from retro.overlap import BUCKETS, NO_NEIGHBOURS
-from retro.report import BPB_PLOT, FACTS_PLOT, REPORT_JSON, REPORT_MD, write_report
+from retro.report import BPB_PLOT, FACTS_PLOT, REPORT_JSON, REPORT_MD, markdown, write_report
 from retro.scoring import answer_first
 from retro.tokenizer import Tokenizer
 from tests.index.hashing_encoder import HashingEncoder
@@ -710,9 +710,12 @@ def test_run_evaluation_generates_with_the_models_first_copy_bias(toy, tmp_path)
                                  max_general_docs=0)  # fmt: skip
         (entry,) = results["models"].values()
         rows = entry["facts"]["one"]["completion, retrieval on"]["answers"]
-        return entry, [row["generated"] for row in rows]
+        return results, [row["generated"] for row in rows]
 
-    sure_entry, sure_answers = answers(sure, "sure")
-    biased_entry, biased_answers = answers(biased, "biased")
-    assert "first_copy_bias" not in sure_entry and biased_entry["first_copy_bias"] == 60.0
+    sure_results, sure_answers = answers(sure, "sure")
+    biased_results, biased_answers = answers(biased, "biased")
+    assert "first_copy_bias" not in sure_results["models"]["sure"]
+    assert biased_results["models"]["biased"]["first_copy_bias"] == 60.0
     assert biased_answers != sure_answers
+    assert "| first token's copy bias (nats) | 60.000 |" in markdown(biased_results)
+    assert "copy bias" not in markdown(sure_results)
