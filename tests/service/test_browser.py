@@ -88,6 +88,21 @@ def test_prompt_both_answers_and_passages_then_add_a_document(browser, settings,
         browser.find_element(By.ID, "run").click()
         wait.until(lambda d: "page/frindle" in d.find_element(By.ID, "passages").text)
 
+        # The first-token copy bias field goes with the request: a large one changes RETRO's answer
+        # (the tiny model's own bias is 0), the comparison model's not.
+        def answers() -> tuple[str, str]:
+            browser.find_element(By.ID, "run").click()
+            wait.until(lambda d: d.find_element(By.ID, "compare-timing").text != "")
+            assert browser.find_element(By.ID, "error").text == ""
+            return tuple(browser.find_element(By.ID, i).text for i in ("retro-text", "compare-text"))
+
+        as_trained = answers()
+        bias = browser.find_element(By.ID, "copy-bias")
+        bias.send_keys("60")
+        biased = answers()
+        assert biased[0] != as_trained[0] and biased[1] == as_trained[1]
+        bias.clear()
+
         # An example button fills the prompt and asks both models.
         example = browser.find_elements(By.CSS_SELECTOR, "#examples .example")[0]
         example.click()
