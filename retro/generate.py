@@ -151,7 +151,7 @@ class RetroLanguageModel(RetroNetworkModel):
             found = search(retrieve, texts) if search is not None else retrieve(texts)
             prompt_neighbours = self._neighbours(found, n_chunks)[None]
         cache = cache_for(len(ids)) if cache_for is not None else None
-        bias = self.first_copy_bias if first_copy_bias is None or model.copy_head is None else first_copy_bias
+        bias = self.first_copy_bias if first_copy_bias is None else first_copy_bias  # no copy head: ignored
         logprobs, cache = model.prefill(
             torch.tensor([ids], device=self.device), prompt_neighbours, cache, bias
         )
