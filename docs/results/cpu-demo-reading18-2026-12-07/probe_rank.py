@@ -12,6 +12,7 @@ from retro.generate import RetroLanguageModel  # noqa: E402
 from retro.model import Retro  # noqa: E402
 
 RANKS = os.environ.get("RANKS", "ranks.jsonl")
+open(RANKS, "w").close()  # one run per file: each generation appends its line below
 _prefill = Retro.prefill
 _generate = RetroLanguageModel.generate
 state = {"prompt": None}
