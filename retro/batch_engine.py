@@ -4,9 +4,9 @@ boundaries (the scheduling vLLM does: rows are added and removed between steps, 
 `BatchedRetroLanguageModel` is a `RetroLanguageModel` whose token loop runs in the caller's thread
 (one per request, as a service worker gives each running job) up to its first token: prompt
 padding, the prompt's retrieval (one call for its chunks, made on the engine's retrieval thread
-with every other search waiting then), `Retro.prefill` and the first
-`sample_token` are the one-request loop's code. From then on the request is a row of its model's
-`BatchEngine`: the engine's one thread steps every running row together
+with every other search waiting then), `Retro.prefill` and the first token
+(`RetroLanguageModel.first_token`) are the one-request loop's code. From then on the request is a
+row of its model's `BatchEngine`: the engine's one thread steps every running row together
 (`retro.batch_decode.BatchDecoder`) and draws each row's next token with that row's own
 `SamplingParams` and generator (`retro.sampling.sample_tokens`: each row drawn as `sample_token`
 draws it, the greedy rows' argmax and the temperature-only rows' softmax in one op each), so
@@ -44,7 +44,7 @@ from retro.batch_decode import BatchDecoder, DecodeRow
 from retro.generate import RetroLanguageModel
 from retro.language_model import Retrieve
 from retro.model import DecodeCache, Retro
-from retro.sampling import SamplingParams, sample_token, sample_tokens
+from retro.sampling import SamplingParams, sample_tokens
 
 log = logging.getLogger(__name__)
 
@@ -425,12 +425,13 @@ class BatchedRetroLanguageModel(RetroLanguageModel):
         tokenizer,
         query_tokens: int | None = None,
         first_copy_bias: float | None = None,
+        first_candidates: int | None = None,
         *,
         retrieve_many: RetrieveMany = retrieve_each,
         on_step: Callable[[int], None] | None = None,
         name: str = "retro",
     ):
-        super().__init__(model, tokenizer, query_tokens, first_copy_bias)
+        super().__init__(model, tokenizer, query_tokens, first_copy_bias, first_candidates)
         model.eval()
         self.engine = BatchEngine(
             model,
@@ -443,7 +444,9 @@ class BatchedRetroLanguageModel(RetroLanguageModel):
     @classmethod
     def of(cls, lm: RetroLanguageModel, **options) -> BatchedRetroLanguageModel:
         """The same network, tokenizer and retrieval window as `lm`, decoded in batches."""
-        return cls(lm.model, lm.tokenizer, lm.query_tokens, lm.first_copy_bias, **options)
+        return cls(
+            lm.model, lm.tokenizer, lm.query_tokens, lm.first_copy_bias, lm.first_candidates, **options
+        )
 
     def close(self) -> None:
         self.engine.close()
@@ -467,7 +470,7 @@ class BatchedRetroLanguageModel(RetroLanguageModel):
             query_from=query_from,
             first_copy_bias=params.first_copy_bias,
         )
-        token = sample_token(last, params, generator)
+        token = self.first_token(last, cache, params, generator, retrieve is not None)
         yield token
         if len(ids) >= cfg.max_seq_len or token == self.eos_id or params.max_new_tokens <= 1:
             return  # a caller of `stream` asks for nothing after these

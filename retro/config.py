@@ -82,6 +82,13 @@ class RetroConfig:
     # scoring (`forward`, a prompt's log-probabilities) is unchanged; shapes no parameter. Set by
     # `retro export --first-copy-bias NATS`.
     inference_first_copy_bias: float = 0.0
+    # How many of the first token's most likely candidates a greedy generation weighs by one token of
+    # lookahead: it says the candidate whose log-probability plus its best next token's is highest
+    # (`retro.first_token`), so an answer whose first piece is the reader's second or third guess but
+    # whose continuation is sure wins over a stray piece (docs/design.md, eighteenth and nineteenth
+    # rounds). 0 (or 1): the argmax. Greedy decoding's first token only; shapes no parameter. Set by
+    # `retro export --first-candidates N`.
+    inference_first_candidates: int = 0
     # Whole-word meanings (`retro.word_meaning`): every decoder and neighbour token also gets a
     # learned projection of MiniLM's vector (PCA to word_dim) of the word it ends so far, from a
     # frozen table of word_rows words under word_keys token spellings stored in the checkpoint; so a
@@ -149,6 +156,9 @@ class RetroConfig:
             problems.append(
                 "inference_first_copy_bias lowers the copy head's null slot: it needs a RETRO copy head"
             )
+        candidates = self.inference_first_candidates
+        if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 0:
+            problems.append(f"inference_first_candidates must be a whole number >= 0; got {candidates!r}")
         if self.in_context and self.inference_query_tokens is not None:
             problems.append("inference_query_tokens is for RETRO's chunk queries, not an in_context model")
         if self.in_context and self.inference_neighbours is not None:
@@ -209,6 +219,8 @@ class RetroConfig:
                 del d[optional]  # likewise: written only when set
         if not d["inference_first_copy_bias"]:
             del d["inference_first_copy_bias"]  # likewise: written only when on
+        if not d["inference_first_candidates"]:
+            del d["inference_first_candidates"]  # likewise
         return d
 
     def to_json(self) -> str:

@@ -16,7 +16,10 @@ the window is cut there, except for a chunk wholly before it, which keeps its ow
 The first token a generation with retrieval says is drawn with the copy head's null slot lowered by
 `first_copy_bias` nats (given here, else the config's `inference_first_copy_bias`; 0: the mixture
 as trained), so an answer begins from the neighbours unless the vocabulary is far surer; every later
-token is the model's own mixture.
+token is the model's own mixture. A greedy generation's first token is then chosen among the
+`first_candidates` most likely (given here, else the config's `inference_first_candidates`; 0 or 1:
+the argmax) by one token of lookahead (`retro.first_token`); the batched form (`retro.batch_engine`)
+draws its first token with the same `first_token`.
 
 A prompt shorter than a chunk must still get retrieval (docs/design.md, data flow: generation):
 with retrieval on, the prompt is left-padded with `<pad>` to a chunk boundary, so its last token
@@ -31,8 +34,9 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from retro.first_token import lookahead_choice, uses_lookahead
 from retro.language_model import LanguageModel, Retrieve, fit_neighbours
-from retro.model import Retro
+from retro.model import DecodeCache, Retro
 from retro.sampling import SamplingParams, sample_token
 
 
@@ -78,19 +82,29 @@ class RetroLanguageModel(RetroNetworkModel):
     kind = "retro"
 
     def __init__(
-        self, model: Retro, tokenizer, query_tokens: int | None = None, first_copy_bias: float | None = None
+        self,
+        model: Retro,
+        tokenizer,
+        query_tokens: int | None = None,
+        first_copy_bias: float | None = None,
+        first_candidates: int | None = None,
     ):
         m = model.config.chunk_size
         if query_tokens is not None and query_tokens < m:
             raise ValueError(f"query_tokens must be at least the chunk size ({m}); got {query_tokens}")
         if first_copy_bias is not None and not 0 <= first_copy_bias < float("inf"):
             raise ValueError(f"first_copy_bias must be a finite number >= 0; got {first_copy_bias}")
+        if first_candidates is not None and not first_candidates >= 0:
+            raise ValueError(f"first_candidates must be >= 0; got {first_candidates}")
         self.model, self.tokenizer = model, tokenizer
         # tokens up to a chunk's end that its retrieval query holds: the caller's, else the model's own
         self.query_tokens = query_tokens or model.config.inference_query_tokens or m
         # the first generated token's copy bias (RetroConfig.inference_first_copy_bias): likewise
         bias = model.config.inference_first_copy_bias if first_copy_bias is None else first_copy_bias
         self.first_copy_bias = bias if model.copy_head is not None else 0.0
+        # how many first-token candidates greedy decoding weighs (RetroConfig.inference_first_candidates)
+        own = model.config.inference_first_candidates
+        self.first_candidates = own if first_candidates is None else first_candidates
 
     @property
     def uses_retrieval(self) -> bool:
@@ -159,6 +173,24 @@ class RetroLanguageModel(RetroNetworkModel):
         last[cfg.pad_id] = float("-inf")  # padding is never an answer
         return ids, last, cache, query
 
+    def first_token(
+        self,
+        last: torch.Tensor,
+        cache: DecodeCache,
+        params: SamplingParams,
+        generator: torch.Generator,
+        with_retrieval: bool,
+    ) -> int:
+        """The first generated token from the prefill's `last` log-probabilities and `cache` (left
+        as it is): `sample_token`'s, or with more than one first candidate (the request's
+        `first_candidates`, else this model's own) and greedy decoding, `lookahead_choice`'s."""
+        candidates = self.first_candidates if params.first_candidates is None else params.first_candidates
+        p = cache.pos
+        closes_chunk = with_retrieval and (p + 1) % self.chunk_size == 0  # it would search for itself
+        if p < self.max_seq_len and uses_lookahead(candidates, params, closes_chunk):
+            return lookahead_choice(self.model, last, cache, candidates)
+        return sample_token(last, params, generator)
+
     def _sampled_tokens(
         self,
         prompt_ids: list[int],
@@ -172,8 +204,8 @@ class RetroLanguageModel(RetroNetworkModel):
             prompt_ids, retrieve, query_from=query_from, first_copy_bias=params.first_copy_bias
         )
         device = self.device
+        token = self.first_token(last, cache, params, generator, retrieve is not None)
         while True:
-            token = sample_token(last, params, generator)
             yield token
             p = cache.pos
             if p >= cfg.max_seq_len:
@@ -184,3 +216,4 @@ class RetroLanguageModel(RetroNetworkModel):
                 neighbours = self._neighbours(retrieve([query(p + 1)]), 1)
             last = model.decode_step(torch.tensor([token], device=device), cache, neighbours)[0]
             last[cfg.pad_id] = float("-inf")
+            token = sample_token(last, params, generator)

@@ -30,6 +30,10 @@ class SamplingParams:
     # nats by which the copy head's null slot is lowered for the first token (a RETRO model's
     # `RetroConfig.inference_first_copy_bias`); None: the model's own; models without a copy head ignore it
     first_copy_bias: float | None = None
+    # how many of the first token's most likely candidates a greedy generation weighs by one token of
+    # lookahead (`RetroConfig.inference_first_candidates`, `retro.first_token`); 0 or 1: the argmax;
+    # None: the model's own; the Hugging Face comparison model ignores it
+    first_candidates: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -47,6 +51,10 @@ class SamplingParams:
             raise ValueError("stop strings must be non-empty strings")
         if self.first_copy_bias is not None and not 0 <= self.first_copy_bias < float("inf"):
             raise ValueError(f"first_copy_bias must be a finite number >= 0; got {self.first_copy_bias}")
+        candidates = self.first_candidates
+        whole = isinstance(candidates, int) and not isinstance(candidates, bool)
+        if candidates is not None and not (whole and candidates >= 0):
+            raise ValueError(f"first_candidates must be a whole number >= 0; got {candidates!r}")
 
 
 @dataclass

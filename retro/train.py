@@ -263,9 +263,15 @@ ADDITIVE_FIELDS = {
 }
 # Fields that shape no parameter: a fine-tune may change them (k neighbours per chunk: the encoder
 # and the cross-attention take any k, as inference does; the settings of inference: its k, its query
-# window, its first token's copy bias)
+# window, its first token's copy bias and candidates)
 FREE_FIELDS = frozenset(
-    {"n_neighbours", "inference_neighbours", "inference_query_tokens", "inference_first_copy_bias"}
+    {
+        "n_neighbours",
+        "inference_neighbours",
+        "inference_query_tokens",
+        "inference_first_copy_bias",
+        "inference_first_candidates",
+    }
 )
 
 

@@ -453,3 +453,35 @@ def test_the_first_copy_bias_of_the_config_starts_each_generation_from_its_neigh
         assert off.first_copy_bias == 0.0  # a caller's setting carries over to the batched form
     finally:
         off.close()
+
+
+def test_the_first_candidates_of_the_config_choose_each_first_token_batched_as_alone(model, tokenizer):
+    """`inference_first_candidates` (retro.first_token): greedy generation's first token is the
+    lookahead's choice among the top five, which for some prompt is not the argmax; batched decoding
+    draws it with the same code from the same prefill, so every token is the one-request loop's; a
+    request's own `first_candidates` overrides the model's, alone and batched."""
+    looking_model = copy.deepcopy(model)
+    looking_model.config = model.config.replace(inference_first_candidates=5)
+    plain, looking = RetroLanguageModel(model, tokenizer), RetroLanguageModel(looking_model, tokenizer)
+    params = SamplingParams(max_new_tokens=30, temperature=0)
+    expected = [looking.generate(p, params, fake_retrieve).text for p in PROMPTS]
+    as_argmax = [plain.generate(p, params, fake_retrieve).text for p in PROMPTS]
+    assert expected != as_argmax  # the lookahead overrules some first token
+    batched = BatchedRetroLanguageModel.of(looking)
+    try:
+        assert batched.first_candidates == 5
+        jobs = [lambda p=p: batched.generate(p, params, fake_retrieve).text for p in PROMPTS]
+        got, _ = run_joined_at_steps(batched, jobs, starts=[0, 0, 3, 9])
+        off = [batched.generate(p, replace(params, first_candidates=0), fake_retrieve).text for p in PROMPTS]
+    finally:
+        batched.close()
+    assert got == expected
+    assert off == as_argmax
+    assert [
+        plain.generate(p, replace(params, first_candidates=5), fake_retrieve).text for p in PROMPTS
+    ] == expected
+    # sampled generations are drawn as before: the candidates weigh greedy decoding only
+    sampled = SamplingParams(max_new_tokens=12, temperature=0.8, seed=3)
+    assert [looking.generate(p, sampled, fake_retrieve).text for p in PROMPTS] == [
+        plain.generate(p, sampled, fake_retrieve).text for p in PROMPTS
+    ]
