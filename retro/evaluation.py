@@ -461,6 +461,10 @@ def _evaluate(
             entry["query_tokens"] = language_model_for(model, tokenizer, query_tokens).query_tokens
         if model.config.inference_first_copy_bias:  # the first generated token's rule (retro.generate)
             entry["first_copy_bias"] = model.config.inference_first_copy_bias
+        if (
+            model.config.inference_first_candidates > 1
+        ):  # the greedy first token's lookahead (retro.first_token)
+            entry["first_candidates"] = model.config.inference_first_candidates
         entry.update(
             evaluate_model(
                 model, tokenizer, retriever, fact_sets, bpb_documents, log, validation, reading_items,

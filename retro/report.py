@@ -5,7 +5,8 @@ This module owns the on-disk shape of a report and nothing else: it computes no 
 
     {"created": "...", "command": "...", "machine": "...", "index": {...}, "notes": [...],
      "models": {name: {"kind": ..., "parameters": {"total", "non_embedding"}, "training_tokens": ...,
-                       "query_tokens": ..., "first_copy_bias": ... (RETRO settings, where set),
+                       "query_tokens": ..., "first_copy_bias": ..., "first_candidates": ...
+                       (generation settings, where set),
                        "bpb": {mode: {"bpb", "bits", "n_bytes", ...}}, "bpb_validation": {...},
                        "facts": {fact_set: {setting: {"accuracy", "n", "correct", ...}}},
                        "decode": {"tokens_per_second", "seconds_per_answer"}}},
@@ -177,6 +178,10 @@ def markdown(results: dict) -> str:
     if any("first_copy_bias" in m for m in models):
         biases = [m.get("first_copy_bias", 0.0 if m.get("kind") == "RETRO" else None) for m in models]
         rows.append(("first token's copy bias (nats)", [_fmt(b) for b in biases]))
+    if any("first_candidates" in m for m in models):  # models of retro's own decoder: 1, the argmax
+        own = ("RETRO", "no-retrieval baseline", "retrieval in prompt")
+        counts = [m.get("first_candidates", 1 if m.get("kind") in own else None) for m in models]
+        rows.append(("first token: candidates weighed by lookahead", [_fmt(c, "int") for c in counts]))
     for mode, label in BPB_LABELS.items():
         if any(mode in m.get("bpb", {}) for m in models):
             rows.append((label, [_fmt(m.get("bpb", {}).get(mode, {}).get("bpb")) for m in models]))

@@ -1,6 +1,8 @@
 """`retro export`: a run's checkpoint without its training state, in smaller shards or a smaller type,
 optionally with inference defaults set in its config: the k its generations retrieve (`--neighbours`),
-the tokens a chunk's query holds (`--query-tokens`), the first token's copy bias (`--first-copy-bias`).
+the tokens a chunk's query holds (`--query-tokens`), the first token's copy bias (`--first-copy-bias`)
+and how many first-token candidates greedy decoding weighs by one token of lookahead
+(`--first-candidates`).
 
 The files are written by `retro.checkpoint.save_checkpoint` (the same format a run folder holds),
 so an exported folder loads wherever a checkpoint does; weights are cast back to float32 on load.
@@ -41,6 +43,13 @@ def export_command(
         "answer begins from the neighbours (the config's inference_first_copy_bias; 0: off; default: as "
         "in the run)",
     ),
+    first_candidates: int | None = typer.Option(
+        None,
+        "--first-candidates",
+        help="greedy decoding says as its first token the one of the N likeliest whose log-probability "
+        "plus its best next token's is highest (the config's inference_first_candidates; 0 or 1: the "
+        "argmax; default: as in the run)",
+    ),
 ) -> None:
     """Writes a run's checkpoint without its training state, in smaller shards or a smaller type."""
     import torch
@@ -76,6 +85,10 @@ def export_command(
         if not 0 <= first_copy_bias < float("inf"):
             fail(f"--first-copy-bias must be a finite number >= 0; got {first_copy_bias}")
         model.config = model.config.replace(inference_first_copy_bias=first_copy_bias)  # decoding only
+    if first_candidates is not None:
+        if first_candidates < 0:
+            fail(f"--first-candidates must be >= 0; got {first_candidates}")
+        model.config = model.config.replace(inference_first_candidates=first_candidates)  # decoding only
     meta = {**meta, "exported": {"from": str(run), "dtype": dtype}}
     save_checkpoint(
         out, model, tokenizer, meta, max_shard_bytes=max_shard_mb * 1024 * 1024, dtype=getattr(torch, dtype)

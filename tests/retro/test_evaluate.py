@@ -719,3 +719,27 @@ def test_run_evaluation_generates_with_the_models_first_copy_bias(toy, tmp_path)
     assert biased_answers != sure_answers
     assert "| first token's copy bias (nats) | 60.000 |" in markdown(biased_results)
     assert "copy bias" not in markdown(sure_results)
+
+
+def test_run_evaluation_generates_with_the_models_first_candidates(toy, tmp_path):
+    """A model exported with `--first-candidates` is evaluated as served: each answer's first token
+    is the lookahead's choice among the top N (retro.first_token), and the report says so."""
+    looking = copy.deepcopy(toy.model)
+    looking.config = toy.model.config.replace(inference_first_candidates=5)
+
+    def answers(model, name: str) -> tuple[dict, list[str]]:
+        run = save_checkpoint(tmp_path / name, model, toy.tokenizer)
+        results = run_evaluation([run], toy.index_dir, encoder=toy.encoder, fact_sets={"one": toy.pairs},
+                                 extra_documents=[], bpb_documents=[], log=lambda s: None, reading_items=[],
+                                 max_general_docs=0)  # fmt: skip
+        (entry,) = results["models"].values()
+        rows = [row for setting in entry["facts"]["one"].values() for row in setting.get("answers", [])]
+        return results, [row["generated"] for row in rows]
+
+    plain_results, plain_answers = answers(toy.model, "plain")
+    looking_results, looking_answers = answers(looking, "looking")
+    assert "first_candidates" not in plain_results["models"]["plain"]
+    assert looking_results["models"]["looking"]["first_candidates"] == 5
+    assert looking_answers != plain_answers
+    assert "| first token: candidates weighed by lookahead | 5 |" in markdown(looking_results)
+    assert "lookahead" not in markdown(plain_results)

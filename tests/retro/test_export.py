@@ -63,6 +63,9 @@ def test_export_refuses_bad_arguments(tokenizer, tmp_path):
     assert "--first-copy-bias must be a finite number >= 0; got -1.0" in error(
         str(run), "--out", str(tmp_path / "z"), "--first-copy-bias", "-1"
     )
+    assert "--first-candidates must be >= 0; got -2" in error(
+        str(run), "--out", str(tmp_path / "z"), "--first-candidates", "-2"
+    )
     assert not (tmp_path / "z").exists() and not (tmp_path / "w").exists()
 
 
@@ -148,3 +151,22 @@ def test_export_first_copy_bias_sets_the_first_tokens_rule_and_nothing_else(toke
     tokens, neighbours = random_inputs(model.config)
     with torch.no_grad():
         torch.testing.assert_close(loaded(tokens, neighbours), model(tokens, neighbours), atol=0, rtol=0)
+
+
+def test_export_first_candidates_sets_the_greedy_first_tokens_lookahead_and_nothing_else(tokenizer, tmp_path):
+    """`--first-candidates 5`: greedy generation weighs the five likeliest first tokens by one token
+    of lookahead unless told otherwise (retro.first_token); the weights and scoring are unchanged;
+    a baseline without retrieval takes it too (a decoding rule, not a retrieval one)."""
+    from retro.generate import RetroLanguageModel
+
+    model = make_model(tiny_config(vocab_size=tokenizer.vocab_size))
+    loaded = exported(model, tokenizer, tmp_path, "--first-candidates", "5")
+    assert loaded.config == model.config.replace(inference_first_candidates=5)
+    assert loaded.config.to_dict()["inference_first_candidates"] == 5
+    assert RetroLanguageModel(loaded, tokenizer).first_candidates == 5
+    assert RetroLanguageModel(loaded, tokenizer, first_candidates=0).first_candidates == 0  # the caller's
+    assert_same_weights_and_fine_tunable(loaded, model, tmp_path, tokenizer)
+    baseline = make_model(tiny_config(vocab_size=tokenizer.vocab_size, cca_layers=(), copy_head=False))
+    assert exported(
+        baseline, tokenizer, tmp_path / "b", "--first-candidates", "3"
+    ).config == baseline.config.replace(inference_first_candidates=3)

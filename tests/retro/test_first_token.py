@@ -37,7 +37,7 @@ PAD_LIKELIEST = " with <pad> often likeliest"
 def test_the_choice_is_what_full_forward_passes_give_and_the_cache_is_left_alone(name):
     cfg = CONFIGS[name.removesuffix(PAD_LIKELIEST)]
     model = make_model(cfg)
-    if name.endswith(PAD_LIKELIEST):  # <pad> often the likeliest next token: the lookahead must never count it
+    if name.endswith(PAD_LIKELIEST):  # <pad> often the likeliest next token, which the lookahead never counts
         with torch.no_grad():
             model.wte.weight[cfg.pad_id] *= 40
     differs = 0
