@@ -16,6 +16,7 @@ MAX_SEED = 2**63 - 1
 MAX_STOP_STRINGS = 4
 MAX_QUERY_CHARS = 10_000
 MAX_DOC_ID_CHARS = 200
+MAX_FIRST_CANDIDATES = 20  # each is one row of the one extra decode step a greedy first token takes
 
 
 class RetrievalOptions(BaseModel):
@@ -42,6 +43,14 @@ class SamplingFields(BaseModel):
     top_k: int = Field(0, ge=0)
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
     stop: str | list[str] | None = None
+    first_candidates: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_FIRST_CANDIDATES,
+        description="greedy decoding (temperature 0) says as its first token the one of the N likeliest "
+        "whose log-probability plus its best next token's is highest; 0 or 1: the likeliest; default: "
+        "the model's own (inference_first_candidates); the Hugging Face comparison model ignores it",
+    )
     retrieval: RetrievalOptions = Field(default_factory=RetrievalOptions)
 
     @field_validator("stop")

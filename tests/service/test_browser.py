@@ -102,6 +102,12 @@ def test_prompt_both_answers_and_passages_then_add_a_document(browser, settings,
         biased = answers()
         assert biased[0] != as_trained[0] and biased[1] == as_trained[1]
         bias.clear()
+        # and the first-token candidates field likewise (the tiny model's own: the argmax)
+        candidates = browser.find_element(By.ID, "first-candidates")
+        candidates.send_keys("5")
+        looked_ahead = answers()
+        assert looked_ahead[0] != as_trained[0] and looked_ahead[1] == as_trained[1]
+        candidates.clear()
 
         # An example button fills the prompt and asks both models.
         example = browser.find_elements(By.CSS_SELECTOR, "#examples .example")[0]

@@ -329,6 +329,22 @@ def test_the_default_model_is_served_retros_chunk_and_continuation(client):
     assert client.app.state.service.index.current.retriever.window == 2
 
 
+def test_a_requests_first_candidates_reach_the_greedy_first_token(client):
+    """`first_candidates` (default: the model's own, 0 for this tiny model) weighs the N likeliest
+    first tokens by one token of lookahead: 0 is the default's text, 5 another for some prompt; the
+    comparison model (Hugging Face) answers the same with or without it."""
+    prompts = ["Mars is", "The Nile", "Zorbland is a small island", "The violin", "Paris", "The river"]
+    default = [_greedy(client, p)["choices"][0]["text"] for p in prompts]
+    zero = [_greedy(client, p, first_candidates=0)["choices"][0]["text"] for p in prompts]
+    five = [_greedy(client, p, first_candidates=5)["choices"][0]["text"] for p in prompts]
+    assert zero == default
+    assert five != default
+    baseline = {"model": "tiny-gpt2", "prompt": "Mars is"}
+    assert (
+        _greedy(client, **baseline)["choices"] == _greedy(client, **baseline, first_candidates=5)["choices"]
+    )
+
+
 def test_a_requests_first_copy_bias_reaches_the_first_token(client):
     """`retrieval.first_copy_bias` (nats; default: the model's own, 0 for this tiny model) changes how
     the answer's first token is drawn: 0 is the default's text, a large bias another for some prompt;
