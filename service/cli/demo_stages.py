@@ -54,7 +54,9 @@ RETRO_RUN, BASELINE_RUN, RAG_RUN = "demo", "demo-baseline", "demo-rag"
 # past the chunk that matched is shown) retrieved with a query of the last 96 tokens
 # (`inference_query_tokens=96`, inference only: a long prompt's subject named before its last chunk),
 # and each answer's first token drawn with the copy head's null slot lowered by 3.5 nats
-# (`inference_first_copy_bias=3.5`, decoding only: docs/design.md, seventeenth round).
+# (`inference_first_copy_bias=3.5`, decoding only: docs/design.md, seventeenth round) and, decoding
+# greedily, chosen among the five likeliest by one token of lookahead (`inference_first_candidates=5`,
+# decoding only: nineteenth round).
 TRAIN_INDEX_COMMAND = (
     "retro index build wiki-vital:train facts:train facts-qa:train facts-qa-para:train reading:train "
     "reading-qa:train reading-qa-forms:train reading-chat:train reading-qa-para:train --out {index} "
@@ -78,7 +80,7 @@ TRAIN_RETRO_COMMANDS = (
     "retro train --preset demo --index {index} --out {runs}/demo --init-from {runs}/demo-stage4 "
     f"--steps 1000 {_READING_STAGE} --recipe read_share=0.5 --recipe passage_neighbours=true "
     "--config copy_neighbour_bag=true --config retrieved_len=128 --config inference_query_tokens=96 "
-    "--config inference_first_copy_bias=3.5",
+    "--config inference_first_copy_bias=3.5 --config inference_first_candidates=5",
 )
 # The side-by-side comparison (docs/design.md "RETRO against a 10x model and against passages in
 # the prompt"): the 10x baseline and the retrieval-in-prompt comparator are trained from scratch on
