@@ -461,9 +461,8 @@ def _evaluate(
             entry["query_tokens"] = language_model_for(model, tokenizer, query_tokens).query_tokens
         if model.config.inference_first_copy_bias:  # the first generated token's rule (retro.generate)
             entry["first_copy_bias"] = model.config.inference_first_copy_bias
-        if (
-            model.config.inference_first_candidates > 1
-        ):  # the greedy first token's lookahead (retro.first_token)
+        # the greedy first token's lookahead (retro.first_token)
+        if model.config.inference_first_candidates > 1:
             entry["first_candidates"] = model.config.inference_first_candidates
         entry.update(
             evaluate_model(

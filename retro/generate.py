@@ -94,8 +94,8 @@ class RetroLanguageModel(RetroNetworkModel):
             raise ValueError(f"query_tokens must be at least the chunk size ({m}); got {query_tokens}")
         if first_copy_bias is not None and not 0 <= first_copy_bias < float("inf"):
             raise ValueError(f"first_copy_bias must be a finite number >= 0; got {first_copy_bias}")
-        if first_candidates is not None and not first_candidates >= 0:
-            raise ValueError(f"first_candidates must be >= 0; got {first_candidates}")
+        if first_candidates is not None and not (isinstance(first_candidates, int) and first_candidates >= 0):
+            raise ValueError(f"first_candidates must be a whole number >= 0; got {first_candidates!r}")
         self.model, self.tokenizer = model, tokenizer
         # tokens up to a chunk's end that its retrieval query holds: the caller's, else the model's own
         self.query_tokens = query_tokens or model.config.inference_query_tokens or m

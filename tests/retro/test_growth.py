@@ -126,10 +126,12 @@ def test_retro_train_grows_a_checkpoint_from_the_command_line(tokenizer, tmp_pat
     # longer neighbours, and the query window of inference (an optional field, unset in the preset)
     r, m = base.config.retrieved_len, base.config.chunk_size
     longer_config = ["--config", f"retrieved_len={2 * r}", "--config", f"inference_query_tokens={3 * m}",
-                     "--config", "inference_first_copy_bias=3.5"]  # fmt: skip
+                     "--config", "inference_first_copy_bias=3.5",
+                     "--config", "inference_first_candidates=5"]  # fmt: skip
     result, text = run_cli(*common, "--out", str(tmp_path / "longer"), "--init-from", str(tmp_path / "base"),
                            *longer_config)  # fmt: skip
     assert result.exit_code == 0, text
     longer, _, _ = load_checkpoint(tmp_path / "longer")
     assert (longer.config.retrieved_len, longer.config.inference_query_tokens) == (2 * r, 3 * m)
     assert longer.config.inference_first_copy_bias == 3.5  # a float, and free in a fine-tune
+    assert longer.config.inference_first_candidates == 5  # a whole number, likewise
