@@ -283,7 +283,9 @@ class BatchDecoder:
                             [neighbours[b].to(device) for b in arriving],
                             [attended[b] for b in arriving],
                         )
-                    seen = [self.mem_chunk[s] == a for s, a in zip(slots, attended, strict=True)]
+                    # a row in its first chunk attends no chunk (-1), which is also the mark of a
+                    # slot holding none: it must not read what the slot's previous row left there
+                    seen = [a >= 0 and self.mem_chunk[s] == a for s, a in zip(slots, attended, strict=True)]
                     sees = torch.tensor(seen, device=device) if any(seen) else None
                 if sees is not None:
                     y = block.cca.attend(

@@ -485,3 +485,32 @@ def test_the_first_candidates_of_the_config_choose_each_first_token_batched_as_a
     assert [looking.generate(p, sampled, fake_retrieve).text for p in PROMPTS] == [
         plain.generate(p, sampled, fake_retrieve).text for p in PROMPTS
     ]
+
+
+@torch.inference_mode()
+def test_a_row_without_neighbours_never_reads_what_its_slots_previous_row_left(model):
+    """A row in its first chunk attends no chunk's neighbours (a prompt shorter than a chunk decoded
+    without retrieval, as a request with retrieval off is). Once it joined a slot whose earlier row
+    held neighbours, the decoder read them: a retrieval-off answer said the previous request's
+    passage. Each step must be `Retro.decode_step`'s for the row alone."""
+    cfg, m = model.config, model.config.chunk_size
+    g = torch.Generator().manual_seed(5)
+    decoder = BatchDecoder(model, initial_slots=1)
+    # a row with retrieval: its prompt is whole chunks, and its neighbours fill slot 0's memory
+    prompt = torch.randint(1, VOCAB, (1, 2 * m), generator=g)
+    shown = torch.randint(1, VOCAB, (1, 2, 2, cfg.retrieved_len), generator=g)
+    _, cache = model.prefill(prompt, shown, model.new_cache(1, max_len=2 * m))
+    first = decoder.add(cache)
+    decoder.step([first], [7], [None])
+    decoder.remove(first)
+    # then a row without retrieval, shorter than a chunk, in the same slot
+    short = torch.randint(1, VOCAB, (1, m // 2), generator=g)
+    tokens = torch.randint(1, VOCAB, (m // 2 - 1,), generator=g).tolist()
+    _, alone = model.prefill(short)
+    expected = [model.decode_step(torch.tensor([t]), alone)[0] for t in tokens]
+    _, cache = model.prefill(short, None, model.new_cache(1, max_len=m // 2))
+    row = decoder.add(cache)
+    assert row.slot == first.slot
+    got = [decoder.step([row], [t], [None])[0] for t in tokens]
+    for want, have in zip(expected, got, strict=True):
+        torch.testing.assert_close(have, want, atol=1e-5, rtol=1e-5)

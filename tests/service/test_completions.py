@@ -329,6 +329,17 @@ def test_the_default_model_is_served_retros_chunk_and_continuation(client):
     assert client.app.state.service.index.current.retriever.window == 2
 
 
+def test_a_retrieval_off_answer_never_reads_an_earlier_requests_neighbours(client):
+    """Requests share the batch engine's slots: a request with retrieval off (its prompt shorter than
+    a chunk) answered with the neighbours an earlier request left in its slot, until 2026-12-07."""
+    prompts = ["Mars is", "The Nile", "Zorbland is a small island", "The violin"]
+    before = [_greedy(client, p, retrieval={"enabled": False})["choices"][0]["text"] for p in prompts]
+    for p in prompts:
+        _greedy(client, p)  # retrieval on: its neighbours fill a slot's memory
+    after = [_greedy(client, p, retrieval={"enabled": False})["choices"][0]["text"] for p in prompts]
+    assert after == before
+
+
 def test_a_requests_first_candidates_reach_the_greedy_first_token(client):
     """`first_candidates` (default: the model's own, 0 for this tiny model) weighs the N likeliest
     first tokens by one token of lookahead: 0 is the default's text, 5 another for some prompt; the
