@@ -1,0 +1,32 @@
+"""The hand-written passages of `benchmarks/fresh_passages.py` ask fair questions: every answer is
+in its passage's text and none in its question (which would earn no credit under first-span
+scoring), ids are unique; and the benchmark reads a reply's neighbours for the prompt's last chunk."""
+
+import importlib.util
+from pathlib import Path
+
+from retro.scoring import answer_contained, answer_in_prompt
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "fresh_passages.py"
+spec = importlib.util.spec_from_file_location("fresh_passages", SCRIPT)
+fresh = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(fresh)
+
+
+def test_every_answer_is_in_its_passage_and_not_in_its_question():
+    passages = fresh.load_passages()
+    assert len(passages) == 20 and sum(len(p["questions"]) for p in passages) == 60
+    assert len({p["id"] for p in passages}) == len(passages)
+    for p in passages:
+        assert p["title"] and p["text"].strip()
+        for q in p["questions"]:
+            assert answer_contained(q["answer"], p["text"]), (p["id"], q)
+            assert not answer_in_prompt(q["answer"], q["prompt"]), (p["id"], q)
+
+
+def test_the_passage_counts_as_retrieved_only_for_the_prompts_last_chunk():
+    body = {"retrieval": [{"doc_id": "a", "for_chunk": 0}, {"doc_id": "b", "for_chunk": 1},
+                          {"doc_id": "c", "for_chunk": 1}]}  # fmt: skip
+    assert fresh.last_chunk_doc_ids(body) == {"b", "c"}
+    assert fresh.last_chunk_doc_ids({"retrieval": []}) == set()
+    assert fresh.last_chunk_doc_ids({}) == set()
