@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -82,14 +81,14 @@ def main() -> None:
 
     from fastapi.testclient import TestClient
 
+    from index.store import copy_serving_version
     from retro.scoring import answer_contained, answer_first
     from service.app import create_app
     from service.settings import Settings
 
     passages = load_passages()
     with tempfile.TemporaryDirectory() as tmp:
-        index = Path(tmp) / "index"
-        shutil.copytree(args.index, index)
+        index = copy_serving_version(args.index, Path(tmp) / "index")
         settings = Settings(model=args.model, index=index, retrieval=args.retrieval)
         with TestClient(create_app(settings)) as client:
             deadline = time.monotonic() + 600
