@@ -15,9 +15,14 @@ says first (`retro.scoring.answer_first`), four ways:
 
 "passage retrieved" says whether the question's passage was among the neighbours of the prompt's
 last chunk, so reader and retriever errors are told apart. This is a check, not a development set:
-nothing is to be tuned on it, or it stops measuring what a user's own documents get.
+nothing is to be tuned on it, or it stops measuring what a user's own documents get. A second set of
+20 passages written the same way, `benchmarks/data/fresh_passages_dev.jsonl` (`--data`), is the one
+to choose settings on; `--variant NAME=JSON` (repeatable) asks with other request fields.
 
     PYTHONPATH=. python benchmarks/fresh_passages.py --model models/demo --index INDEX [--out OUT.json]
+    PYTHONPATH=. python benchmarks/fresh_passages.py --model models/demo --index INDEX \
+        --data benchmarks/data/fresh_passages_dev.jsonl \
+        --variant 'bias 8={"retrieval": {"first_copy_bias": 8}}'
 """
 
 from __future__ import annotations
@@ -77,7 +82,23 @@ def main() -> None:
     parser.add_argument("--retrieval", default="lexical-titled", help="the service's retrieval mode")
     parser.add_argument("--max-tokens", type=int, default=12)
     parser.add_argument("--out", type=Path, default=None, help="every answer and the summary, as JSON")
+    parser.add_argument("--data", type=Path, default=DATA, help="passages and questions (JSONL)")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar='NAME={"first_candidates": 0}',
+        help="request fields of one setting (repeatable; replaces the four default settings)",
+    )
     args = parser.parse_args()
+    variants = dict(VARIANTS)
+    if args.variant:
+        variants = {}
+        for item in args.variant:
+            name, sep, fields = item.partition("=")
+            if not sep:
+                parser.error(f"--variant takes NAME=JSON; got {item!r}")
+            variants[name] = json.loads(fields)
 
     from fastapi.testclient import TestClient
 
@@ -86,7 +107,7 @@ def main() -> None:
     from service.app import create_app
     from service.settings import Settings
 
-    passages = load_passages()
+    passages = load_passages(args.data)
     with tempfile.TemporaryDirectory() as tmp:
         index = copy_serving_version(args.index, Path(tmp) / "index")
         settings = Settings(model=args.model, index=index, retrieval=args.retrieval)
@@ -101,10 +122,10 @@ def main() -> None:
             added.raise_for_status()
             if added.json()["added"] != len(passages):
                 raise SystemExit(f"not every passage was added: {added.json()['documents']}")
-            rows = {name: [] for name in VARIANTS}
+            rows = {name: [] for name in variants}
             for passage in passages:
                 for question in passage["questions"]:
-                    for name, extra in VARIANTS.items():
+                    for name, extra in variants.items():
                         request = {"prompt": question["prompt"], "max_tokens": args.max_tokens,
                                    "temperature": 0, **extra}  # fmt: skip
                         response = client.post("/v1/completions", json=request)
@@ -120,13 +141,14 @@ def main() -> None:
                         })  # fmt: skip
     results = {
         "command": "python benchmarks/fresh_passages.py "
-        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None),
+        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, [])),
         "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
         "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "summary": {name: summary(r) for name, r in rows.items()},
         "answers": rows,
     }
-    print(f"{len(passages)} passages, {len(rows['served'])} questions, model {args.model}")
+    n_questions = sum(len(p["questions"]) for p in passages)
+    print(f"{len(passages)} passages, {n_questions} questions, model {args.model}")
     print("| setting | first span (Wilson 95%) | contains | passage retrieved | first span given retrieved |")
     print("|---|---|---|---|---|")
     for name, s in results["summary"].items():

@@ -14,9 +14,12 @@ spec.loader.exec_module(fresh)
 
 
 def test_every_answer_is_in_its_passage_and_not_in_its_question():
-    passages = fresh.load_passages()
-    assert len(passages) == 20 and sum(len(p["questions"]) for p in passages) == 60
+    check, dev = fresh.load_passages(), fresh.load_passages(fresh.DATA.with_name("fresh_passages_dev.jsonl"))
+    for passages in (check, dev):
+        assert len(passages) == 20 and sum(len(p["questions"]) for p in passages) == 60
+    passages = check + dev
     assert len({p["id"] for p in passages}) == len(passages)
+    assert not {p["title"] for p in check} & {p["title"] for p in dev}  # two sets, no passage shared
     for p in passages:
         assert p["title"] and p["text"].strip()
         for q in p["questions"]:
