@@ -66,6 +66,9 @@ class AddReport:
     outcomes: list[str | None] = field(
         default_factory=list
     )  # per document given, in order: None if added, else why not
+    replaced: list[str] = field(
+        default_factory=list
+    )  # doc ids added in place of one of theirs (replace=True)
 
 
 DOC_REMOVED, DOC_NOT_FOUND, DOC_ALREADY_REMOVED = "removed", "not_found", "already_removed"
@@ -320,21 +323,25 @@ class IndexStore:
 
     # --- live additions -------------------------------------------------------------------------
     def add_documents(
-        self, documents: Iterable[Document], skipped: list[SkippedInput] | None = None
+        self, documents: Iterable[Document], skipped: list[SkippedInput] | None = None, replace: bool = False
     ) -> AddReport:
         """Appends documents (chunks, embeddings, index entries) to this version, persisted.
 
         Tokenizing and encoding run before the version's file lock is taken; searches are
         blocked only while the new rows enter the in-memory index. Documents whose doc_id is
-        already present are skipped. Raises ValueError if another process (another IndexStore)
-        extended this version since it was opened here: reopen, then add.
+        already present are skipped, or with `replace` added in place of the present one: its
+        removal and the new document's addition are one commit (one manifest write), so a search,
+        a reopen and a crash see the old document or the new one, never both and never neither.
+        Raises ValueError if another process (another IndexStore) extended this version since it
+        was opened here: reopen, then add.
         """
         started = time.perf_counter()
         report = AddReport(skipped=list(skipped or []))
         with self._add_lock:
-            batch, seen = [], set()
+            batch, seen, replaced = [], set(), {}
             for document in documents:
-                if document.doc_id in self._doc_index_of:
+                present = document.doc_id in self._doc_index_of
+                if present and not replace:
                     reason = "doc_id already in the index"
                 elif document.doc_id in seen:
                     reason = "doc_id given twice: the first one was added"
@@ -344,6 +351,8 @@ class IndexStore:
                     reason = None
                     seen.add(document.doc_id)
                     batch.append(document)
+                    if present:
+                        replaced[document.doc_id] = self._doc_index_of[document.doc_id]
                 if reason is not None:
                     report.skipped.append(SkippedInput(document.doc_id, reason))
                 report.outcomes.append(reason)
@@ -355,14 +364,18 @@ class IndexStore:
             )
             embeddings = self.encoder.encode(decode_chunks(self.tokenizer, chunks.tokens, self.pad_id))
             with version_lock(self.version_dir):
-                self._append(batch, chunks, embeddings)
+                self._append(batch, chunks, embeddings, replaced)
                 report.n_documents, report.n_chunks = len(batch), len(chunks)
+                report.replaced = list(replaced)
                 report.seconds = time.perf_counter() - started
                 self._persist_addition(report)
         return report
 
-    def _append(self, batch: list[Document], chunks, embeddings: np.ndarray) -> None:
-        """Files first (rows past the manifest's counts are invisible), then memory; the caller
+    def _append(
+        self, batch: list[Document], chunks, embeddings: np.ndarray, replaced: dict[str, int]
+    ) -> None:
+        """Files first (rows past the manifest's counts are invisible; so are the tombstones of the
+        `replaced` documents, doc id -> doc index, past its `n_removed`), then memory; the caller
         then writes the faiss file and the manifest. Runs under the version's file lock."""
         self._check_unchanged_on_disk("adding documents")
         n_docs_before, n_chunks_before = len(self._documents), self._snapshot.n_chunks
@@ -383,12 +396,17 @@ class IndexStore:
         append_rows(self.version_dir / CHUNK_POS, chunks.position, n_chunks_before)
         append_rows(self.version_dir / EMBEDDINGS, embeddings, n_chunks_before)
         append_lines(self.version_dir / DOCUMENTS, records, n_docs_before)
+        removals = self._removals
+        if replaced:
+            self._append_tombstones(replaced)
+            removals = Removals.of([*removals.doc_indices.tolist(), *replaced.values()], self._documents)
         snapshot = VersionArrays.open(self.version_dir, self.manifest, n_chunks_before + len(chunks))
         with self._rw.write():  # the only moment searches wait
             self.vectors.add(embeddings)
             self._documents = self._documents + records
             self._doc_index_of.update({r["doc_id"]: n_docs_before + i for i, r in enumerate(records)})
             self._snapshot = snapshot
+            self._removals = removals
 
     def _check_unchanged_on_disk(self, doing: str) -> None:
         """Raises ValueError when another process added to or removed from this version since it
@@ -418,6 +436,8 @@ class IndexStore:
             faiss_file=new_file,
             additions=[*manifest.get("additions", []), {**asdict(report), "time": time.time()}],
         )
+        if report.replaced:  # their tombstones, written by `_append`, count from this commit on
+            manifest["n_removed"] = manifest.get("n_removed", 0) + len(report.replaced)
         write_atomic(self.version_dir / MANIFEST, json.dumps(manifest, indent=1))
         self.manifest = manifest
         if old_file != new_file:
@@ -456,8 +476,9 @@ class IndexStore:
         report.seconds = time.perf_counter() - started
         return report
 
-    def _write_tombstones(self, chosen: dict[str, int]) -> None:
-        """Tombstone lines, then the manifest, then memory. Runs under the version's file lock."""
+    def _append_tombstones(self, chosen: dict[str, int]) -> int:
+        """Tombstone lines for `chosen` (doc id -> doc index) past the manifest's `n_removed`, where
+        they count only once a manifest says so; returns that count. Under the version's file lock."""
         now = time.time()
         records = [
             {"doc_id": d, "doc_index": i, "n_chunks": self._documents[i]["n_chunks"], "time": now}
@@ -467,7 +488,11 @@ class IndexStore:
         path = self.version_dir / REMOVED
         path.touch(exist_ok=True)
         append_lines(path, records, before)
-        manifest = {**self.manifest, "n_removed": before + len(records)}
+        return before + len(records)
+
+    def _write_tombstones(self, chosen: dict[str, int]) -> None:
+        """Tombstone lines, then the manifest, then memory. Runs under the version's file lock."""
+        manifest = {**self.manifest, "n_removed": self._append_tombstones(chosen)}
         write_atomic(self.version_dir / MANIFEST, json.dumps(manifest, indent=1))
         removals = Removals.of([*self._removals.doc_indices.tolist(), *chosen.values()], self._documents)
         with self._rw.write():  # the only moment searches wait

@@ -98,16 +98,18 @@ class RebuildJobs:
     def get(self, job_id: str) -> RebuildJob | None:
         return self._jobs.get(job_id)
 
-    def add_documents(self, documents: list[Document]):
-        """Adds documents to the serving version (a running rebuild re-adds them to its new one).
+    def add_documents(self, documents: list[Document], replace: bool = False):
+        """Adds documents to the serving version (a running rebuild re-adds them to its new one);
+        with `replace`, one whose id the version holds takes that document's place (in the new
+        version too).
 
         The lock makes "add to the serving version" and "remember for the rebuild" one step with
         respect to the swap: a document lands either before the swap (and is re-added) or after.
         """
         with self._lock:
-            report = self.handle.current.store.add_documents(documents)
+            report = self.handle.current.store.add_documents(documents, replace=replace)
             if self._running is not None:
-                self._changes_during.append(("add", list(documents)))
+                self._changes_during.append(("replace" if replace else "add", list(documents)))
         return report
 
     def remove_documents(self, doc_ids: list[str]) -> RemoveReport:
@@ -158,8 +160,8 @@ class RebuildJobs:
         order; returns (documents given again to add, documents removed from the new version)."""
         readded = removed = 0
         for kind, items in changes:
-            if kind == "add":
-                store.add_documents(items)
+            if kind in ("add", "replace"):
+                store.add_documents(items, replace=kind == "replace")
                 readded += len(items)
             else:
                 removed += store.remove_documents(items).n_documents

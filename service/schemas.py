@@ -163,6 +163,11 @@ class DocumentsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     documents: list[DocumentIn] = Field(min_length=1)
+    replace: bool = Field(
+        False,
+        description="a document whose id the index holds replaces it in one commit (searches see the "
+        "old text or the new, never both); default: it is skipped",
+    )
 
 
 class RebuildRequest(BaseModel):

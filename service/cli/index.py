@@ -306,15 +306,19 @@ def add(
     ),
     device: str = typer.Option("auto", help="encoder device: auto, cpu or cuda"),
     encoder_backend: str = _encoder_backend_option(),
+    replace: bool = typer.Option(
+        False, "--replace", help="a document whose id the index holds replaces it (default: skipped)"
+    ),
 ) -> None:
     """Adds documents to the current version without a rebuild."""
     store = _open_store(index_dir, tokenizer, device, encoder_backend, adding=True)
     documents, skipped = _read_documents(sources)
     with console.status(f"adding {len(documents)} documents"):
-        report = store.add_documents(documents, skipped)
+        report = store.add_documents(documents, skipped, replace=replace)
     _print_skipped(report.skipped)
+    replaced = f", {len(report.replaced):,} of them in place of one with their id" if report.replaced else ""
     output.print(
-        f"added {report.n_documents:,} documents ({report.n_chunks:,} chunks) to {store.version} "
+        f"added {report.n_documents:,} documents ({report.n_chunks:,} chunks{replaced}) to {store.version} "
         f"in {report.seconds:.1f}s; it now holds {store.n_live_documents:,} documents",
         highlight=False,
     )

@@ -2,8 +2,10 @@
 DELETE /v1/documents/{doc_id} removes one, never retrieved again from the moment the call returns.
 
 Both need the API key when one is configured and run off the event loop. A document whose id is
-already in the index is reported as skipped, not added twice; a removed document's id may be added
-again, as a new document. Removing an id the index does not hold (never added, or removed
+already in the index is reported as skipped, not added twice, unless the request says `replace`:
+then the new text takes the old one's place in one commit of the index (a search sees one or the
+other, never both, never neither; `"replaced": true` in its entry). A removed document's id may be
+added again, as a new document. Removing an id the index does not hold (never added, or removed
 already) is a 404.
 """
 
@@ -43,7 +45,8 @@ async def add_documents(
         Document(doc_id=d.id or f"api-{uuid.uuid4().hex[:16]}", text=d.text, source="api", title=d.title)
         for d in body.documents
     ]
-    report = await asyncio.to_thread(state.jobs.add_documents, documents)
+    report = await asyncio.to_thread(state.jobs.add_documents, documents, body.replace)
+    replaced = set(report.replaced)
     snapshot = index.current
     state.note_index(snapshot)
     metrics.documents_added.inc(report.n_documents)
@@ -52,7 +55,12 @@ async def add_documents(
         "added": report.n_documents,
         "chunks": report.n_chunks,
         "documents": [
-            {"id": d.doc_id, "added": reason is None, "reason": reason}
+            {
+                "id": d.doc_id,
+                "added": reason is None,
+                "replaced": reason is None and d.doc_id in replaced,
+                "reason": reason,
+            }
             for d, reason in zip(documents, report.outcomes, strict=True)
         ],
         "index": snapshot.info(),

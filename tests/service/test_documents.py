@@ -101,3 +101,67 @@ def test_a_removal_during_a_rebuild_does_not_come_back_after_the_swap(
     assert test_client.get("/info").json()["index"]["version"] == job["version"]
     assert "live/orlic" not in _ids(test_client, "Orlic tea brewed cold", k=8)
     assert test_client.get("/info").json()["index"]["documents"] == 3  # the new corpus only
+
+
+def test_a_document_sent_again_with_replace_takes_the_old_ones_place(make_client, settings, fresh_index):
+    """`POST /v1/documents` with `replace`: a document whose id the index holds replaces it in one
+    commit (without it, skipped as before); the document count stays, the old text is never found."""
+    test_client = make_client(make_settings(**{**settings.model_dump(), "index": fresh_index}))
+    before = test_client.get("/info").json()["index"]["documents"]
+    new = {
+        "text": "Zorbland moved its capital to Nettlehaven, a mountain city, in 2024.",
+        "id": "geo/zorbland",
+    }
+    skipped = test_client.post("/v1/documents", json={"documents": [new]})
+    assert skipped.status_code == 200 and skipped.json()["added"] == 0
+    assert skipped.json()["documents"] == [
+        {"id": "geo/zorbland", "added": False, "replaced": False, "reason": "doc_id already in the index"}
+    ]
+    other = {"text": "Plinth cheese is aged in sea caves.", "id": "food/plinth"}
+    replaced = test_client.post("/v1/documents", json={"documents": [new, other], "replace": True})
+    assert replaced.status_code == 200, replaced.text
+    assert replaced.json()["added"] == 2
+    assert [(d["id"], d["replaced"]) for d in replaced.json()["documents"]] == [
+        ("geo/zorbland", True),
+        ("food/plinth", False),
+    ]
+    assert test_client.get("/info").json()["index"]["documents"] == before + 1
+    found = test_client.post("/v1/retrieve", json={"query": ZORBLAND, "k": 16}).json()["data"]
+    zorbland = [n["text"] for n in found if n["doc_id"] == "geo/zorbland"]
+    assert zorbland and all("Quibbletown" not in t for t in zorbland)
+    assert any("moved its capital" in t for t in zorbland)  # the new text (a chunk may cut a word)
+    bad = test_client.post("/v1/documents", json={"documents": [new], "replace": "sometimes"})
+    assert bad.status_code == 422 and "replace" in bad.text
+
+
+def test_a_replacement_during_a_rebuild_is_replayed_on_the_new_version(
+    make_client, settings, fresh_index, monkeypatch
+):
+    import service.jobs
+
+    may_build = threading.Event()
+    real_build = service.jobs.build_index
+
+    def held_build(*args, **kwargs):
+        assert may_build.wait(30)
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(service.jobs, "build_index", held_build)
+    test_client = make_client(make_settings(**{**settings.model_dump(), "index": fresh_index}))
+    first = {"text": "Orlic tea is brewed cold.", "id": "live/orlic"}
+    second = {"text": "Orlic tea is now brewed with boiling water.", "id": "live/orlic"}
+    try:
+        job = test_client.post("/v1/index/rebuild", json={"source": "new"}).json()
+        assert test_client.post("/v1/documents", json={"documents": [first]}).json()["added"] == 1
+        body = test_client.post("/v1/documents", json={"documents": [second], "replace": True}).json()
+        assert body["documents"][0]["replaced"] is True
+    finally:
+        may_build.set()
+    job = wait_for_job(test_client, job)
+    assert job["status"] == "succeeded", job
+    assert test_client.get("/info").json()["index"]["version"] == job["version"]
+    found = test_client.post("/v1/retrieve", json={"query": "Orlic tea brewed", "k": 8}).json()["data"]
+    orlic = [n["text"] for n in found if n["doc_id"] == "live/orlic"]
+    assert orlic and all("boiling" in t or "cold" not in t for t in orlic)
+    assert any("boiling" in t for t in orlic)
+    assert test_client.get("/info").json()["index"]["documents"] == 4  # the new corpus and live/orlic once
