@@ -41,6 +41,7 @@ def test_added_document_is_searchable_and_used_at_once(make_client, settings, fr
     assert body["added"] == 1 and body["documents"][0] == {
         "id": "test/krendle",
         "added": True,
+        "replaced": False,
         "reason": None,
     }
     assert body["index"]["documents"] == before["documents"] + 1
