@@ -109,6 +109,18 @@ def test_prompt_both_answers_and_passages_then_add_a_document(browser, settings,
         assert looked_ahead[0] != as_trained[0] and looked_ahead[1] == as_trained[1]
         candidates.clear()
 
+        # The document sent again under its id: not added, unless "replace" is ticked.
+        browser.find_element(By.ID, "add-doc").click()
+        wait.until(lambda d: d.find_element(By.ID, "doc-status").text.startswith(("not added", "error")))
+        assert "already in the index" in browser.find_element(By.ID, "doc-status").text
+        text_box = browser.find_element(By.ID, "doc-text")
+        text_box.clear()
+        text_box.send_keys("The frindle bird nests only in copper chimneys and old bells.")
+        browser.find_element(By.ID, "doc-replace").click()
+        browser.find_element(By.ID, "add-doc").click()
+        wait.until(lambda d: d.find_element(By.ID, "doc-status").text.startswith(("replaced", "error")))
+        assert browser.find_element(By.ID, "doc-status").text.startswith("replaced page/frindle")
+
         # An example button fills the prompt and asks both models.
         example = browser.find_elements(By.CSS_SELECTOR, "#examples .example")[0]
         example.click()
