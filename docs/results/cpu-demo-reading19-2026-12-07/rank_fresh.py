@@ -20,7 +20,7 @@ model, tok, _ = load_checkpoint("models/demo")
 tmp = tempfile.mkdtemp()
 idx = copy_serving_version("/work/exp/index-serve", Path(tmp) / "ix")
 store = IndexStore.open(idx, tok, shared_encoder("cpu"))
-passages = [json.loads(l) for l in open(sys.argv[1])]
+passages = [json.loads(line) for line in Path(sys.argv[1]).read_text().splitlines()]
 store.add_documents([Document(p["id"], p["text"], "fresh", p["title"]) for p in passages])
 ret = Retriever(store, mode="lexical-titled")
 lm = RetroLanguageModel(model, tok)
