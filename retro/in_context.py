@@ -132,6 +132,11 @@ class InContextLanguageModel(RetroNetworkModel):
     def uses_retrieval(self) -> bool:
         return True
 
+    @property
+    def first_candidates(self) -> int:
+        """The first-token lookahead's candidates of its decoder (`retro.first_token`)."""
+        return self.decoder.first_candidates
+
     def encode_prompt(self, prompt: str) -> list[int]:
         return self.decoder.encode_prompt(prompt)
 

@@ -21,6 +21,19 @@ async def health(state: State):
     return JSONResponse({"status": state.status, **error_body(503, message)}, status_code=503)
 
 
+def _defaults(lm) -> dict:
+    """A model's own settings of generation that a request may override: k neighbours per chunk,
+    the retrieval query's tokens, the first token's copy bias and lookahead candidates (RETRO's
+    decoder; a model without one of them lacks the key)."""
+    found = {"k": lm.default_k} if lm.uses_retrieval else {}
+    for name in ("query_tokens", "first_copy_bias", "first_candidates"):
+        if lm.uses_retrieval or name == "first_candidates":
+            value = getattr(lm, name, None)
+            if value is not None:
+                found[name] = value
+    return found
+
+
 @router.get("/info")
 async def info(state: ReadyState):
     settings = state.settings
@@ -39,6 +52,7 @@ async def info(state: ReadyState):
                 "context_length": m.lm.max_seq_len,
                 "chunk_size": m.lm.chunk_size,
                 "uses_retrieval": m.lm.uses_retrieval,
+                "defaults": _defaults(m.lm),  # what a request that names none of these gets
                 "queue_depth": state.workers[m.id].depth,
                 "running": state.workers[m.id].running,
                 "max_batch": state.workers[m.id].max_running,  # requests decoded together

@@ -50,6 +50,9 @@ def test_info_names_model_index_and_device(client):
     retro, compare = info["models"]
     assert retro["id"] == "tiny-retro" and retro["kind"] == "retro" and retro["chunk_size"] == 16
     assert compare["kind"] == "huggingface"
+    # the generation settings a request gets unless it names its own (the tiny model's: all off)
+    assert retro["defaults"] == {"k": 2, "query_tokens": 16, "first_copy_bias": 0.0, "first_candidates": 0}
+    assert compare["defaults"] == {}
     assert retro["parameters"]["total"] > retro["parameters"]["non_embedding"] > 0
     assert info["index"]["version"].startswith("v") and info["index"]["chunks"] >= 6
     assert info["index"]["encoder"].endswith("all-MiniLM-L6-v2")
