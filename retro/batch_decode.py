@@ -98,9 +98,11 @@ class BatchDecoder:
             new["mem_mask"][:n, ..., : 1 + s] = old["mem_mask"][:n]
             for name in ("copy_keys", "copy_ids", "copy_valid", "copy_context"):
                 new[name][:n, :s] = old[name][:n]
-            self.mem_chunk = self.mem_chunk + [-1] * (capacity - len(self.mem_chunk))
+            self.mem_chunk = self.mem_chunk + [None] * (capacity - len(self.mem_chunk))
         else:
-            self.mem_chunk = [-1] * capacity  # the chunk whose neighbours each slot holds (-1: none)
+            # the chunk whose neighbours each slot holds; None: none (never -1, the chunk a row in its
+            # first chunk attends: such a row would read what the slot's previous row left)
+            self.mem_chunk: list[int | None] = [None] * capacity
         self._tensors, self.capacity, self.n_keys = new, capacity, n_keys
         for name, value in new.items():
             setattr(self, name, value)
@@ -143,7 +145,7 @@ class BatchDecoder:
         self.chunk_hidden[slot] = cache.chunk_hidden[0]
         if cache.recent is not None:
             self.recent[slot] = cache.recent[0]
-        self.mem_chunk[slot] = -1
+        self.mem_chunk[slot] = None
         if cache.memory is not None:
             self._store_memory([slot], cache.memory, [cache.memory.chunk])
         row = DecodeRow(slot, T)
@@ -275,7 +277,7 @@ class BatchDecoder:
                 if i == model.first_cca:
                     self.chunk_hidden[index, pos % m] = x[:, 0]
                     for b in closing:
-                        self.mem_chunk[slots[b]] = -1  # a chunk without neighbours clears the old ones
+                        self.mem_chunk[slots[b]] = None  # a chunk without neighbours clears the old ones
                     arriving = [b for b in closing if neighbours[b] is not None]
                     if arriving:
                         self._arrive(
@@ -283,9 +285,7 @@ class BatchDecoder:
                             [neighbours[b].to(device) for b in arriving],
                             [attended[b] for b in arriving],
                         )
-                    # a row in its first chunk attends no chunk (-1), which is also the mark of a
-                    # slot holding none: it must not read what the slot's previous row left there
-                    seen = [a >= 0 and self.mem_chunk[s] == a for s, a in zip(slots, attended, strict=True)]
+                    seen = [self.mem_chunk[s] == a for s, a in zip(slots, attended, strict=True)]
                     sees = torch.tensor(seen, device=device) if any(seen) else None
                 if sees is not None:
                     y = block.cca.attend(

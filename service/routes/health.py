@@ -25,13 +25,11 @@ def _defaults(lm) -> dict:
     """A model's own settings of generation that a request may override: k neighbours per chunk,
     the retrieval query's tokens, the first token's copy bias and lookahead candidates (RETRO's
     decoder; a model without one of them lacks the key)."""
-    found = {"k": lm.default_k} if lm.uses_retrieval else {}
-    for name in ("query_tokens", "first_copy_bias", "first_candidates"):
-        if lm.uses_retrieval or name == "first_candidates":
-            value = getattr(lm, name, None)
-            if value is not None:
-                found[name] = value
-    return found
+    names = ("k", "query_tokens", "first_copy_bias", "first_candidates")
+    if not lm.uses_retrieval:
+        names = ("first_candidates",)
+    values = {name: getattr(lm, "default_k" if name == "k" else name, None) for name in names}
+    return {name: value for name, value in values.items() if value is not None}
 
 
 @router.get("/info")
