@@ -694,6 +694,19 @@ def test_run_evaluation_generates_with_the_query_window_asked_for_or_the_models_
     assert max(map(len, asked_texts)) > max(map(len, own_texts))
 
 
+def evaluated_answers(toy, tmp_path, model, name: str, setting: str | None = None) -> tuple[dict, list[str]]:
+    """`run_evaluation` of `model` saved as run `name` on the toy facts: (results, the fact answers
+    of one setting, or of every setting when None)."""
+    run = save_checkpoint(tmp_path / name, model, toy.tokenizer)
+    results = run_evaluation([run], toy.index_dir, encoder=toy.encoder, fact_sets={"one": toy.pairs},
+                             extra_documents=[], bpb_documents=[], log=lambda s: None, reading_items=[],
+                             max_general_docs=0)  # fmt: skip
+    (entry,) = results["models"].values()
+    settings = entry["facts"]["one"]
+    chosen = [settings[setting]] if setting is not None else list(settings.values())
+    return results, [row["generated"] for one in chosen for row in one.get("answers", [])]
+
+
 def test_run_evaluation_generates_with_the_models_first_copy_bias(toy, tmp_path):
     """A model exported with `--first-copy-bias` is evaluated as served: its answers' first tokens
     are drawn with the copy head's null slot lowered (retro.generate), and the report says so."""
@@ -703,17 +716,10 @@ def test_run_evaluation_generates_with_the_models_first_copy_bias(toy, tmp_path)
     biased = copy.deepcopy(sure)
     biased.config = sure.config.replace(inference_first_copy_bias=60.0)
 
-    def answers(model, name: str) -> tuple[dict, list[str]]:
-        run = save_checkpoint(tmp_path / name, model, toy.tokenizer)
-        results = run_evaluation([run], toy.index_dir, encoder=toy.encoder, fact_sets={"one": toy.pairs},
-                                 extra_documents=[], bpb_documents=[], log=lambda s: None, reading_items=[],
-                                 max_general_docs=0)  # fmt: skip
-        (entry,) = results["models"].values()
-        rows = entry["facts"]["one"]["completion, retrieval on"]["answers"]
-        return results, [row["generated"] for row in rows]
-
-    sure_results, sure_answers = answers(sure, "sure")
-    biased_results, biased_answers = answers(biased, "biased")
+    sure_results, sure_answers = evaluated_answers(toy, tmp_path, sure, "sure", "completion, retrieval on")
+    biased_results, biased_answers = evaluated_answers(
+        toy, tmp_path, biased, "biased", "completion, retrieval on"
+    )
     assert "first_copy_bias" not in sure_results["models"]["sure"]
     assert biased_results["models"]["biased"]["first_copy_bias"] == 60.0
     assert biased_answers != sure_answers
@@ -727,17 +733,8 @@ def test_run_evaluation_generates_with_the_models_first_candidates(toy, tmp_path
     looking = copy.deepcopy(toy.model)
     looking.config = toy.model.config.replace(inference_first_candidates=5)
 
-    def answers(model, name: str) -> tuple[dict, list[str]]:
-        run = save_checkpoint(tmp_path / name, model, toy.tokenizer)
-        results = run_evaluation([run], toy.index_dir, encoder=toy.encoder, fact_sets={"one": toy.pairs},
-                                 extra_documents=[], bpb_documents=[], log=lambda s: None, reading_items=[],
-                                 max_general_docs=0)  # fmt: skip
-        (entry,) = results["models"].values()
-        rows = [row for setting in entry["facts"]["one"].values() for row in setting.get("answers", [])]
-        return results, [row["generated"] for row in rows]
-
-    plain_results, plain_answers = answers(toy.model, "plain")
-    looking_results, looking_answers = answers(looking, "looking")
+    plain_results, plain_answers = evaluated_answers(toy, tmp_path, toy.model, "plain")
+    looking_results, looking_answers = evaluated_answers(toy, tmp_path, looking, "looking")
     assert "first_candidates" not in plain_results["models"]["plain"]
     assert looking_results["models"]["looking"]["first_candidates"] == 5
     assert looking_answers != plain_answers

@@ -3,10 +3,8 @@ of /info and /metrics, 404 for an unknown id, the API key when one is set, kept 
 
 from __future__ import annotations
 
-import threading
-
 from tests.service.conftest import API_KEY, make_settings
-from tests.service.test_index_endpoints import wait_for_job
+from tests.service.test_index_endpoints import hold_rebuilds, wait_for_job
 
 ZORBLAND = "What is the capital of Zorbland?"
 
@@ -73,16 +71,7 @@ def test_removal_needs_the_api_key_when_one_is_set(make_client, settings, fresh_
 def test_a_removal_during_a_rebuild_does_not_come_back_after_the_swap(
     make_client, settings, fresh_index, monkeypatch
 ):
-    import service.jobs
-
-    may_build = threading.Event()
-    real_build = service.jobs.build_index
-
-    def held_build(*args, **kwargs):
-        assert may_build.wait(30)
-        return real_build(*args, **kwargs)
-
-    monkeypatch.setattr(service.jobs, "build_index", held_build)
+    may_build = hold_rebuilds(monkeypatch)
     test_client = make_client(make_settings(**{**settings.model_dump(), "index": fresh_index}))
     try:
         job = test_client.post("/v1/index/rebuild", json={"source": "new"}).json()
@@ -137,16 +126,7 @@ def test_a_document_sent_again_with_replace_takes_the_old_ones_place(make_client
 def test_a_replacement_during_a_rebuild_is_replayed_on_the_new_version(
     make_client, settings, fresh_index, monkeypatch
 ):
-    import service.jobs
-
-    may_build = threading.Event()
-    real_build = service.jobs.build_index
-
-    def held_build(*args, **kwargs):
-        assert may_build.wait(30)
-        return real_build(*args, **kwargs)
-
-    monkeypatch.setattr(service.jobs, "build_index", held_build)
+    may_build = hold_rebuilds(monkeypatch)
     test_client = make_client(make_settings(**{**settings.model_dump(), "index": fresh_index}))
     first = {"text": "Orlic tea is brewed cold.", "id": "live/orlic"}
     second = {"text": "Orlic tea is now brewed with boiling water.", "id": "live/orlic"}

@@ -127,10 +127,11 @@ def wait_for_job(test_client, job: dict, timeout: float = 60) -> dict:
     return job
 
 
-def test_rebuild_swaps_versions_without_failing_a_request(make_client, settings, fresh_index, monkeypatch):
+def hold_rebuilds(monkeypatch) -> threading.Event:
+    """Rebuilds wait to build until the returned event is set (or 30 s), so a test can check what
+    happens while one runs."""
     import service.jobs
 
-    # Hold the build until the test has checked what happens meanwhile.
     may_build = threading.Event()
     real_build = service.jobs.build_index
 
@@ -139,6 +140,12 @@ def test_rebuild_swaps_versions_without_failing_a_request(make_client, settings,
         return real_build(*args, **kwargs)
 
     monkeypatch.setattr(service.jobs, "build_index", held_build)
+    return may_build
+
+
+def test_rebuild_swaps_versions_without_failing_a_request(make_client, settings, fresh_index, monkeypatch):
+    # Hold the build until the test has checked what happens meanwhile.
+    may_build = hold_rebuilds(monkeypatch)
     test_client = make_client(make_settings(**{**settings.model_dump(), "index": fresh_index}))
     before = test_client.get("/info").json()["index"]
     failures, answered = [], [0]
