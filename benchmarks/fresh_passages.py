@@ -5,7 +5,8 @@ styles of their own (a news item, field notes, a letter, a recipe card, a specim
 interview, a Q&A ...) about made-up things, each with three questions and their answers. The script
 serves a model as `retro serve` does (the app in process, on a scratch copy of `--index`), adds the
 passages through `POST /v1/documents`, asks every question through `POST /v1/completions`
-(greedy, 12 tokens: fewer than a chunk, so every search is the prompt's) and scores what the model
+(greedy, 12 tokens: fewer than a chunk, so every search is the prompt's; `--chat`: as a one-turn
+chat through `POST /v1/chat/completions`) and scores what the model
 says first (`retro.scoring.answer_first`), four ways:
 
 - `served`: the model's own settings (for `models/demo`, the first token's copy bias and lookahead);
@@ -30,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shlex
 import tempfile
 import time
 from pathlib import Path
@@ -58,6 +60,35 @@ def last_chunk_doc_ids(body: dict) -> set[str]:
     return {r["doc_id"] for r in records if r["for_chunk"] == last}
 
 
+def ask(client, question: str, args, extra: dict) -> tuple[str, dict]:
+    """The model's greedy reply to one question (a completion, or with --chat a one-turn chat)."""
+    request = {"max_tokens": args.max_tokens, "temperature": 0, **extra}
+    if args.chat:
+        request["messages"] = [{"role": "user", "content": question}]
+        response = client.post("/v1/chat/completions", json=request)
+    else:
+        request["prompt"] = question
+        response = client.post("/v1/completions", json=request)
+    response.raise_for_status()
+    body = response.json()
+    choice = body["choices"][0]
+    return (choice["message"]["content"] if args.chat else choice["text"]), body
+
+
+def command_line(args) -> str:
+    """The command that ran, as a shell line (a flag alone when set; unset options left out)."""
+    words = ["python benchmarks/fresh_passages.py"]
+    for name, value in vars(args).items():
+        flag = f"--{name.replace('_', '-')}"
+        if value is True:
+            words.append(flag)
+        elif isinstance(value, list):
+            words += [f"{flag} {shlex.quote(item)}" for item in value]
+        elif value not in (None, False):
+            words.append(f"{flag} {value}")
+    return " ".join(words)
+
+
 def summary(rows: list[dict]) -> dict:
     from retro.scoring import wilson_interval
 
@@ -75,7 +106,7 @@ def summary(rows: list[dict]) -> dict:
     }
 
 
-def main() -> None:
+def arguments() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=Path("models/demo"))
     parser.add_argument("--index", type=Path, required=True, help="the serving index (copied, not changed)")
@@ -84,12 +115,20 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="every answer and the summary, as JSON")
     parser.add_argument("--data", type=Path, default=DATA, help="passages and questions (JSONL)")
     parser.add_argument(
+        "--chat", action="store_true", help="ask each question as a one-turn chat (/v1/chat/completions)"
+    )
+    parser.add_argument(
         "--variant",
         action="append",
         default=[],
         metavar='NAME={"first_candidates": 0}',
         help="request fields of one setting (repeatable; replaces the four default settings)",
     )
+    return parser
+
+
+def main() -> None:
+    parser = arguments()
     args = parser.parse_args()
     variants = dict(VARIANTS)
     if args.variant:
@@ -126,12 +165,7 @@ def main() -> None:
             for passage in passages:
                 for question in passage["questions"]:
                     for name, extra in variants.items():
-                        request = {"prompt": question["prompt"], "max_tokens": args.max_tokens,
-                                   "temperature": 0, **extra}  # fmt: skip
-                        response = client.post("/v1/completions", json=request)
-                        response.raise_for_status()
-                        body = response.json()
-                        text = body["choices"][0]["text"]
+                        text, body = ask(client, question["prompt"], args, extra)
                         rows[name].append({
                             "passage": passage["id"], "prompt": question["prompt"],
                             "answer": question["answer"], "generated": text,
@@ -140,8 +174,7 @@ def main() -> None:
                             "retrieved": passage["id"] in last_chunk_doc_ids(body),
                         })  # fmt: skip
     results = {
-        "command": "python benchmarks/fresh_passages.py "
-        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, [])),
+        "command": command_line(args),
         "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
         "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "summary": {name: summary(r) for name, r in rows.items()},

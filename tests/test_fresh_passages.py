@@ -33,3 +33,17 @@ def test_the_passage_counts_as_retrieved_only_for_the_prompts_last_chunk():
     assert fresh.last_chunk_doc_ids(body) == {"b", "c"}
     assert fresh.last_chunk_doc_ids({"retrieval": []}) == set()
     assert fresh.last_chunk_doc_ids({}) == set()
+
+
+def test_the_recorded_command_runs_what_ran():
+    """A results file's `command` parses back to the same options, flags and quoted JSON included."""
+    import shlex
+
+    argv = ["--index", "/tmp/i", "--chat", "--data", "d.jsonl", "--variant", 'k3={"retrieval": {"k": 3}}',
+            "--variant", "off={}"]  # fmt: skip
+    args = fresh.arguments().parse_args(argv)
+    line = fresh.command_line(args)
+    assert line.startswith("python benchmarks/fresh_passages.py ")
+    assert fresh.arguments().parse_args(shlex.split(line)[2:]) == args
+    without_chat = fresh.arguments().parse_args(["--index", "/tmp/i"])
+    assert "--chat" not in fresh.command_line(without_chat)
