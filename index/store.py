@@ -399,7 +399,7 @@ class IndexStore:
         removals = self._removals
         if replaced:
             self._append_tombstones(replaced)
-            removals = Removals.of([*removals.doc_indices.tolist(), *replaced.values()], self._documents)
+            removals = self._removals_with(replaced)
         snapshot = VersionArrays.open(self.version_dir, self.manifest, n_chunks_before + len(chunks))
         with self._rw.write():  # the only moment searches wait
             self.vectors.add(embeddings)
@@ -490,11 +490,15 @@ class IndexStore:
         append_lines(path, records, before)
         return before + len(records)
 
+    def _removals_with(self, chosen: dict[str, int]) -> Removals:
+        """This version's removals and `chosen` (doc id -> doc index) together."""
+        return Removals.of([*self._removals.doc_indices.tolist(), *chosen.values()], self._documents)
+
     def _write_tombstones(self, chosen: dict[str, int]) -> None:
         """Tombstone lines, then the manifest, then memory. Runs under the version's file lock."""
         manifest = {**self.manifest, "n_removed": self._append_tombstones(chosen)}
         write_atomic(self.version_dir / MANIFEST, json.dumps(manifest, indent=1))
-        removals = Removals.of([*self._removals.doc_indices.tolist(), *chosen.values()], self._documents)
+        removals = self._removals_with(chosen)
         with self._rw.write():  # the only moment searches wait
             self.manifest = manifest
             self._removals = removals
