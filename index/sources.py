@@ -13,7 +13,8 @@ service list them: `wiki-vital` (Wikipedia vital-article leads, `index.wiki_vita
 (`index.reading_paraphrase`), the reworded statements `reading-rew:train`
 (`index.reading_reworded`), the update notices `reading-upd:train` and their questions
 `reading-upd-qa:train` (`index.reading_updates`), more training style families
-`reading-styles:train` (`index.reading_styles`), and the Debian dictd dictionaries `wordnet`,
+`reading-styles:train` (`index.reading_styles`), questions over the training leads of wiki-vital
+`wiki-qa:train` (`index.wiki_qa`), and the Debian dictd dictionaries `wordnet`,
 `gcide`, `foldoc`, `jargon` (`index.dictd`). Each source module declares its own rows
 as `SOURCES: dict[str, index.corpus.NamedSource]`; a new one joins the table with one import
 and one `**module.SOURCES` row below. Paths are read by `index.corpus`'s readers. It never
@@ -37,6 +38,7 @@ from index import (
     reading_reworded,
     reading_styles,
     reading_updates,
+    wiki_qa,
     wiki_vital,
 )
 from index.corpus import Document, NamedSource, SkippedInput, read_folder, read_jsonl, read_text_file
@@ -53,6 +55,7 @@ NAMED_SOURCES: dict[str, NamedSource] = {
     **reading_reworded.SOURCES,
     **reading_styles.SOURCES,
     **reading_updates.SOURCES,
+    **wiki_qa.SOURCES,
     **dictd.SOURCES,
 }
 
