@@ -13,7 +13,8 @@ shapes a rule can read without a parser, and asks about them:
   S founded?", "Where was S born?", "Who designed S?"), the participles in `PARTICIPLES`;
 - `died`: "<S> died / began / ended in <year or Place>" ("When did S die?");
 - `capital_of`, `located`: "<S> is the capital of <Place>", "<S> is located in <Place>";
-- `nationality`: "<S> was an <American> <noun>" ("What nationality was S?");
+- `nationality`: "<S> was an <American> <noun>" ("What nationality was S?"), for a lead that
+  calls its subject He or She;
 - `alias`: "<S>, also known as <Name>, ..." ("What else is S called?");
 - `population`: "<S> has a population of <number>";
 - `possessed`: "Its / His / Her <noun> is <Name or number>" ("What is S's capital?");
@@ -71,18 +72,18 @@ DO_VERBS = {"died": "die", "began": "begin", "ended": "end", "started": "start",
 WORDINGS: dict[str, tuple[str, ...]] = {
     "when": (
         "When was {s} {p}?", "In which year was {s} {p}?", "In what year was {s} {p}?",
-        "{S}: year {p}?", "Give the year {s} was {p}.", "{S} was {p} in", "The year {s} was {p} was",
+        "{S}: year {p}?", "Give the year {s} was {p}.", "{S} was {p} {r}", "The year {s} was {p} was",
     ),
     "where": (
         "Where was {s} {p}?", "In which place was {s} {p}?", "{S}: {p} where?",
-        "Name the place where {s} was {p}.", "{S} was {p} in",
+        "Name the place where {s} was {p}.", "{S} was {p} {r}",
     ),
     "by": (
         "Who {a} {s}?", "By whom was {s} {p}?", "Who was {s} {p} by?", "{S}: {p} by?",
         "Name the person who {a} {s}.", "{S} was {p} by",
     ),
-    "died_when": ("When did {s} {v}?", "In which year did {s} {v}?", "{S}: year {d}?", "{S} {d} in"),
-    "died_where": ("Where did {s} {v}?", "In which place did {s} {v}?", "{S}: {d} where?", "{S} {d} in"),
+    "died_when": ("When did {s} {v}?", "In which year did {s} {v}?", "{S}: year {d}?", "{S} {d} {r}"),
+    "died_where": ("Where did {s} {v}?", "In which place did {s} {v}?", "{S}: {d} where?", "{S} {d} {r}"),
     "capital_of": (
         "What is {s} the capital of?", "Of which country is {s} the capital?", "{S}: capital of?",
         "{S} is the capital of",
@@ -129,10 +130,12 @@ ADVERBS = r"(?:(?:first|originally|officially|later|formally|largely|mainly) )?"
 @dataclass(frozen=True)
 class Fact:
     """One question a lead answers: its kind (a `WORDINGS` key), the verb words the wording needs
-    (`p` participle, `a` active past, `v` base, `d` past), and the answer as the lead writes it."""
+    (`p` participle, `a` active past, `v` base, `d` past, `r` the preposition before the answer),
+    and the answer as the lead writes it."""
 
     kind: str
     answer: str
+    r: str = "in"
     p: str = ""
     a: str = ""
     v: str = ""
@@ -172,16 +175,16 @@ def read_predicate(rest: str, first: bool) -> list[Fact]:
             how, answer = prep.group(1), _clean_answer(prep.group(2))
             if re.fullmatch(f"{DATE}|{YEAR}", answer):
                 if how in ("in", "on"):
-                    facts.append(Fact("when", answer, p=p))
+                    facts.append(Fact("when", answer, r=how, p=p))
             elif how == "by" and PARTICIPLES[p]:
                 facts.append(Fact("by", answer, p=p, a=PARTICIPLES[p]))
             elif how in ("in", "at") and p != "named" and answer.split()[0] not in MONTHS:
-                facts.append(Fact("where", answer, p=p))
-    m = re.match(rf"({'|'.join(DO_VERBS)}) (?:on |in )?({DATE}|{YEAR}|{PLACE})\b", rest)
+                facts.append(Fact("where", answer, r=how, p=p))
+    m = re.match(rf"({'|'.join(DO_VERBS)}) (on|in) ({DATE}|{YEAR}|{PLACE})\b", rest)
     if m:
-        answer = _clean_answer(m.group(2))
+        answer = _clean_answer(m.group(3))
         kind = "died_when" if re.fullmatch(f"{DATE}|{YEAR}", answer) else "died_where"
-        facts.append(Fact(kind, answer, v=DO_VERBS[m.group(1)], d=m.group(1)))
+        facts.append(Fact(kind, answer, r=m.group(2), v=DO_VERBS[m.group(1)], d=m.group(1)))
     m = re.match(rf"is the capital(?: city)?(?: and (?:the )?largest city)? of (?:the )?({PLACE})", rest)
     if m:
         facts.append(Fact("capital_of", _clean_answer(m.group(1))))
@@ -249,6 +252,8 @@ def lead_facts(title: str, text: str) -> tuple[str, bool, list[Fact]]:
         if rest.startswith(","):
             rest = ", " + rest[1:].lstrip()
         facts += read_predicate(rest, first=i == 0)
+    if not person:  # "the Teutonic Order is a Catholic religious order": no one's nationality
+        facts = [f for f in facts if f.kind != "nationality"]
     answers_seen: set[tuple[str, str]] = set()
     unique = []
     for fact in facts:
@@ -290,7 +295,7 @@ def render(fact: Fact, subject: str, person: bool, rng: random.Random) -> str | 
     wordings = wordings or list(WORDINGS[fact.kind])
     rng.shuffle(wordings)
     for wording in wordings:
-        question = wording.format(s=inner, S=subject, p=fact.p, a=fact.a, v=fact.v, d=fact.d)
+        question = wording.format(s=inner, S=subject, p=fact.p, a=fact.a, v=fact.v, d=fact.d, r=fact.r)
         question = question[0].upper() + question[1:]
         if check_question(question, subject):
             return f"{question} {fact.answer}."

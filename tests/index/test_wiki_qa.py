@@ -52,6 +52,23 @@ def test_facts_about_the_subject_are_read_from_every_way_the_lead_names_it():
     assert facts >= {("nationality", "Estonian"), ("where", "Tartu"), ("died_when", "1931")}  # "Marrow died"
 
 
+def test_a_nationality_is_read_for_people_only_and_a_date_keeps_its_preposition():
+    order = Document(
+        "wiki/Velmar Order",
+        "The Velmar Order is a Catholic religious order. It was founded on 4 May 1190.",
+        title="Velmar Order",
+    )
+    _, person, facts = _facts(order)
+    assert not person and facts == {("when", "4 May 1190")}  # not "nationality: Catholic"
+    docs = lead_documents(order)
+    # a completion ends in the lead's own preposition: "... was founded on", never "... founded in 4 May"
+    assert docs and all("founded in 4 May" not in d.text for d in docs)
+    fact = Fact("when", "4 May 1190", r="on", p="built")  # ("{e} was founded" is a held-out wording's)
+    rendered = {render(fact, "The Velmar Order", False, random.Random(seed)) for seed in range(50)}
+    assert "The Velmar Order was built on 4 May 1190." in rendered
+    assert not any("built in 4 May" in q for q in rendered)
+
+
 def test_a_lead_that_does_not_open_with_its_subject_gives_nothing():
     doc = Document(
         "wiki/Velmar Observatory",
@@ -91,5 +108,5 @@ def test_no_question_says_what_a_held_out_wording_of_the_reading_set_says():
     # "{e} was founded in" is a held-out wording's start ("... was founded in what year?"): never drawn
     assert rendered and None not in rendered
     assert "Velmar was founded in 1911." not in rendered
-    allowed = {w.format(s="Velmar", S="Velmar", p="founded") + " 1911." for w in WORDINGS["when"]}
+    allowed = {w.format(s="Velmar", S="Velmar", p="founded", r="in") + " 1911." for w in WORDINGS["when"]}
     assert rendered <= allowed
