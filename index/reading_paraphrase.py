@@ -91,7 +91,8 @@ def _words(template: str) -> list[str]:
     return re.findall(r"[a-z]+|\{e\}", template.lower())
 
 
-def _trigrams(template: str) -> set[tuple[str, ...]]:
+def word_trigrams(template: str) -> set[tuple[str, ...]]:
+    """The lower-cased word trigrams of `template`, {e} one word (also `index.wiki_qa`'s check)."""
     w = _words(template)
     return {tuple(w[i : i + 3]) for i in range(len(w) - 2)}
 
@@ -101,9 +102,9 @@ def check_template(template: str, rel: Relation) -> None:
     `rel` says: a word trigram of theirs that the training forms lack, or the same words after
     the first."""
     held = rel.held_out_wordings
-    trained = set().union(*(_trigrams(rel.questions[f]) for f in TRAIN_QUESTION_FORMS))
-    forbidden = set().union(*(_trigrams(h) for h in held)) - trained
-    shared = _trigrams(template) & forbidden
+    trained = set().union(*(word_trigrams(rel.questions[f]) for f in TRAIN_QUESTION_FORMS))
+    forbidden = set().union(*(word_trigrams(h) for h in held)) - trained
+    shared = word_trigrams(template) & forbidden
     if shared:
         raise ValueError(f"{template!r} shares {sorted(shared)} with a held-out wording of {rel.name!r}")
     if any(_words(template)[1:] == _words(h)[1:] for h in held):

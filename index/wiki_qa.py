@@ -47,7 +47,7 @@ from functools import cache
 
 from index.corpus import Document, NamedSource, SkippedInput
 from index.leakage import without_heldout_leads
-from index.reading_paraphrase import _trigrams
+from index.reading_paraphrase import word_trigrams
 from index.reading_world import KINDS, TRAIN_QUESTION_FORMS
 from index.wiki_vital import read_wiki_vital, wiki_vital_path
 
@@ -277,14 +277,14 @@ def _forbidden_trigrams() -> frozenset[tuple[str, ...]]:
     held, trained = set(), set()
     for kind in KINDS:
         for rel in kind.relations:
-            held |= set().union(*(_trigrams(h) for h in rel.held_out_wordings))
-            trained |= set().union(*(_trigrams(rel.questions[f]) for f in TRAIN_QUESTION_FORMS))
+            held |= set().union(*(word_trigrams(h) for h in rel.held_out_wordings))
+            trained |= set().union(*(word_trigrams(rel.questions[f]) for f in TRAIN_QUESTION_FORMS))
     return frozenset(held - trained)
 
 
 def check_question(question: str, subject: str) -> bool:
     """True if `question` (the subject as {e}) shares no held-out trigram of the reading set."""
-    return not (_trigrams(question.replace(subject, "{e}")) & _forbidden_trigrams())
+    return not (word_trigrams(question.replace(subject, "{e}")) & _forbidden_trigrams())
 
 
 def render(fact: Fact, subject: str, person: bool, rng: random.Random) -> str | None:
