@@ -260,9 +260,9 @@ def lead_facts(title: str, text: str) -> tuple[str, bool, list[Fact]]:
         if (fact.kind, fact.answer) not in answers_seen and fact.answer.lower() not in subject.lower():
             answers_seen.add((fact.kind, fact.answer))
             unique.append(fact)
-    # Two leads in three give a definition ("What is X?" -> what follows "X is"), the copy after an
-    # exact match the reader already does; half of those with nothing else are left out, so the
-    # facts read from later sentences are not outnumbered.
+    # Most leads a rule reads give only their definition ("What is X?" -> what follows "X is", the
+    # copy after an exact match the reader already does); half of those are left out, so that the
+    # facts read from later sentences are not outnumbered further.
     if (
         all(f.kind == "definition" for f in unique)
         and random.Random(f"{SEED}:{title}").random() >= DEFINITION_SHARE
