@@ -9,9 +9,11 @@ passages through `POST /v1/documents`, asks every question through `POST /v1/com
 chat through `POST /v1/chat/completions`) and scores what the model
 says first (`retro.scoring.answer_first`), four ways:
 
-- `served`: the model's own settings (for `models/demo`, the first token's copy bias and lookahead);
+- `served`: the model's own settings (for `models/demo`, the first token's copy bias, lookahead and
+  span reader);
+- `no span reader`: the request's `retrieval.span_weight: 0` (the RETRO decoder reads alone);
 - `no lookahead`: the request's `first_candidates: 0`;
-- `as trained`: `first_candidates: 0` and `retrieval.first_copy_bias: 0`;
+- `as trained`: `first_candidates: 0`, `retrieval.first_copy_bias: 0` and `retrieval.span_weight: 0`;
 - `retrieval off`: `retrieval.enabled: false`.
 
 "passage retrieved" says whether the question's passage was among the neighbours of the prompt's
@@ -39,8 +41,9 @@ from pathlib import Path
 DATA = Path(__file__).resolve().parent / "data" / "fresh_passages.jsonl"
 VARIANTS = {
     "served": {},
+    "no span reader": {"retrieval": {"span_weight": 0}},
     "no lookahead": {"first_candidates": 0},
-    "as trained": {"first_candidates": 0, "retrieval": {"first_copy_bias": 0}},
+    "as trained": {"first_candidates": 0, "retrieval": {"first_copy_bias": 0, "span_weight": 0}},
     "retrieval off": {"retrieval": {"enabled": False}},
 }
 

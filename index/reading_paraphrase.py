@@ -134,7 +134,7 @@ def templates(kind: str, relation: str) -> tuple[tuple[str, ...], ...]:
     return tuple(out)
 
 
-def _ask(kind: str, rel: Relation, name: str, rng: random.Random) -> str:
+def ask_paraphrase(kind: str, rel: Relation, name: str, rng: random.Random) -> str:
     """A core drawn uniformly; bare with probability BARE_SHARE, else in one of its wrappers."""
     variants = rng.choice(templates(kind, rel.name))
     template = variants[0] if rng.random() < BARE_SHARE else rng.choice(variants[1:])
@@ -151,14 +151,15 @@ def documents() -> list[Document]:
         for i in range(DOCS_PER_ENTITY):
             rng.shuffle(relations)
             qa = " ".join(
-                f"{_ask(entity.kind, rel, entity.name, rng)} {entity.facts[rel.name]}." for rel in relations
+                f"{ask_paraphrase(entity.kind, rel, entity.name, rng)} {entity.facts[rel.name]}."
+                for rel in relations
             )
             docs.append(
                 Document(f"reading-qa/{slug}/para{i}", qa, source="reading-qa-para", title=entity.name)
             )
         turns = [rng.choice(TRAIN_SYSTEM_PROMPTS)]
         for rel in rng.sample(relations, rng.randint(1, 3)):
-            turns += [_ask(entity.kind, rel, entity.name, rng), f"{entity.facts[rel.name]}."]
+            turns += [ask_paraphrase(entity.kind, rel, entity.name, rng), f"{entity.facts[rel.name]}."]
         chat = " ".join(turns)
         docs.append(Document(f"reading-chat/{slug}/para", chat, source="reading-qa-para", title=entity.name))
     return docs

@@ -45,6 +45,7 @@ from retro.generate import RetroLanguageModel
 from retro.language_model import Retrieve
 from retro.model import DecodeCache, Retro
 from retro.sampling import SamplingParams, sample_tokens
+from retro.span_reader import SpanReader
 
 log = logging.getLogger(__name__)
 
@@ -426,12 +427,13 @@ class BatchedRetroLanguageModel(RetroLanguageModel):
         query_tokens: int | None = None,
         first_copy_bias: float | None = None,
         first_candidates: int | None = None,
+        span_reader: SpanReader | None = None,
         *,
         retrieve_many: RetrieveMany = retrieve_each,
         on_step: Callable[[int], None] | None = None,
         name: str = "retro",
     ):
-        super().__init__(model, tokenizer, query_tokens, first_copy_bias, first_candidates)
+        super().__init__(model, tokenizer, query_tokens, first_copy_bias, first_candidates, span_reader)
         model.eval()
         self.engine = BatchEngine(
             model,
@@ -445,7 +447,13 @@ class BatchedRetroLanguageModel(RetroLanguageModel):
     def of(cls, lm: RetroLanguageModel, **options) -> BatchedRetroLanguageModel:
         """The same network, tokenizer and retrieval window as `lm`, decoded in batches."""
         return cls(
-            lm.model, lm.tokenizer, lm.query_tokens, lm.first_copy_bias, lm.first_candidates, **options
+            lm.model,
+            lm.tokenizer,
+            lm.query_tokens,
+            lm.first_copy_bias,
+            lm.first_candidates,
+            lm.span_reader,
+            **options,
         )
 
     def close(self) -> None:
@@ -469,6 +477,7 @@ class BatchedRetroLanguageModel(RetroLanguageModel):
             cache_for=lambda n: model.new_cache(1, max_len=n),
             query_from=query_from,
             first_copy_bias=params.first_copy_bias,
+            span_weight=params.span_weight,
         )
         token = self.first_token(last, cache, params, generator, retrieve is not None)
         yield token

@@ -31,7 +31,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -79,11 +79,13 @@ def save_checkpoint(
     meta: dict | None = None,
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
     dtype: torch.dtype | None = None,
+    extra_files: Sequence[Path] = (),
 ) -> Path:
     """Writes the checkpoint atomically; `meta` is free-form JSON (training command, data, figures).
 
     `dtype` (e.g. torch.float16) stores floating-point weights in that type, to halve a published
-    checkpoint; `load_checkpoint` casts them back to the model's float32 parameters.
+    checkpoint; `load_checkpoint` casts them back to the model's float32 parameters. `extra_files`
+    are copied in beside the weights (the span reader's, `retro.span_reader.FILE`), in the same swap.
     """
     folder = Path(folder)
     if tokenizer.vocab_size > model.config.vocab_size:
@@ -120,6 +122,8 @@ def save_checkpoint(
         }
         (tmp / CONFIG_FILE).write_text(json.dumps(body, indent=2, sort_keys=True))
         tokenizer.save(tmp)
+        for extra in extra_files:
+            shutil.copyfile(extra, tmp / Path(extra).name)
         _apply_umask(tmp)
         replace_folder(tmp, folder)
     except BaseException:

@@ -89,6 +89,12 @@ class RetroConfig:
     # rounds). 0 (or 1): the argmax. Greedy decoding's first token only; shapes no parameter. Set by
     # `retro export --first-candidates N`.
     inference_first_candidates: int = 0
+    # The span reader (`retro.span_reader`, its weights a file beside the checkpoint): the first token
+    # of a generation with retrieval gets weight * max(log p, floor) added for the reader's
+    # probability p that the answer starts at a neighbour token of that id (docs/design.md,
+    # twenty-second round). 0: off (also when the folder has no reader). Shapes no parameter.
+    inference_span_weight: float = 0.0
+    inference_span_floor: float = -5.0
     # Whole-word meanings (`retro.word_meaning`): every decoder and neighbour token also gets a
     # learned projection of MiniLM's vector (PCA to word_dim) of the word it ends so far, from a
     # frozen table of word_rows words under word_keys token spellings stored in the checkpoint; so a
@@ -159,6 +165,11 @@ class RetroConfig:
         candidates = self.inference_first_candidates
         if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 0:
             problems.append(f"inference_first_candidates must be a whole number >= 0; got {candidates!r}")
+        weight, floor = self.inference_span_weight, self.inference_span_floor
+        if not 0 <= weight < float("inf"):
+            problems.append(f"inference_span_weight must be a finite number >= 0; got {weight}")
+        if not -float("inf") < floor <= 0:
+            problems.append(f"inference_span_floor must be a finite number <= 0; got {floor}")
         if self.in_context and self.inference_query_tokens is not None:
             problems.append("inference_query_tokens is for RETRO's chunk queries, not an in_context model")
         if self.in_context and self.inference_neighbours is not None:
@@ -221,6 +232,8 @@ class RetroConfig:
             del d["inference_first_copy_bias"]  # likewise: written only when on
         if not d["inference_first_candidates"]:
             del d["inference_first_candidates"]  # likewise
+        if not d["inference_span_weight"]:
+            del d["inference_span_weight"], d["inference_span_floor"]  # likewise
         return d
 
     def to_json(self) -> str:

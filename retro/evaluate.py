@@ -428,6 +428,7 @@ def evaluate_facts(
     use_retrieval: bool = True,
     max_new_tokens: int = 16,
     query_tokens: int | None = None,
+    span_reader=None,
 ) -> FactAccuracy:
     """Greedy answers (temperature 0) to each pair's completion or question prompt, scored by what
     the model says first (`retro.scoring`: no credit for an answer the prompt already holds).
@@ -443,7 +444,7 @@ def evaluate_facts(
     if retrieving and retriever is None:
         raise ValueError("use_retrieval=True needs a retriever")
     retrieve = make_retrieve(retriever, model.config.neighbours_at_inference) if retrieving else None
-    language_model = language_model_for(model, tokenizer, query_tokens) if is_retro else model
+    language_model = language_model_for(model, tokenizer, query_tokens, span_reader) if is_retro else model
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, seed=0)
     result = FactAccuracy(style, retrieving, n=0, correct=0, completion_tokens=0, seconds=0.0)
     for pair in pairs:

@@ -171,6 +171,7 @@ def evaluate_model(
     validation: list | None = None,
     reading_items: list | None = None,
     query_tokens: int | None = None,
+    span_reader=None,
 ) -> dict:
     """All numbers for one model: bpb per mode, fact accuracy per (set, prompt style, retrieval),
     and the reading set's summary and answers when `reading_items` are given.
@@ -203,7 +204,7 @@ def evaluate_model(
                 setting = f"{style}, retrieval {'on' if use_retrieval else 'off'}"
                 acc = evaluate_facts(
                     model, tokenizer, retriever, pairs, style=style, use_retrieval=use_retrieval,
-                    query_tokens=query_tokens,
+                    query_tokens=query_tokens, span_reader=span_reader,
                 )  # fmt: skip
                 settings[setting] = acc.to_dict(with_answers=True)
                 said = f"{acc.accuracy:.1%} of {acc.n} first, {acc.contained} contain it"
@@ -220,12 +221,20 @@ def evaluate_model(
         decode["seconds_per_answer"] = decode["seconds"] / decode["answers"]
         decode["setting"] = main_setting
     if reading_items:
-        result["reading"] = evaluate_reading(model, tokenizer, retriever, reading_items, log, query_tokens)
+        result["reading"] = evaluate_reading(
+            model, tokenizer, retriever, reading_items, log, query_tokens, span_reader
+        )
     return result
 
 
 def evaluate_reading(
-    model, tokenizer, retriever, items: list, log=print, query_tokens: int | None = None
+    model,
+    tokenizer,
+    retriever,
+    items: list,
+    log=print,
+    query_tokens: int | None = None,
+    span_reader=None,
 ) -> dict:
     """The reading set's items, greedy, in every retrieval setting: {"summary", "answers"}."""
     from retro.in_context import language_model_for
@@ -234,7 +243,7 @@ def evaluate_reading(
     from retro.sampling import SamplingParams
 
     is_retro = isinstance(model, Retro)
-    language_model = language_model_for(model, tokenizer, query_tokens) if is_retro else model
+    language_model = language_model_for(model, tokenizer, query_tokens, span_reader) if is_retro else model
     params = SamplingParams(max_new_tokens=READING_MAX_NEW_TOKENS, temperature=0.0, seed=0)
 
     def answer(prompt: str, retrieve, query_start: int = 0) -> str:
@@ -362,6 +371,7 @@ def _evaluate(
     from retro.checkpoint import load_checkpoint
     from retro.evaluate import training_tokens
     from retro.in_context import language_model_for
+    from retro.span_reader import load_span_reader
 
     if not runs:
         raise ValueError("give at least one run folder (a retro checkpoint)")
@@ -464,10 +474,19 @@ def _evaluate(
         # the greedy first token's lookahead (retro.first_token)
         if model.config.inference_first_candidates > 1:
             entry["first_candidates"] = model.config.inference_first_candidates
+        span_reader = load_span_reader(run) if model.config.uses_retrieval else None
+        if span_reader is not None and model.config.inference_span_weight:  # retro.span_reader
+            trained = sum(p.numel() for p in span_reader.trained_state().values())
+            entry["span_reader"] = {
+                "weight": model.config.inference_span_weight,
+                "floor": model.config.inference_span_floor,
+                "parameters_trained": trained,  # the adapters and the head
+                "parameters_frozen": sum(p.numel() for p in span_reader.parameters()) - trained,  # MiniLM
+            }
         entry.update(
             evaluate_model(
                 model, tokenizer, retriever, fact_sets, bpb_documents, log, validation, reading_items,
-                query_tokens,
+                query_tokens, span_reader,
             )
         )  # fmt: skip
         results["models"][name] = entry

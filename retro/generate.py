@@ -38,6 +38,7 @@ from retro.first_token import lookahead_choice, uses_lookahead
 from retro.language_model import LanguageModel, Retrieve, fit_neighbours
 from retro.model import DecodeCache, Retro
 from retro.sampling import SamplingParams, sample_token
+from retro.span_reader import SpanReader, first_token_bias
 
 
 class RetroNetworkModel(LanguageModel):
@@ -88,6 +89,7 @@ class RetroLanguageModel(RetroNetworkModel):
         query_tokens: int | None = None,
         first_copy_bias: float | None = None,
         first_candidates: int | None = None,
+        span_reader: SpanReader | None = None,
     ):
         m = model.config.chunk_size
         if query_tokens is not None and query_tokens < m:
@@ -105,6 +107,9 @@ class RetroLanguageModel(RetroNetworkModel):
         # how many first-token candidates greedy decoding weighs (RetroConfig.inference_first_candidates)
         own = model.config.inference_first_candidates
         self.first_candidates = own if first_candidates is None else first_candidates
+        # the span reader's pull on the first token (RetroConfig.inference_span_weight): None = off
+        self.span_reader = span_reader if model.config.uses_retrieval else None
+        self.span_weight = model.config.inference_span_weight if self.span_reader is not None else None
 
     @property
     def uses_retrieval(self) -> bool:
@@ -140,6 +145,7 @@ class RetroLanguageModel(RetroNetworkModel):
         cache_for=None,
         query_from: int = 0,
         first_copy_bias: float | None = None,
+        span_weight: float | None = None,
     ):
         """The prompt padded, retrieved for and prefilled: (ids, next-token log-probs with <pad>
         excluded, cache, query). `ids` is the padded prompt, which decoding extends; `query(end)` is
@@ -147,7 +153,8 @@ class RetroLanguageModel(RetroNetworkModel):
         token `query_from` once the chunk ends past it. `search(retrieve, texts)` runs
         the prompt's search (default: `retrieve` itself) and `cache_for(n_tokens)` makes the cache
         (default: the model's full-length one): the batched decoder (`retro.batch_engine`) routes
-        both through its engine. `first_copy_bias` (a request's) overrides this model's own."""
+        both through its engine. `first_copy_bias` and `span_weight` (a request's) override this
+        model's own."""
         model, cfg, m = self.model, self.model.config, self.model.config.chunk_size
         model.eval()
         padding = (-len(prompt_ids)) % m if retrieve is not None else 0
@@ -170,8 +177,26 @@ class RetroLanguageModel(RetroNetworkModel):
             torch.tensor([ids], device=self.device), prompt_neighbours, cache, bias
         )
         last = logprobs[0, -1]
+        weight = cfg.inference_span_weight if span_weight is None else span_weight
+        if self.span_reader is not None and prompt_neighbours is not None and weight > 0:
+            last = self._span_biased(last, prompt_ids[query_from:], prompt_neighbours[0, -1], weight)
         last[cfg.pad_id] = float("-inf")  # padding is never an answer
         return ids, last, cache, query
+
+    def _span_biased(self, last: torch.Tensor, question_ids: list[int], neighbours, weight: float):
+        """`last` with the span reader's bias added (`retro.span_reader.first_token_bias`), renormalised."""
+        pad = self.model.config.pad_id
+        rows = [[int(t) for t in row if t != pad] for row in neighbours.tolist()]
+        bias = first_token_bias(
+            self.span_reader,
+            self.tokenizer.decode(question_ids),
+            rows,
+            self.tokenizer,
+            last.shape[0],
+            weight,
+            self.model.config.inference_span_floor,
+        )
+        return torch.log_softmax(last + bias.to(last), dim=-1)
 
     def first_token(
         self,
@@ -201,7 +226,11 @@ class RetroLanguageModel(RetroNetworkModel):
     ) -> Iterator[int]:
         model, cfg, m = self.model, self.model.config, self.model.config.chunk_size
         ids, last, cache, query = self.prefilled(
-            prompt_ids, retrieve, query_from=query_from, first_copy_bias=params.first_copy_bias
+            prompt_ids,
+            retrieve,
+            query_from=query_from,
+            first_copy_bias=params.first_copy_bias,
+            span_weight=params.span_weight,
         )
         device = self.device
         token = self.first_token(last, cache, params, generator, retrieve is not None)

@@ -48,6 +48,7 @@ from retro.generate import RetroLanguageModel, RetroNetworkModel
 from retro.language_model import LanguageModel, PromptTooLongError, Retrieve, fit_neighbours
 from retro.model import Retro
 from retro.sampling import SamplingParams
+from retro.span_reader import SpanReader
 
 PASSAGE_OPEN = "Passage:"
 PASSAGE_CLOSE = "\n"
@@ -232,11 +233,14 @@ class InContextLanguageModel(RetroNetworkModel):
             close()
 
 
-def language_model_for(model: Retro, tokenizer, query_tokens: int | None = None) -> LanguageModel:
-    """A `Retro` network as the language model it is: retrieval in the prompt or RETRO/plain."""
+def language_model_for(
+    model: Retro, tokenizer, query_tokens: int | None = None, span_reader: SpanReader | None = None
+) -> LanguageModel:
+    """A `Retro` network as the language model it is: retrieval in the prompt or RETRO/plain (with
+    the span reader stored beside it, if any: `retro.span_reader.load_span_reader`)."""
     if model.config.in_context:
         return InContextLanguageModel(model, tokenizer, query_tokens)
-    return RetroLanguageModel(model, tokenizer, query_tokens)
+    return RetroLanguageModel(model, tokenizer, query_tokens, span_reader=span_reader)
 
 
 # ----------------------------------------------------------------------------------------------

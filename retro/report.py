@@ -182,6 +182,16 @@ def markdown(results: dict) -> str:
         own = ("RETRO", "no-retrieval baseline", "retrieval in prompt")
         counts = [m.get("first_candidates", 1 if m.get("kind") in own else None) for m in models]
         rows.append(("first token: candidates weighed by lookahead", [_fmt(c, "int") for c in counts]))
+    if any("span_reader" in m for m in models):  # retro.span_reader: MiniLM's pull on the first token
+        readers = [m.get("span_reader") for m in models]
+        cells = [
+            "-"
+            if r is None
+            else f"weight {r['weight']:g}, floor {r['floor']:g}; {r['parameters_trained']:,} trained "
+            f"+ {r['parameters_frozen']:,} frozen (MiniLM) parameters"
+            for r in readers
+        ]
+        rows.append(("first token: span reader", cells))
     for mode, label in BPB_LABELS.items():
         if any(mode in m.get("bpb", {}) for m in models):
             rows.append((label, [_fmt(m.get("bpb", {}).get(mode, {}).get("bpb")) for m in models]))

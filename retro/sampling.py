@@ -34,6 +34,9 @@ class SamplingParams:
     # lookahead (`RetroConfig.inference_first_candidates`, `retro.first_token`); 0 or 1: the argmax;
     # None: the model's own; the Hugging Face comparison model ignores it
     first_candidates: int | None = None
+    # the span reader's weight on the first token of a generation with retrieval
+    # (`RetroConfig.inference_span_weight`, `retro.span_reader`); 0: off; None: the model's own
+    span_weight: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -51,6 +54,8 @@ class SamplingParams:
             raise ValueError("stop strings must be non-empty strings")
         if self.first_copy_bias is not None and not 0 <= self.first_copy_bias < float("inf"):
             raise ValueError(f"first_copy_bias must be a finite number >= 0; got {self.first_copy_bias}")
+        if self.span_weight is not None and not 0 <= self.span_weight < float("inf"):
+            raise ValueError(f"span_weight must be a finite number >= 0; got {self.span_weight}")
         candidates = self.first_candidates
         whole = isinstance(candidates, int) and not isinstance(candidates, bool)
         if candidates is not None and not (whole and candidates >= 0):

@@ -271,6 +271,8 @@ FREE_FIELDS = frozenset(
         "inference_query_tokens",
         "inference_first_copy_bias",
         "inference_first_candidates",
+        "inference_span_weight",
+        "inference_span_floor",
     }
 )
 

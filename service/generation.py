@@ -125,6 +125,7 @@ def prepare(
             seed=request.seed if seed is None else seed,
             stop=request.stop_strings,
             first_copy_bias=request.retrieval.first_copy_bias,
+            span_weight=request.retrieval.span_weight,
             first_candidates=request.first_candidates,
         )
     except ValueError as e:

@@ -16,6 +16,7 @@ from retro.checkpoint import load_checkpoint
 from retro.hf_model import is_hf_model_folder, load_hf_model
 from retro.in_context import language_model_for
 from retro.language_model import LanguageModel
+from retro.span_reader import load_span_reader
 
 
 @dataclass
@@ -37,7 +38,7 @@ def load_language_model(path: Path, device: str = "cpu") -> LanguageModel:
     if is_hf_model_folder(path):
         return load_hf_model(path, device=device)
     model, tokenizer, _meta = load_checkpoint(path, device=device)
-    return language_model_for(model, tokenizer)
+    return language_model_for(model, tokenizer, span_reader=load_span_reader(path))
 
 
 def load_served_model(path: Path, model_id: str, device: str = "cpu") -> ServedModel:

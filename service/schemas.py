@@ -32,6 +32,14 @@ class RetrievalOptions(BaseModel):
         "answer's first token; 0: the model as trained; default: the model's own "
         "(inference_first_copy_bias); models without a copy head ignore it",
     )
+    span_weight: float | None = Field(
+        None,
+        ge=0,
+        allow_inf_nan=False,
+        description="weight of the span reader (a fine-tuned MiniLM that points at where the answer "
+        "starts in the neighbours) on the answer's first token; 0: off; default: the model's own "
+        "(inference_span_weight); models without a span reader ignore it",
+    )
 
 
 class SamplingFields(BaseModel):

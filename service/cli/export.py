@@ -1,8 +1,9 @@
 """`retro export`: a run's checkpoint without its training state, in smaller shards or a smaller type,
 optionally with inference defaults set in its config: the k its generations retrieve (`--neighbours`),
 the tokens a chunk's query holds (`--query-tokens`), the first token's copy bias (`--first-copy-bias`)
-and how many first-token candidates greedy decoding weighs by one token of lookahead
-(`--first-candidates`).
+how many first-token candidates greedy decoding weighs by one token of lookahead
+(`--first-candidates`), and the span reader stored beside it with its weight on the first token
+(`--span-reader`, `--span-weight`, `--span-floor`; a folder that holds a reader passes it on).
 
 The files are written by `retro.checkpoint.save_checkpoint` (the same format a run folder holds),
 so an exported folder loads wherever a checkpoint does; weights are cast back to float32 on load.
@@ -50,6 +51,24 @@ def export_command(
         "plus its best next token's is highest (the config's inference_first_candidates; 0 or 1: the "
         "argmax; default: as in the run)",
     ),
+    span_reader: Path | None = typer.Option(
+        None,
+        "--span-reader",
+        help="a `retro reader train` folder (or its span_reader.safetensors) to store beside the "
+        "checkpoint (default: the one the run folder holds, if any)",
+    ),
+    span_weight: float | None = typer.Option(
+        None,
+        "--span-weight",
+        help="the span reader's weight on a generation's first token (the config's "
+        "inference_span_weight; 0: off; default: as in the run)",
+    ),
+    span_floor: float | None = typer.Option(
+        None,
+        "--span-floor",
+        help="the lowest log-probability the span reader's bias counts, <= 0 (the config's "
+        "inference_span_floor; default: as in the run)",
+    ),
 ) -> None:
     """Writes a run's checkpoint without its training state, in smaller shards or a smaller type."""
     import torch
@@ -89,9 +108,47 @@ def export_command(
         if first_candidates < 0:
             fail(f"--first-candidates must be >= 0; got {first_candidates}")
         model.config = model.config.replace(inference_first_candidates=first_candidates)  # decoding only
+    reader_file = _span_reader_file(run, span_reader)
+    if span_weight is not None or span_floor is not None:
+        if reader_file is None:
+            fail("--span-weight and --span-floor need a span reader: give --span-reader FOLDER")
+        if span_weight is not None and not 0 <= span_weight < float("inf"):
+            fail(f"--span-weight must be a finite number >= 0; got {span_weight}")
+        if span_floor is not None and not -float("inf") < span_floor <= 0:
+            fail(f"--span-floor must be a finite number <= 0; got {span_floor}")
+        changes = {"inference_span_weight": span_weight, "inference_span_floor": span_floor}
+        model.config = model.config.replace(**{k: v for k, v in changes.items() if v is not None})
+    if reader_file is not None and not model.config.uses_retrieval:
+        fail("--span-reader is for a RETRO model; this checkpoint reads no neighbours through CCA")
     meta = {**meta, "exported": {"from": str(run), "dtype": dtype}}
     save_checkpoint(
-        out, model, tokenizer, meta, max_shard_bytes=max_shard_mb * 1024 * 1024, dtype=getattr(torch, dtype)
+        out,
+        model,
+        tokenizer,
+        meta,
+        max_shard_bytes=max_shard_mb * 1024 * 1024,
+        dtype=getattr(torch, dtype),
+        extra_files=[reader_file] if reader_file is not None else [],
     )
     size = sum(p.stat().st_size for p in out.iterdir())
     console.print(f"exported {run} -> {out} ({size / 2**20:.1f} MiB, {dtype})", highlight=False)
+
+
+def _span_reader_file(run: Path, given: Path | None) -> Path | None:
+    """The span reader's weights to store: `given` (a folder holding the file, or the file), else
+    the run folder's own; checked to load as a span reader before anything is written."""
+    from retro.span_reader import FILE, describe
+
+    if given is None:
+        own = run / FILE
+        return own if own.is_file() else None
+    path = given / FILE if given.is_dir() else given
+    if not path.is_file():
+        fail(f"--span-reader: no {FILE} in {given}")
+    try:
+        meta = describe(path.parent) if path.name == FILE else None
+    except (OSError, ValueError) as e:
+        fail(f"--span-reader: {path} is not readable as safetensors: {e}")
+    if path.name != FILE or not meta or "rank" not in meta:
+        fail(f"--span-reader: {path} is not a span reader's {FILE}")
+    return path

@@ -740,3 +740,30 @@ def test_run_evaluation_generates_with_the_models_first_candidates(toy, tmp_path
     assert looking_answers != plain_answers
     assert "| first token: candidates weighed by lookahead | 5 |" in markdown(looking_results)
     assert "lookahead" not in markdown(plain_results)
+
+
+def test_run_evaluation_reads_with_the_span_reader_stored_beside_the_model(toy, tmp_path):
+    """A folder with a span reader (retro.span_reader) and a weight in its config is evaluated as
+    served: the reader's bias moves first tokens, and the report names the reader and its size."""
+    from retro.span_reader import FILE, SpanReader
+
+    torch.manual_seed(0)
+    reader = SpanReader(rank=2)
+    with torch.no_grad():  # a reader with opinions: its head and adapters away from their start
+        for name, p in reader.named_parameters():
+            if p.requires_grad:
+                p.normal_(0, 0.05 if name.endswith(".b") else 1.0)
+    weighted = copy.deepcopy(toy.model)
+    weighted.config = toy.model.config.replace(inference_span_weight=20.0, inference_span_floor=-10.0)
+    reader.save(tmp_path / FILE)
+    plain_results, plain_answers = evaluated_answers(toy, tmp_path, weighted, "plain")  # no reader file
+    run = save_checkpoint(tmp_path / "read", weighted, toy.tokenizer, extra_files=[tmp_path / FILE])
+    results = run_evaluation([run], toy.index_dir, encoder=toy.encoder, fact_sets={"one": toy.pairs},
+                             extra_documents=[], bpb_documents=[], log=lambda s: None, reading_items=[],
+                             max_general_docs=0)  # fmt: skip
+    entry = results["models"]["read"]
+    answers = [row["generated"] for one in entry["facts"]["one"].values() for row in one.get("answers", [])]
+    assert "span_reader" not in plain_results["models"]["plain"]
+    assert entry["span_reader"]["weight"] == 20.0 and entry["span_reader"]["parameters_frozen"] > 20_000_000
+    assert answers != plain_answers
+    assert "| first token: span reader | weight 20, floor -10;" in markdown(results)

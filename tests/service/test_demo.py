@@ -129,6 +129,11 @@ def test_train_runs_the_recipe_commands_into_the_data_folder(tmp_path, monkeypat
     )
     monkeypatch.setattr(demo, "TRAIN_RETRO_COMMANDS", stages)
     monkeypatch.setattr(
+        demo,
+        "TRAIN_READER_COMMAND",
+        "retro reader train --out {runs}/span-reader --steps 2 --rank 2 --no-wiki",
+    )
+    monkeypatch.setattr(
         demo, "TRAIN_BASELINE_COMMAND",
         f"retro train --preset tiny --baseline --index {{index}} --out {{runs}}/demo-baseline {tiny}",
     )  # fmt: skip
@@ -140,8 +145,9 @@ def test_train_runs_the_recipe_commands_into_the_data_folder(tmp_path, monkeypat
     paths = demo.DemoPaths(tmp_path / "data")
     models = demo.train_models(paths)
     assert models == demo.DemoModels(
-        paths.runs / "demo", paths.runs / "demo-baseline", paths.runs / "demo-rag"
+        paths.runs / "demo-served", paths.runs / "demo-baseline", paths.runs / "demo-rag"
     )
+    assert (models.retro / "span_reader.safetensors").is_file()  # the reader stored beside stage 5
     retro_dir = models.retro
     model, tokenizer, meta = load_checkpoint(retro_dir)
     baseline, baseline_tokenizer, _ = load_checkpoint(models.baseline)
