@@ -19,7 +19,10 @@ as trained), so an answer begins from the neighbours unless the vocabulary is fa
 token is the model's own mixture. A greedy generation's first token is then chosen among the
 `first_candidates` most likely (given here, else the config's `inference_first_candidates`; 0 or 1:
 the argmax) by one token of lookahead (`retro.first_token`); the batched form (`retro.batch_engine`)
-draws its first token with the same `first_token`.
+draws its first token with the same `first_token`. Before both, with a span reader given
+(`retro.span_reader`, stored beside the checkpoint) and a weight above 0 (a request's, else the
+config's `inference_span_weight`), the first token's log-probabilities get the reader's bias toward
+the neighbour tokens where it says the answer starts.
 
 A prompt shorter than a chunk must still get retrieval (docs/design.md, data flow: generation):
 with retrieval on, the prompt is left-padded with `<pad>` to a chunk boundary, so its last token
