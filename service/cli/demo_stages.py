@@ -5,7 +5,8 @@ Stages, each with a Rich progress bar and an ETA where its length is known:
 1. models: the repository's demo checkpoints (`models/demo`, `models/demo-baseline`,
    `models/demo-rag`, trained on a CPU by the recipe below), or, with `--train`, the same recipe
    run here into `DATA/runs/` (minutes on a GPU, about five hours on a 2-core CPU: five RETRO
-   stages, the 10x baseline and the retrieval-in-prompt comparator);
+   stages, the span reader, the 10x baseline and the retrieval-in-prompt comparator; the demo
+   then serves `DATA/runs/demo-served`, stage 5 exported with the reader beside it);
 2. index: the knowledge the model was trained with, without its question-and-answer training
    documents (`wiki-vital:train facts:train reading:train`: encyclopedia leads, the training facts
    and the reading set's training passages) cut and embedded with the RETRO model's own tokenizer
