@@ -27,9 +27,10 @@ MiniLM itself. Training: `retro.span_reader_train`.
 
 from __future__ import annotations
 
-import json
 import os
+from bisect import bisect_right
 from dataclasses import dataclass
+from itertools import accumulate
 from pathlib import Path
 
 import torch
@@ -62,12 +63,6 @@ class Encoded:
     offsets: list[list[tuple[int, int]]]  # each word piece's characters in its context
 
 
-def _minilm_path() -> str:
-    from index.encoder import model_path
-
-    return model_path()
-
-
 class SpanReader(nn.Module):
     """MiniLM with low-rank adapters and start / end heads (`forward` -> logits over positions)."""
 
@@ -80,8 +75,10 @@ class SpanReader(nn.Module):
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
+        from index.encoder import model_path
+
         hf_logging.disable_progress_bar()
-        path = _minilm_path()
+        path = model_path()
         self.rank = rank
         self.word_pieces = AutoTokenizer.from_pretrained(path)
         self.bert = AutoModel.from_pretrained(path)
@@ -168,30 +165,26 @@ def load_span_reader(folder: str | Path) -> SpanReader | None:
 
 
 def describe(folder: str | Path) -> dict | None:
-    """The stored reader's metadata without loading MiniLM (for `retro info`), or None."""
+    """The stored reader's metadata, read from the file's header without loading MiniLM (`retro
+    export` checks a reader with it), or None where the folder has none. ValueError: not safetensors."""
+    from safetensors import SafetensorError, safe_open
+
     path = Path(folder) / FILE
     if not path.is_file():
         return None
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        length = int.from_bytes(f.read(8), "little")
-        if not 0 < length <= size - 8:
-            raise ValueError(f"{path} is not a safetensors file")
-        header = json.loads(f.read(length))
-    if not isinstance(header, dict):
-        raise ValueError(f"{path} is not a safetensors file")
-    return header.get("__metadata__") or {}
+    try:
+        with safe_open(str(path), "pt") as f:
+            return f.metadata() or {}
+    except SafetensorError as e:
+        raise ValueError(f"{path} is not a safetensors file: {e}") from None
 
 
 # --- generation: the first token's bias -----------------------------------------------------------
 def token_texts(tokenizer, ids: list[int]) -> tuple[str, list[int]]:
     """The text of decoder tokens `ids` and each token's first character in it (a byte-level
     tokenizer's pieces decode one by one to the whole text's characters)."""
-    text, starts = "", []
-    for i in ids:
-        starts.append(len(text))
-        text += tokenizer.decode([i])
-    return text, starts
+    pieces = tokenizer.decode_batch([[i] for i in ids])
+    return "".join(pieces), list(accumulate((len(p) for p in pieces), initial=0))[:-1]
 
 
 @torch.no_grad()
@@ -205,35 +198,21 @@ def start_probabilities(
     owners = [token_texts(tokenizer, ids) for ids in neighbours]
     encoded = reader.encode([question] * len(owners), [text for text, _ in owners])
     start, _end = reader(encoded)
-    logits, targets = [], []
+    logits, targets = [start[:, 0].mean().reshape(1)], []
     for row, (ids, (_, starts)) in enumerate(zip(neighbours, owners, strict=True)):
         if not ids:
             continue
-        for pos in torch.nonzero(encoded.context[row]).flatten().tolist():
-            if pos == 0:
-                continue
-            first_char = encoded.offsets[row][pos][0]
-            # the decoder token whose characters hold first_char: the last one starting at or before it
-            k = _last_at_or_before(starts, first_char)
-            logits.append(start[row, pos])
-            targets.append(ids[k])
+        positions = torch.nonzero(encoded.context[row]).flatten()[1:]  # the context's, [CLS] left out
+        logits.append(start[row, positions])
+        for pos in positions.tolist():
+            # the decoder token holding the word piece's first character: the last starting at or before it
+            targets.append(ids[max(0, bisect_right(starts, encoded.offsets[row][pos][0]) - 1)])
     probs = torch.zeros(vocab_size)
-    if not logits:
+    if not targets:
         return probs
-    weights = torch.softmax(torch.stack([start[:, 0].mean(), *logits]), dim=0)[1:]
+    weights = torch.softmax(torch.cat(logits), dim=0)[1:]
     probs.index_add_(0, torch.tensor(targets), weights.float())
     return probs
-
-
-def _last_at_or_before(starts: list[int], char: int) -> int:
-    lo, hi = 0, len(starts)
-    while lo < hi:  # first index with start > char
-        mid = (lo + hi) // 2
-        if starts[mid] <= char:
-            lo = mid + 1
-        else:
-            hi = mid
-    return max(0, lo - 1)
 
 
 def first_token_bias(

@@ -145,10 +145,12 @@ def _span_reader_file(run: Path, given: Path | None) -> Path | None:
     path = given / FILE if given.is_dir() else given
     if not path.is_file():
         fail(f"--span-reader: no {FILE} in {given}")
+    if path.name != FILE:
+        fail(f"--span-reader: {path} is not a span reader's {FILE}")
     try:
-        meta = describe(path.parent) if path.name == FILE else None
+        meta = describe(path.parent)
     except (OSError, ValueError) as e:
         fail(f"--span-reader: {path} is not readable as safetensors: {e}")
-    if path.name != FILE or not meta or "rank" not in meta:
+    if "rank" not in meta:
         fail(f"--span-reader: {path} is not a span reader's {FILE}")
     return path

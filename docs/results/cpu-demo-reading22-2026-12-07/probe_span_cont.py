@@ -6,6 +6,7 @@ neighbours), the span's next decoder token gets $B nats added. Single-request de
 
 import os
 import sys
+from bisect import bisect_right
 
 sys.path.insert(0, "/work/main/docs/results/cpu-demo-reading3-2026-12-03")
 import reading_check  # noqa: E402
@@ -13,7 +14,7 @@ import torch  # noqa: E402
 
 import retro.generate as gen  # noqa: E402
 from retro.generate import RetroLanguageModel  # noqa: E402
-from retro.span_reader import SpanReader, _last_at_or_before, token_texts  # noqa: E402
+from retro.span_reader import SpanReader, token_texts  # noqa: E402
 
 READER = SpanReader.load(os.environ["READER"])
 W, F, B = float(os.environ.get("W", "1")), float(os.environ.get("F", "-5")), float(os.environ.get("B", "3"))
@@ -21,6 +22,10 @@ state = {"span": [], "said": []}
 _prefilled = RetroLanguageModel.prefilled
 _first_token = RetroLanguageModel.first_token
 _sample = gen.sample_token
+
+
+def _last_at_or_before(starts, char):  # retro.span_reader's rule for the decoder token holding char
+    return max(0, bisect_right(starts, char) - 1)
 
 
 @torch.no_grad()
