@@ -2,8 +2,12 @@
 
 SQuAD 2.0's objective: cross-entropy of the answer's first and last word piece among the context's
 positions and [CLS] (the target of both for an example with no answer, or whose answer the
-truncation cut off). AdamW on the adapters and the head only (MiniLM stays frozen), the learning
-rate warmed up over `WARMUP` steps (a tenth of a shorter run), then decayed linearly to zero.
+truncation cut off). Since the twenty-third round (2026-12-07) an example may carry distractor
+contexts read with the same question; its positions and theirs share one softmax, with the
+contexts' [CLS] logits averaged as the no-answer slot: the joint softmax generation uses over a
+prompt's neighbours (`joint_logits`). AdamW on the adapters and the head only (MiniLM stays
+frozen), the learning rate warmed up over `WARMUP` steps (a tenth of a shorter run), then
+decayed linearly to zero.
 
 A run folder holds `state.pt` (step, the trained weights, the optimiser, the settings and the
 random state, which MiniLM's dropout draws on), written atomically every `ckpt_every` steps: a
@@ -70,12 +74,55 @@ def targets(encoded: Encoded, batch: Sequence[SpanExample]) -> tuple[torch.Tenso
     return torch.tensor(starts), torch.tensor(ends)
 
 
+def joint_logits(logits: torch.Tensor, encoded: Encoded, rows: Sequence[int]) -> torch.Tensor:
+    """One example's logits over its contexts `rows` as generation scores them
+    (`retro.span_reader.start_probabilities`): the contexts' [CLS] logits averaged (no answer in
+    any of them), then every context position of each row in turn ([CLS] left out)."""
+    parts = [logits[list(rows), 0].mean().reshape(1)]
+    for row in rows:
+        parts.append(logits[row, torch.nonzero(encoded.context[row]).flatten()[1:]])
+    return torch.cat(parts)
+
+
 def loss_of(reader: SpanReader, batch: Sequence[SpanExample]) -> torch.Tensor:
-    encoded = reader.encode([x.question for x in batch], [x.context for x in batch])
-    start_t, end_t = targets(encoded, batch)
+    """Mean over `batch` of the start and end cross-entropies, each over one softmax across the
+    example's context and its distractors (the answer is in the context, or nowhere: slot 0)."""
+    questions, contexts, owners = [], [], []
+    for example in batch:
+        rows = list(range(len(contexts), len(contexts) + 1 + len(example.distractors)))
+        owners.append(rows)
+        for context in (example.context, *example.distractors):
+            questions.append(example.question)
+            contexts.append(context)
+    encoded = reader.encode(questions, contexts)
     start, end = reader(encoded)
+    gold = [rows[0] for rows in owners]
+    start_t, end_t = targets(_rows(encoded, gold), batch)
     cross_entropy = torch.nn.functional.cross_entropy
-    return (cross_entropy(start, start_t) + cross_entropy(end, end_t)) / 2
+    total = start.new_zeros(())
+    for rows, s, e in zip(owners, start_t.tolist(), end_t.tolist(), strict=True):
+        # the gold context is the first of `rows`: its position p is slot p of the joint vector
+        # (slot 0 the averaged [CLS], then the context positions from 1 on)
+        s_slot = _slot(encoded, rows[0], s)
+        e_slot = _slot(encoded, rows[0], e)
+        total = total + cross_entropy(joint_logits(start, encoded, rows), torch.tensor(s_slot))
+        total = total + cross_entropy(joint_logits(end, encoded, rows), torch.tensor(e_slot))
+    return total / (2 * len(batch))
+
+
+def _slot(encoded: Encoded, row: int, pos: int) -> int:
+    """The joint-vector slot of word piece `pos` of the first context `row` (0: no answer)."""
+    if pos == 0:
+        return 0
+    return 1 + int(encoded.context[row, 1:pos].sum())
+
+
+def _rows(encoded: Encoded, rows: list[int]) -> Encoded:
+    return Encoded(
+        {k: v[rows] for k, v in encoded.inputs.items()},
+        encoded.context[rows],
+        [encoded.offsets[r] for r in rows],
+    )
 
 
 def _schedule(steps: int) -> Callable[[int], float]:

@@ -7,7 +7,14 @@ import torch
 
 from index.span_examples import SpanExample
 from retro.span_reader import FILE, SpanReader
-from retro.span_reader_train import ReaderTrainSettings, loss_of, targets, train_span_reader
+from retro.span_reader_train import (
+    ReaderTrainSettings,
+    _slot,
+    joint_logits,
+    loss_of,
+    targets,
+    train_span_reader,
+)
 
 
 def example(question: str, context: str, answer: str | None) -> SpanExample:
@@ -86,3 +93,36 @@ def test_bad_settings_are_refused(tmp_path):
         train_span_reader(tmp_path, EXAMPLES, ReaderTrainSettings(steps=0))
     with pytest.raises(ValueError, match="no training examples"):
         train_span_reader(tmp_path, [], ReaderTrainSettings(steps=1))
+
+
+def test_an_example_and_its_distractors_share_one_softmax_as_generation_reads_them(reader):
+    gold = example("Who built the bridge?", "The bridge was built by Gideon Rusk in 1840.", "Gideon Rusk")
+    other = "The old bridge was built by Ada Brisk in 1790."
+    enc = reader.encode([gold.question] * 2, [gold.context, other])
+    with torch.no_grad():
+        start, end = reader(enc)
+        joint = joint_logits(start, enc, [0, 1])
+    # slot 0 is the contexts' [CLS] averaged; then every context position of each row in turn
+    assert joint[0] == start[:, 0].mean()
+    positions = [int(p) for p in torch.nonzero(enc.context[0]).flatten()[1:]]
+    for pos in positions:
+        assert joint[_slot(enc, 0, pos)] == start[0, pos]
+    assert len(joint) == 1 + len(positions) + int(enc.context[1].sum()) - 1
+    s, e = (int(t[0]) for t in targets(enc, [gold]))
+    with torch.no_grad():
+        want = (
+            -(
+                torch.log_softmax(joint, 0)[_slot(enc, 0, s)]
+                + torch.log_softmax(joint_logits(end, enc, [0, 1]), 0)[_slot(enc, 0, e)]
+            )
+            / 2
+        )
+        got = loss_of(reader, [SpanExample(gold.question, gold.context, gold.answer, gold.start, (other,))])
+    torch.testing.assert_close(got, want)
+    # without distractors the joint softmax is SQuAD's own over one context
+    alone = reader.encode([gold.question], [gold.context])
+    with torch.no_grad():
+        s1, e1 = reader(alone)
+        st, et = targets(alone, [gold])
+        squad = (torch.nn.functional.cross_entropy(s1, st) + torch.nn.functional.cross_entropy(e1, et)) / 2
+        torch.testing.assert_close(loss_of(reader, [gold]), squad)
