@@ -45,7 +45,7 @@ from retro.generate import RetroLanguageModel
 from retro.language_model import Retrieve
 from retro.model import DecodeCache, Retro
 from retro.sampling import SamplingParams, sample_tokens
-from retro.span_reader import SpanReader
+from retro.span_reader import SpanFollower, SpanReader
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +88,12 @@ def whole_text_wanted():
 class _Row:
     """One request in the engine: what it samples with, its decoder row, the tokens it has drawn."""
 
-    def __init__(self, cache, retrieve, query, ids, params, generator, first_token: int, eos_id):
+    def __init__(
+        self, cache, retrieve, query, ids, params, generator, first_token: int, eos_id, follower=None
+    ):
         self.cache: DecodeCache | None = cache  # until it joins the batch
+        # the span reader's span, followed after the first token (retro.span_reader.SpanFollower)
+        self.follower: SpanFollower | None = follower
         self.decoded: DecodeRow | None = None
         self.retrieve, self.query, self.ids = retrieve, query, ids
         self.params, self.generator, self.eos_id = params, generator, eos_id
@@ -159,11 +163,14 @@ class BatchEngine:
         self._fetcher.start()
 
     # --- what a request's thread calls -----------------------------------------------------------
-    def open(self, cache: DecodeCache, retrieve, query, ids, params, generator, first_token, eos_id) -> _Row:
+    def open(
+        self, cache: DecodeCache, retrieve, query, ids, params, generator, first_token, eos_id, follower=None
+    ) -> _Row:
         """A prefilled request whose first token (drawn from the prefill) is `first_token`; it
         joins the batch at the next step. `query(end)` is the retrieval text of the chunk ending
-        (exclusive) at position `end` of `ids`, which the engine extends with each fed token."""
-        row = _Row(cache, retrieve, query, ids, params, generator, first_token, eos_id)
+        (exclusive) at position `end` of `ids`, which the engine extends with each fed token.
+        `follower` (told the first token already) biases each step's row as `SpanFollower.biased`."""
+        row = _Row(cache, retrieve, query, ids, params, generator, first_token, eos_id, follower)
         ids.append(first_token)  # `ids` holds every token up to the one to feed next
         with self._cond:
             if self._closed:
@@ -302,12 +309,17 @@ class BatchEngine:
                 neighbours,
             )
             out[:, self.pad_id] = float("-inf")  # padding is never an answer
+            for b, row in enumerate(batch):
+                if row.follower is not None and row.follower.pulling:
+                    out[b] = row.follower.biased(out[b])
             tokens = self._sample(batch, out)
         except BaseException as e:
             self._fail(batch, e)
             return
         self._on_step(len(batch))
         for row, token in zip(batch, tokens, strict=True):
+            if row.follower is not None:
+                row.follower.saw(token)
             row.next_token = token
             row.ids.append(token)
             row.produced += 1
@@ -470,7 +482,7 @@ class BatchedRetroLanguageModel(RetroLanguageModel):
         # The prefill as `RetroLanguageModel` does it, in this request's thread (the prompt's search
         # joins the engine's other searches waiting at that moment); then every step in the batch.
         model, cfg = self.model, self.model.config
-        ids, last, cache, query = self.prefilled(
+        ids, last, cache, query, span = self.prefilled(
             prompt_ids,
             retrieve,
             search=self.engine.retrieve,
@@ -483,7 +495,9 @@ class BatchedRetroLanguageModel(RetroLanguageModel):
         yield token
         if len(ids) >= cfg.max_seq_len or token == self.eos_id or params.max_new_tokens <= 1:
             return  # a caller of `stream` asks for nothing after these
-        row = self.engine.open(cache, retrieve, query, ids, params, generator, token, self.eos_id)
+        follower = self.span_follower(span, params)
+        follower.saw(token)
+        row = self.engine.open(cache, retrieve, query, ids, params, generator, token, self.eos_id, follower)
         try:
             yield from self.engine.tokens(row)
         finally:

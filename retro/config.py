@@ -95,6 +95,11 @@ class RetroConfig:
     # twenty-second round). 0: off (also when the folder has no reader). Shapes no parameter.
     inference_span_weight: float = 0.0
     inference_span_floor: float = -5.0
+    # After the first token, while the generation has said the reader's best span so far, the span's
+    # next token gets this many nats (`retro.span_reader.SpanFollower`; docs/design.md,
+    # twenty-third round): a value the reader started is finished as its neighbour writes it.
+    # 0: off. Needs the reader at work (inference_span_weight > 0). Shapes no parameter.
+    inference_span_follow: float = 0.0
     # Whole-word meanings (`retro.word_meaning`): every decoder and neighbour token also gets a
     # learned projection of MiniLM's vector (PCA to word_dim) of the word it ends so far, from a
     # frozen table of word_rows words under word_keys token spellings stored in the checkpoint; so a
@@ -170,6 +175,10 @@ class RetroConfig:
             problems.append(f"inference_span_weight must be a finite number >= 0; got {weight}")
         if not -float("inf") < floor <= 0:
             problems.append(f"inference_span_floor must be a finite number <= 0; got {floor}")
+        if not 0 <= self.inference_span_follow < float("inf"):
+            problems.append(
+                f"inference_span_follow must be a finite number >= 0; got {self.inference_span_follow}"
+            )
         if self.in_context and self.inference_query_tokens is not None:
             problems.append("inference_query_tokens is for RETRO's chunk queries, not an in_context model")
         if self.in_context and self.inference_neighbours is not None:
@@ -234,6 +243,8 @@ class RetroConfig:
             del d["inference_first_candidates"]  # likewise
         if not d["inference_span_weight"]:
             del d["inference_span_weight"], d["inference_span_floor"]  # likewise
+        if not d["inference_span_follow"]:
+            del d["inference_span_follow"]  # likewise
         return d
 
     def to_json(self) -> str:

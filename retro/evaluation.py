@@ -480,6 +480,7 @@ def _evaluate(
             entry["span_reader"] = {
                 "weight": model.config.inference_span_weight,
                 "floor": model.config.inference_span_floor,
+                "follow": model.config.inference_span_follow,
                 "parameters_trained": trained,  # the adapters and the head
                 "parameters_frozen": sum(p.numel() for p in span_reader.parameters()) - trained,  # MiniLM
             }

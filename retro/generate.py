@@ -41,7 +41,7 @@ from retro.first_token import lookahead_choice, uses_lookahead
 from retro.language_model import LanguageModel, Retrieve, fit_neighbours
 from retro.model import DecodeCache, Retro
 from retro.sampling import SamplingParams, sample_token
-from retro.span_reader import SpanReader, first_token_bias
+from retro.span_reader import SpanFollower, SpanReader, bias_of, read
 
 
 class RetroNetworkModel(LanguageModel):
@@ -113,6 +113,7 @@ class RetroLanguageModel(RetroNetworkModel):
         # the span reader's pull on the first token (RetroConfig.inference_span_weight): None = off
         self.span_reader = span_reader if model.config.uses_retrieval else None
         self.span_weight = model.config.inference_span_weight if self.span_reader is not None else None
+        self.span_follow = model.config.inference_span_follow if self.span_reader is not None else None
 
     @property
     def uses_retrieval(self) -> bool:
@@ -151,7 +152,9 @@ class RetroLanguageModel(RetroNetworkModel):
         span_weight: float | None = None,
     ):
         """The prompt padded, retrieved for and prefilled: (ids, next-token log-probs with <pad>
-        excluded, cache, query). `ids` is the padded prompt, which decoding extends; `query(end)` is
+        excluded, cache, query, span). `span` is the span reader's best span in decoder tokens ([]
+        without a reader at work), which `SpanFollower` lets later tokens finish. `ids` is the
+        padded prompt, which decoding extends; `query(end)` is
         the retrieval text of the chunk ending (exclusive) at `end`, read from no earlier than prompt
         token `query_from` once the chunk ends past it. `search(retrieve, texts)` runs
         the prompt's search (default: `retrieve` itself) and `cache_for(n_tokens)` makes the cache
@@ -181,25 +184,28 @@ class RetroLanguageModel(RetroNetworkModel):
         )
         last = logprobs[0, -1]
         weight = cfg.inference_span_weight if span_weight is None else span_weight
+        span: list[int] = []
         if self.span_reader is not None and prompt_neighbours is not None and weight > 0:
-            last = self._span_biased(last, prompt_ids[query_from:], prompt_neighbours[0, -1], weight)
+            last, span = self._span_biased(last, prompt_ids[query_from:], prompt_neighbours[0, -1], weight)
         last[cfg.pad_id] = float("-inf")  # padding is never an answer
-        return ids, last, cache, query
+        return ids, last, cache, query, span
 
     def _span_biased(self, last: torch.Tensor, question_ids: list[int], neighbours, weight: float):
-        """`last` with the span reader's bias added (`retro.span_reader.first_token_bias`), renormalised."""
+        """(`last` with the span reader's bias added (`retro.span_reader.bias_of`), renormalised;
+        the reader's best span)."""
         pad = self.model.config.pad_id
         rows = [[int(t) for t in row if t != pad] for row in neighbours.tolist()]
-        bias = first_token_bias(
-            self.span_reader,
-            self.tokenizer.decode(question_ids),
-            rows,
-            self.tokenizer,
-            last.shape[0],
-            weight,
-            self.model.config.inference_span_floor,
+        reading = read(
+            self.span_reader, self.tokenizer.decode(question_ids), rows, self.tokenizer, last.shape[0]
         )
-        return torch.log_softmax(last + bias.to(last), dim=-1)
+        bias = bias_of(reading.start, weight, self.model.config.inference_span_floor)
+        return torch.log_softmax(last + bias.to(last), dim=-1), reading.span
+
+    def span_follower(self, span: list[int], params: SamplingParams) -> SpanFollower:
+        """What finishes the reader's span after the first token: the request's `span_follow`
+        nats, else the config's `inference_span_follow` (0: off)."""
+        bonus = self.model.config.inference_span_follow if params.span_follow is None else params.span_follow
+        return SpanFollower(span, bonus)
 
     def first_token(
         self,
@@ -228,7 +234,7 @@ class RetroLanguageModel(RetroNetworkModel):
         query_from: int = 0,
     ) -> Iterator[int]:
         model, cfg, m = self.model, self.model.config, self.model.config.chunk_size
-        ids, last, cache, query = self.prefilled(
+        ids, last, cache, query, span = self.prefilled(
             prompt_ids,
             retrieve,
             query_from=query_from,
@@ -237,7 +243,9 @@ class RetroLanguageModel(RetroNetworkModel):
         )
         device = self.device
         token = self.first_token(last, cache, params, generator, retrieve is not None)
+        follower = self.span_follower(span, params)
         while True:
+            follower.saw(token)
             yield token
             p = cache.pos
             if p >= cfg.max_seq_len:
@@ -248,4 +256,4 @@ class RetroLanguageModel(RetroNetworkModel):
                 neighbours = self._neighbours(retrieve([query(p + 1)]), 1)
             last = model.decode_step(torch.tensor([token], device=device), cache, neighbours)[0]
             last[cfg.pad_id] = float("-inf")
-            token = sample_token(last, params, generator)
+            token = sample_token(follower.biased(last), params, generator)

@@ -37,6 +37,9 @@ class SamplingParams:
     # the span reader's weight on the first token of a generation with retrieval
     # (`RetroConfig.inference_span_weight`, `retro.span_reader`); 0: off; None: the model's own
     span_weight: float | None = None
+    # nats for the reader's span's next token while a generation follows it
+    # (`RetroConfig.inference_span_follow`, `retro.span_reader.SpanFollower`); 0: off; None: the model's own
+    span_follow: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -56,6 +59,8 @@ class SamplingParams:
             raise ValueError(f"first_copy_bias must be a finite number >= 0; got {self.first_copy_bias}")
         if self.span_weight is not None and not 0 <= self.span_weight < float("inf"):
             raise ValueError(f"span_weight must be a finite number >= 0; got {self.span_weight}")
+        if self.span_follow is not None and not 0 <= self.span_follow < float("inf"):
+            raise ValueError(f"span_follow must be a finite number >= 0; got {self.span_follow}")
         candidates = self.first_candidates
         whole = isinstance(candidates, int) and not isinstance(candidates, bool)
         if candidates is not None and not (whole and candidates >= 0):

@@ -187,32 +187,71 @@ def token_texts(tokenizer, ids: list[int]) -> tuple[str, list[int]]:
     return "".join(pieces), list(accumulate((len(p) for p in pieces), initial=0))[:-1]
 
 
+MAX_SPAN_PIECES = 16  # the longest span `best_span` names, in MiniLM word pieces
+
+
+@dataclass
+class Reading:
+    """What the reader says of a prompt's neighbours, in decoder token ids."""
+
+    start: torch.Tensor  # (vocab_size,) the probability that the answer starts at a token of each id
+    span: list[int]  # the best span's decoder tokens ([]: the reader says no neighbour answers)
+
+
 @torch.no_grad()
-def start_probabilities(
+def read(
     reader: SpanReader, question: str, neighbours: list[list[int]], tokenizer, vocab_size: int
-) -> torch.Tensor:
-    """(vocab_size,) the reader's probability that the answer starts at a neighbour token of each
-    id: one softmax over every context position of every neighbour and one no-answer slot (the
-    neighbours' [CLS] logits averaged), each position's mass given to the decoder token holding
-    its first character. Sums to at most 1; the rest is "no answer"."""
+) -> Reading:
+    """One MiniLM pass over (question, neighbour) pairs. `start`: one softmax over every context
+    position of every neighbour and one no-answer slot (the neighbours' [CLS] logits averaged), each
+    position's mass given to the decoder token holding its first character; it sums to at most 1,
+    the rest is "no answer". `span`: the decoder tokens covering the best span (start + end logits,
+    at most `MAX_SPAN_PIECES` word pieces, within one neighbour), or [] where the averaged [CLS]
+    scores higher."""
     owners = [token_texts(tokenizer, ids) for ids in neighbours]
     encoded = reader.encode([question] * len(owners), [text for text, _ in owners])
-    start, _end = reader(encoded)
+    start, end = reader(encoded)
     logits, targets = [start[:, 0].mean().reshape(1)], []
+    best, span = float(start[:, 0].mean() + end[:, 0].mean()), []
     for row, (ids, (_, starts)) in enumerate(zip(neighbours, owners, strict=True)):
         if not ids:
             continue
         positions = torch.nonzero(encoded.context[row]).flatten()[1:]  # the context's, [CLS] left out
         logits.append(start[row, positions])
+
+        def owner(char: int, starts=starts, ids=ids) -> int:  # the decoder token holding a character
+            return max(0, bisect_right(starts, char) - 1)
+
         for pos in positions.tolist():
-            # the decoder token holding the word piece's first character: the last starting at or before it
-            targets.append(ids[max(0, bisect_right(starts, encoded.offsets[row][pos][0]) - 1)])
+            targets.append(ids[owner(encoded.offsets[row][pos][0])])
+        s, e = start[row, positions], end[row, positions]
+        pair = s[:, None] + e[None, :]
+        gap = torch.arange(len(s))[None, :] - torch.arange(len(s))[:, None]
+        pair = pair.masked_fill((gap < 0) | (gap >= MAX_SPAN_PIECES), float("-inf"))
+        score, flat = pair.flatten().max(0)
+        if float(score) > best:
+            a, b = divmod(int(flat), len(s))
+            first = owner(encoded.offsets[row][int(positions[a])][0])
+            last = owner(encoded.offsets[row][int(positions[b])][1] - 1)
+            best, span = float(score), ids[first : last + 1]
     probs = torch.zeros(vocab_size)
-    if not targets:
-        return probs
-    weights = torch.softmax(torch.cat(logits), dim=0)[1:]
-    probs.index_add_(0, torch.tensor(targets), weights.float())
-    return probs
+    if targets:
+        weights = torch.softmax(torch.cat(logits), dim=0)[1:]
+        probs.index_add_(0, torch.tensor(targets), weights.float())
+    return Reading(probs, span)
+
+
+def start_probabilities(
+    reader: SpanReader, question: str, neighbours: list[list[int]], tokenizer, vocab_size: int
+) -> torch.Tensor:
+    """(vocab_size,) `read`'s start probabilities."""
+    return read(reader, question, neighbours, tokenizer, vocab_size).start
+
+
+def bias_of(start: torch.Tensor, weight: float, floor: float) -> torch.Tensor:
+    """weight * max(log p, floor) for start probabilities p: every id that starts no answer gets
+    weight * floor, so the bias moves the decoder's choice only where the reader names a start."""
+    return weight * torch.log(start.clamp_min(1e-30)).clamp_min(floor)
 
 
 def first_token_bias(
@@ -224,8 +263,36 @@ def first_token_bias(
     weight: float,
     floor: float,
 ) -> torch.Tensor:
-    """(vocab_size,) what the first token's log-probabilities get added: weight * max(log p, floor)
-    for the reader's start probabilities p (`start_probabilities`). Every id that starts no answer
-    gets weight * floor, so the bias moves the decoder's choice only where the reader names a start."""
-    p = start_probabilities(reader, question, neighbours, tokenizer, vocab_size)
-    return weight * torch.log(p.clamp_min(1e-30)).clamp_min(floor)
+    """(vocab_size,) what the first token's log-probabilities get added (`bias_of` the reader's
+    start probabilities)."""
+    return bias_of(start_probabilities(reader, question, neighbours, tokenizer, vocab_size), weight, floor)
+
+
+class SpanFollower:
+    """After the first token: while what a generation has said is the reader's span so far, the
+    span's next token gets `bonus` nats (`biased`), so a value whose first piece the reader chose is
+    finished as the neighbour writes it rather than as the decoder would guess it. Told each token
+    said, the first included (`saw`); once a token leaves the span it never pulls again."""
+
+    def __init__(self, span: list[int], bonus: float):
+        self.span, self.bonus = list(span), bonus
+        self.matched = 0 if span and bonus > 0 else -1  # span tokens said so far; -1: off the span
+
+    def saw(self, token: int) -> None:
+        if 0 <= self.matched < len(self.span) and token == self.span[self.matched]:
+            self.matched += 1
+        else:
+            self.matched = -1
+
+    @property
+    def pulling(self) -> bool:
+        return 0 < self.matched < len(self.span)
+
+    def biased(self, logprobs: torch.Tensor) -> torch.Tensor:
+        """`logprobs` (V,) with the span's next token raised by `bonus`, renormalised (unchanged
+        where it is not pulling)."""
+        if not self.pulling:
+            return logprobs
+        out = logprobs.clone()
+        out[self.span[self.matched]] += self.bonus
+        return torch.log_softmax(out, dim=-1)

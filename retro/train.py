@@ -273,6 +273,7 @@ FREE_FIELDS = frozenset(
         "inference_first_candidates",
         "inference_span_weight",
         "inference_span_floor",
+        "inference_span_follow",
     }
 )
 

@@ -126,6 +126,7 @@ def prepare(
             stop=request.stop_strings,
             first_copy_bias=request.retrieval.first_copy_bias,
             span_weight=request.retrieval.span_weight,
+            span_follow=request.retrieval.span_follow,
             first_candidates=request.first_candidates,
         )
     except ValueError as e:

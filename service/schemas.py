@@ -40,6 +40,14 @@ class RetrievalOptions(BaseModel):
         "starts in the neighbours) on the answer's first token; 0: off; default: the model's own "
         "(inference_span_weight); models without a span reader ignore it",
     )
+    span_follow: float | None = Field(
+        None,
+        ge=0,
+        allow_inf_nan=False,
+        description="nats for the next token of the span reader's answer while the generation "
+        "follows it (after the first token); 0: off; default: the model's own "
+        "(inference_span_follow); models without a span reader ignore it",
+    )
 
 
 class SamplingFields(BaseModel):

@@ -3,7 +3,8 @@ optionally with inference defaults set in its config: the k its generations retr
 the tokens a chunk's query holds (`--query-tokens`), the first token's copy bias (`--first-copy-bias`)
 how many first-token candidates greedy decoding weighs by one token of lookahead
 (`--first-candidates`), and the span reader stored beside it with its weight on the first token
-(`--span-reader`, `--span-weight`, `--span-floor`; a folder that holds a reader passes it on).
+(`--span-reader`, `--span-weight`, `--span-floor`, `--span-follow`; a folder that holds a reader
+passes it on).
 
 The files are written by `retro.checkpoint.save_checkpoint` (the same format a run folder holds),
 so an exported folder loads wherever a checkpoint does; weights are cast back to float32 on load.
@@ -69,6 +70,12 @@ def export_command(
         help="the lowest log-probability the span reader's bias counts, <= 0 (the config's "
         "inference_span_floor; default: as in the run)",
     ),
+    span_follow: float | None = typer.Option(
+        None,
+        "--span-follow",
+        help="nats for the next token of the span reader's answer while a generation follows it "
+        "(the config's inference_span_follow; 0: off; default: as in the run)",
+    ),
 ) -> None:
     """Writes a run's checkpoint without its training state, in smaller shards or a smaller type."""
     import torch
@@ -109,14 +116,22 @@ def export_command(
             fail(f"--first-candidates must be >= 0; got {first_candidates}")
         model.config = model.config.replace(inference_first_candidates=first_candidates)  # decoding only
     reader_file = _span_reader_file(run, span_reader)
-    if span_weight is not None or span_floor is not None:
+    if span_weight is not None or span_floor is not None or span_follow is not None:
         if reader_file is None:
-            fail("--span-weight and --span-floor need a span reader: give --span-reader FOLDER")
+            fail(
+                "--span-weight, --span-floor and --span-follow need a span reader: give --span-reader FOLDER"
+            )
         if span_weight is not None and not 0 <= span_weight < float("inf"):
             fail(f"--span-weight must be a finite number >= 0; got {span_weight}")
         if span_floor is not None and not -float("inf") < span_floor <= 0:
             fail(f"--span-floor must be a finite number <= 0; got {span_floor}")
-        changes = {"inference_span_weight": span_weight, "inference_span_floor": span_floor}
+        if span_follow is not None and not 0 <= span_follow < float("inf"):
+            fail(f"--span-follow must be a finite number >= 0; got {span_follow}")
+        changes = {
+            "inference_span_weight": span_weight,
+            "inference_span_floor": span_floor,
+            "inference_span_follow": span_follow,
+        }
         model.config = model.config.replace(**{k: v for k, v in changes.items() if v is not None})
     if reader_file is not None and not model.config.uses_retrieval:
         fail("--span-reader is for a RETRO model; this checkpoint reads no neighbours through CCA")

@@ -24,8 +24,8 @@ async def health(state: State):
 def _defaults(lm) -> dict:
     """A model's own settings of generation that a request may override: k neighbours per chunk,
     the retrieval query's tokens, the first token's copy bias, lookahead candidates and span reader
-    weight (RETRO's decoder; a model without one of them lacks the key)."""
-    names = ("k", "query_tokens", "first_copy_bias", "first_candidates", "span_weight")
+    weight and follow (RETRO's decoder; a model without one of them lacks the key)."""
+    names = ("k", "query_tokens", "first_copy_bias", "first_candidates", "span_weight", "span_follow")
     if not lm.uses_retrieval:
         names = ("first_candidates",)
     values = {name: getattr(lm, "default_k" if name == "k" else name, None) for name in names}

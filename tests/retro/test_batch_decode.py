@@ -416,10 +416,10 @@ def test_the_first_copy_bias_of_the_config_starts_each_generation_from_its_neigh
     plain, biased = RetroLanguageModel(sure, tokenizer), RetroLanguageModel(biased_model, tokenizer)
     own_choice_shown = []
     for prompt in PROMPTS:
-        ids, last, _, query = biased.prefilled(tokenizer.encode(prompt), fake_retrieve)
+        ids, last, _, query, _ = biased.prefilled(tokenizer.encode(prompt), fake_retrieve)
         shown = set(fake_retrieve([query(len(ids))])[:, :, : model.config.retrieved_len].flatten().tolist())
         assert int(last.argmax()) in shown
-        _, plain_last, _, _ = plain.prefilled(tokenizer.encode(prompt), fake_retrieve)
+        _, plain_last, _, _, _ = plain.prefilled(tokenizer.encode(prompt), fake_retrieve)
         own_choice_shown.append(int(plain_last.argmax()) in shown)
     assert not all(own_choice_shown)  # without the bias some first token is not a neighbour's
     params = SamplingParams(max_new_tokens=30, temperature=0)

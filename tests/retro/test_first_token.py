@@ -103,7 +103,7 @@ def test_generation_weighs_the_candidates_only_for_greedy_decoding_and_no_chunk_
     overruled, closing = 0, 0
     for text in ["Zorbland is", "a small island", "quick brown foxes of", "country"]:
         ids = tokenizer.encode(text)
-        _, last, cache, _ = lm.prefilled(ids, None)  # no retrieval: no padding, any position
+        _, last, cache, _, _ = lm.prefilled(ids, None)  # no retrieval: no padding, any position
         argmax = int(last.argmax())
         look = lookahead_choice(model, last, cache, 5)
         overruled += look != argmax

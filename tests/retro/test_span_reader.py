@@ -14,10 +14,12 @@ from retro.generate import RetroLanguageModel
 from retro.sampling import SamplingParams
 from retro.span_reader import (
     FILE,
+    SpanFollower,
     SpanReader,
     describe,
     first_token_bias,
     load_span_reader,
+    read,
     start_probabilities,
     token_texts,
 )
@@ -39,21 +41,26 @@ def reader() -> SpanReader:
 
 class PointingReader(torch.nn.Module):
     """The real reader's word pieces, and a start logit of 20 on the piece at character `char` of
-    the first context (0 elsewhere, the no-answer slot included)."""
+    the first context, an end logit of 20 on the piece at `end_char` (default: `char`), 0 elsewhere
+    (the no-answer slot included)."""
 
-    def __init__(self, real: SpanReader, char: int):
+    def __init__(self, real: SpanReader, char: int, end_char: int | None = None):
         super().__init__()
         self.real, self.char = real, char
+        self.end_char = char if end_char is None else end_char
 
     def encode(self, questions, contexts):
         return self.real.encode(questions, contexts)
 
     def forward(self, encoded):
         start = torch.zeros(encoded.context.shape).masked_fill(~encoded.context, -1e4)
+        end = start.clone()
         for pos, (a, b) in enumerate(encoded.offsets[0]):
             if pos and encoded.context[0, pos] and a <= self.char < b:
                 start[0, pos] = 20.0
-        return start, start.clone()
+            if pos and encoded.context[0, pos] and a <= self.end_char < b:
+                end[0, pos] = 20.0
+        return start, end
 
 
 def test_an_untrained_reader_is_minilm():
@@ -86,6 +93,94 @@ def test_start_mass_goes_to_the_decoder_token_that_holds_the_start(reader, token
     assert int(p.argmax()) == ids[holder]
     assert 0.99 < float(p.sum()) <= 1.0 + 1e-6  # nearly all of it: the no-answer slot's logit is 0
     assert set(p.nonzero().flatten().tolist()) <= set(ids)  # mass only on ids the neighbours hold
+
+
+def test_the_best_span_is_the_decoder_tokens_from_its_start_to_its_end(reader, tokenizer):
+    text = "The capital of France is Paris, on the Seine."
+    ids = tokenizer.encode(text)
+    joined, starts = token_texts(tokenizer, ids)
+    a, b = joined.index("Paris") + 1, joined.index("Seine") + 3
+
+    def holder(char):
+        return max(i for i, s in enumerate(starts) if s <= char)
+
+    reading = read(PointingReader(reader, a, b), "Where?", [ids, ids[:3]], tokenizer, 300)
+    # from the token holding the start piece's first character to the one holding the end piece's last
+    assert reading.span == ids[holder(joined.index("Paris")) : holder(joined.index("Seine") + 4) + 1]
+    assert tokenizer.decode(reading.span).strip().startswith("Paris") and "Seine" in tokenizer.decode(
+        reading.span
+    )
+    # an end further than MAX_SPAN_PIECES word pieces on is out of reach: the span stops before it
+    long_text = "Paris " + "and more words " * 20 + "Seine."
+    long_ids = tokenizer.encode(long_text)
+    far = read(PointingReader(reader, 1, len(long_text) - 3), "Where?", [long_ids], tokenizer, 300)
+    assert tokenizer.decode(far.span).startswith("Paris") and "Seine" not in tokenizer.decode(far.span)
+    # where the no-answer slot scores higher than any span, there is none
+    doubtful = PointingReader(reader, a, b)
+    doubtful.forward = lambda enc: tuple(
+        t.index_fill(1, torch.tensor([0]), 50.0) for t in PointingReader.forward(doubtful, enc)
+    )
+    assert read(doubtful, "Where?", [ids], tokenizer, 300).span == []
+    assert read(reader, "Where?", [[], []], tokenizer, 300).span == []
+
+
+def test_the_follower_pulls_the_spans_next_token_until_the_generation_leaves_it():
+    follower = SpanFollower([5, 6, 7], bonus=4.0)
+    logprobs = torch.log_softmax(torch.zeros(10), dim=-1)
+    assert torch.equal(follower.biased(logprobs), logprobs)  # before the first token: nothing
+    follower.saw(5)
+    pulled = follower.biased(logprobs)
+    assert int(pulled.argmax()) == 6
+    torch.testing.assert_close(pulled.exp().sum(), torch.tensor(1.0))  # renormalised
+    torch.testing.assert_close(pulled[6] - pulled[0], torch.tensor(4.0))
+    follower.saw(6)
+    assert int(follower.biased(logprobs).argmax()) == 7
+    follower.saw(7)  # the span is said: nothing more to pull
+    assert torch.equal(follower.biased(logprobs), logprobs)
+    left = SpanFollower([5, 6, 7], bonus=4.0)
+    left.saw(5)
+    left.saw(9)  # off the span: never again
+    left.saw(7)
+    assert torch.equal(left.biased(logprobs), logprobs)
+    off = SpanFollower([5, 6], bonus=0.0)
+    off.saw(5)
+    assert torch.equal(off.biased(logprobs), logprobs)
+
+
+def test_generation_finishes_the_readers_span_alone_and_batched(model, tokenizer, reader):
+    passage = tokenizer.encode("Paris is on the Seine river in France.")
+
+    def passage_retrieve(texts):  # every chunk's neighbours: "Paris is on the Se", "ine river in F"
+        return np.array([[passage[:8], passage[8:16]]] * len(texts))
+
+    pointing = PointingReader(reader, 0, 10)  # the span "Paris is on" of the first neighbour
+    sure = model.config.replace(inference_span_weight=30.0, inference_span_floor=-30.0)
+    spans, followed, unfollowed = [], [], []
+    for follow in (100.0, 0.0):
+        m = make_model(sure.replace(inference_span_follow=follow))
+        m.load_state_dict(model.state_dict())
+        lm = RetroLanguageModel(m, tokenizer, span_reader=pointing)
+        params = SamplingParams(max_new_tokens=8, temperature=0)
+        for prompt in PROMPTS:
+            ids, _, _, _, span = lm.prefilled(tokenizer.encode(prompt), passage_retrieve)
+            out = lm.generate(prompt, params, passage_retrieve).text
+            (followed if follow else unfollowed).append(out)
+            if follow:
+                spans.append(span)
+                assert tokenizer.decode(span) == "Paris is on"
+                assert out.startswith(
+                    tokenizer.decode(span)
+                )  # the first token starts it, the follower finishes it
+        if follow:
+            batched = BatchedRetroLanguageModel.of(lm)
+            try:
+                got = [batched.generate(p, params, passage_retrieve).text for p in PROMPTS]
+            finally:
+                batched.close()
+            assert got == followed
+    assert any(
+        not out.startswith(tokenizer.decode(span)) for out, span in zip(unfollowed, spans, strict=True)
+    )
 
 
 def test_no_neighbour_text_means_no_start(reader, tokenizer):
@@ -142,8 +237,9 @@ def test_the_first_token_gets_exactly_the_readers_bias(model, tokenizer, reader)
     moved = 0
     for prompt in PROMPTS:
         ids = tokenizer.encode(prompt)
-        _, last, _, _ = with_reader.prefilled(ids, fake_retrieve)
-        _, plain, _, _ = without.prefilled(ids, fake_retrieve)
+        _, last, _, _, _ = with_reader.prefilled(ids, fake_retrieve)
+        _, plain, _, _, span = without.prefilled(ids, fake_retrieve)
+        assert span == []  # no reader, no span
         padded = [model.config.pad_id] * ((-len(ids)) % model.config.chunk_size) + ids
         chunks = len(padded) // model.config.chunk_size
         texts = [tokenizer.decode(padded[: (u + 1) * 4][-4:]) for u in range(chunks)]
@@ -155,10 +251,10 @@ def test_the_first_token_gets_exactly_the_readers_bias(model, tokenizer, reader)
         torch.testing.assert_close(last, expected)
         moved += int(last.argmax()) != int(plain.argmax())
         # a request's weight 0, and retrieval off, leave the model's own distribution
-        _, off, _, _ = with_reader.prefilled(ids, fake_retrieve, span_weight=0.0)
+        _, off, _, _, _ = with_reader.prefilled(ids, fake_retrieve, span_weight=0.0)
         torch.testing.assert_close(off, plain)
-        _, no_retrieval, _, _ = with_reader.prefilled(ids, None)
-        _, plain_no_retrieval, _, _ = without.prefilled(ids, None)
+        _, no_retrieval, _, _, _ = with_reader.prefilled(ids, None)
+        _, plain_no_retrieval, _, _, _ = without.prefilled(ids, None)
         torch.testing.assert_close(no_retrieval, plain_no_retrieval)
     assert moved  # the bias is strong enough to change some first token
 
@@ -193,6 +289,12 @@ def test_the_weight_is_a_checked_config_field_written_only_when_on(model):
         cfg.replace(inference_span_floor=1.0)
     with pytest.raises(ValueError, match="span_weight"):
         SamplingParams(span_weight=float("nan"))
+    assert "inference_span_follow" not in cfg.to_dict()  # off: not written
+    assert cfg.replace(inference_span_follow=3.0).to_dict()["inference_span_follow"] == 3.0
+    with pytest.raises(ValueError, match="inference_span_follow"):
+        cfg.replace(inference_span_follow=float("inf"))
+    with pytest.raises(ValueError, match="span_follow"):
+        SamplingParams(span_follow=-1.0)
 
 
 def test_export_stores_the_reader_beside_the_checkpoint_or_says_why_not(tokenizer, reader, tmp_path):
@@ -205,10 +307,11 @@ def test_export_stores_the_reader_beside_the_checkpoint_or_says_why_not(tokenize
     runner = CliRunner()
     out = tmp_path / "pub"
     args = ["export", str(run), "--out", str(out), "--span-reader", str(reader_dir), "--span-weight", "1.5"]
-    result = runner.invoke(app, args)
+    result = runner.invoke(app, [*args, "--span-follow", "3"])
     assert result.exit_code == 0, result.output
     model, _, _ = load_checkpoint(out)
     assert model.config.inference_span_weight == 1.5
+    assert model.config.inference_span_follow == 3.0
     assert (out / FILE).read_bytes() == (reader_dir / FILE).read_bytes()
     # exporting the exported folder passes its reader on
     assert runner.invoke(app, ["export", str(out), "--out", str(tmp_path / "again")]).exit_code == 0
@@ -223,6 +326,8 @@ def test_export_stores_the_reader_beside_the_checkpoint_or_says_why_not(tokenize
     assert "need a span reader" in error("--span-weight", "1")
     assert "no span_reader.safetensors" in error("--span-reader", str(tmp_path))
     assert "--span-weight" in error("--span-reader", str(reader_dir), "--span-weight", "-1")
+    assert "--span-follow" in error("--span-reader", str(reader_dir), "--span-follow", "-1")
+    assert "need a span reader" in error("--span-follow", "2")
     (tmp_path / "bogus").mkdir()
     (tmp_path / "bogus" / FILE).write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
     assert "is not a span reader" in error("--span-reader", str(tmp_path / "bogus"))

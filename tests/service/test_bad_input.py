@@ -41,6 +41,8 @@ COMPLETION_CASES = [
     ({"prompt": "x", "retrieval": {"bogus": 1}}, 422, None),
     ({"prompt": "x", "retrieval": {"first_copy_bias": -1}}, 422, "retrieval.first_copy_bias"),
     ({"prompt": "x", "retrieval": {"first_copy_bias": "high"}}, 422, "retrieval.first_copy_bias"),
+    ({"prompt": "x", "retrieval": {"span_weight": -1}}, 422, "retrieval.span_weight"),
+    ({"prompt": "x", "retrieval": {"span_follow": -0.5}}, 422, "retrieval.span_follow"),
     ({"prompt": "x", "retrieval": "yes"}, 422, None),
     ({"prompt": "x", "first_candidates": -1}, 422, "first_candidates"),
     ({"prompt": "x", "first_candidates": 21}, 422, "first_candidates"),
