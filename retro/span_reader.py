@@ -136,6 +136,9 @@ class SpanReader(nn.Module):
             str(tmp),
             metadata={"rank": str(self.rank), "encoder": "sentence-transformers/all-MiniLM-L6-v2"},
         )
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o666 & ~umask)  # safetensors writes 0600; a server may run as another user
         os.replace(tmp, path)
 
     @classmethod

@@ -3,6 +3,8 @@ it trained, gives each decoder token id the start probability of the word piece 
 pulls a generation's first token by exactly its bias (alone and batched alike, nothing when off).
 Its training and examples: tests/retro/test_span_reader_train.py."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -194,6 +196,9 @@ def test_the_stored_reader_is_its_adapters_and_head_and_loads_back(reader, tmp_p
     reader.save(tmp_path / FILE)
     assert describe(tmp_path)["rank"] == "2"
     size = (tmp_path / FILE).stat().st_size
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / FILE).stat().st_mode & 0o777 == 0o666 & ~umask  # readable as its owner's files are
     assert size < 500_000  # rank 2: not MiniLM's 90 MB
     loaded = load_span_reader(tmp_path)
     stored, own = loaded.trained_state(), reader.trained_state()
