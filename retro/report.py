@@ -187,7 +187,8 @@ def markdown(results: dict) -> str:
         cells = [
             "-"
             if r is None
-            else f"weight {r['weight']:g}, floor {r['floor']:g}; {r['parameters_trained']:,} trained "
+            else f"weight {r['weight']:g}, floor {r['floor']:g}, follow {r.get('follow', 0.0):g}; "
+            f"{r['parameters_trained']:,} trained "
             f"+ {r['parameters_frozen']:,} frozen (MiniLM) parameters"
             for r in readers
         ]

@@ -754,7 +754,9 @@ def test_run_evaluation_reads_with_the_span_reader_stored_beside_the_model(toy, 
             if p.requires_grad:
                 p.normal_(0, 0.05 if name.endswith(".b") else 1.0)
     weighted = copy.deepcopy(toy.model)
-    weighted.config = toy.model.config.replace(inference_span_weight=20.0, inference_span_floor=-10.0)
+    weighted.config = toy.model.config.replace(
+        inference_span_weight=20.0, inference_span_floor=-10.0, inference_span_follow=4.0
+    )
     reader.save(tmp_path / FILE)
     plain_results, plain_answers = evaluated_answers(toy, tmp_path, weighted, "plain")  # no reader file
     run = save_checkpoint(tmp_path / "read", weighted, toy.tokenizer, extra_files=[tmp_path / FILE])
@@ -766,4 +768,4 @@ def test_run_evaluation_reads_with_the_span_reader_stored_beside_the_model(toy, 
     assert "span_reader" not in plain_results["models"]["plain"]
     assert entry["span_reader"]["weight"] == 20.0 and entry["span_reader"]["parameters_frozen"] > 20_000_000
     assert answers != plain_answers
-    assert "| first token: span reader | weight 20, floor -10;" in markdown(results)
+    assert "| first token: span reader | weight 20, floor -10, follow 4;" in markdown(results)
