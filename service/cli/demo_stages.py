@@ -86,15 +86,17 @@ TRAIN_RETRO_COMMANDS = (
     "--config copy_neighbour_bag=true --config retrieved_len=128 --config inference_query_tokens=96 "
     "--config inference_first_copy_bias=3.5 --config inference_first_candidates=5",
 )
-# The span reader (`retro.span_reader`, docs/design.md, twenty-second round): MiniLM with rank-16
-# adapters trained as an extractive reader on the reading set's training questions and wiki-qa
-# (about 15 minutes on a 2-core CPU), stored beside stage 5 by `retro export` with its weight on the
-# first token; the demo serves that export.
-SPAN_WEIGHT = 1.0
-TRAIN_READER_COMMAND = "retro reader train --out {runs}/span-reader --steps 1000 --rank 16 --lr 1e-3"
+# The span reader (`retro.span_reader`, docs/design.md, twenty-second and twenty-third rounds):
+# MiniLM with rank-16 adapters trained as an extractive reader on the reading set's training
+# questions and completions, update notices and wiki-qa (about 45 minutes on a 2-core CPU), stored
+# beside stage 5 by `retro export` with its weight on the first token and its follow bonus on the
+# rest of its span; the demo serves that export.
+SPAN_WEIGHT = 3.0
+SPAN_FOLLOW = 6.0
+TRAIN_READER_COMMAND = "retro reader train --out {runs}/span-reader --steps 1300 --rank 16 --lr 1e-3"
 EXPORT_RETRO_COMMAND = (
     "retro export {runs}/demo --out {runs}/demo-served --span-reader {runs}/span-reader "
-    f"--span-weight {SPAN_WEIGHT}"
+    f"--span-weight {SPAN_WEIGHT} --span-follow {SPAN_FOLLOW}"
 )
 SERVED_RETRO_RUN = "demo-served"
 # The side-by-side comparison (docs/design.md "RETRO against a 10x model and against passages in
