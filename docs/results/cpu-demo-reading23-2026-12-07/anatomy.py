@@ -15,10 +15,12 @@ import sys
 
 
 def main(dump: str, spy: str) -> None:
-    rows = json.load(gzip.open(dump))
+    with gzip.open(dump) as f:
+        rows = json.load(f)
     by_question = {}
-    for s in json.load(gzip.open(spy)):
-        by_question.setdefault(s["q"].strip()[-60:], s)
+    with gzip.open(spy) as f:
+        for s in json.load(f):
+            by_question.setdefault(s["q"].strip()[-60:], s)
     counts = collections.Counter()
     for r in rows:
         if r["setting"] != "on":
@@ -29,7 +31,8 @@ def main(dump: str, spy: str) -> None:
             continue
         top = s["rdr"][0][0].strip().lower()
         reader_right = bool(top) and item["answer"].lower().startswith(top)
-        counts[(item["kind"], "reader right" if reader_right else "reader wrong", "answered" if r["first"] else "missed")] += 1
+        said = "answered" if r["first"] else "missed"
+        counts[(item["kind"], "reader right" if reader_right else "reader wrong", said)] += 1
     for key, n in sorted(counts.items()):
         print(" / ".join(key).ljust(52), n)
 

@@ -16,7 +16,9 @@ B = float(os.environ.get("B", "0"))
 
 
 def make(model, tokenizer, **kw):
-    model.config = model.config.replace(inference_span_weight=W, inference_span_floor=F, inference_span_follow=B)
+    model.config = model.config.replace(
+        inference_span_weight=W, inference_span_floor=F, inference_span_follow=B
+    )
     return RetroLanguageModel(model, tokenizer, span_reader=READER, **kw)
 
 

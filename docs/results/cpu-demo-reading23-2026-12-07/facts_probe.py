@@ -1,8 +1,12 @@
 """Round 23: the dev real facts and the fictional facts, answer by answer, with the span reader at
 $W / follow $B from $READER (reading_check's scratch index and retrieval)."""
-import os, sys, tempfile, json
-sys.path.insert(0, "/work/main/docs/results/cpu-demo-reading3-2026-12-03")
+
+import json
+import os
+import tempfile
+
 import torch
+
 from index.facts import fact_documents, fact_pairs
 from index.fictional import fictional_documents, fictional_pairs
 from index.reading import evaluation_set
@@ -20,14 +24,17 @@ torch.set_flush_denormal(True)
 W, B = float(os.environ["W"]), float(os.environ["B"])
 reader = SpanReader.load(os.environ["READER"])
 model, tok, _ = load_checkpoint("/work/main/models/demo")
-model.config = model.config.replace(inference_span_weight=W, inference_span_floor=-5.0, inference_span_follow=B)
+model.config = model.config.replace(
+    inference_span_weight=W, inference_span_floor=-5.0, inference_span_follow=B
+)
 sets = {"dev real": list(fact_pairs("dev"))}
 if os.environ.get("FICTIONAL"):
     sets["fictional"] = fictional_pairs()
 with tempfile.TemporaryDirectory() as scratch:
     work = copy_serving_version("/work/exp/index-serve", scratch)
     store = IndexStore.open(work, tok, None)
-    store.add_documents(list(fact_documents("heldout")) + fictional_documents() + evaluation_set("dev").documents)
+    extra = list(fact_documents("heldout")) + fictional_documents() + evaluation_set("dev").documents
+    store.add_documents(extra)
     retriever = Retriever(store, mode="lexical-titled")
     retriever.window = neighbour_window(store.chunk_size, model.config.retrieved_len)
     lm = RetroLanguageModel(model, tok, span_reader=reader)
@@ -41,6 +48,8 @@ with tempfile.TemporaryDirectory() as scratch:
                 text = lm.generate(prompt, params, RecordingRetrieve(retriever, 2, "on", set())).text
                 ok = answer_first(p.answer, text)
                 right += ok
-                out.append(dict(set=name, form=form, prompt=prompt, answer=p.answer, text=text, first=bool(ok)))
+                row = dict(set=name, form=form, prompt=prompt, answer=p.answer, text=text, first=bool(ok))
+                out.append(row)
             print(name, form, f"{right}/{len(pairs)}", flush=True)
-    json.dump(out, open(os.environ["OUT"], "w"), indent=0)
+    with open(os.environ["OUT"], "w") as f:
+        json.dump(out, f, indent=0)
