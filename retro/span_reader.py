@@ -192,7 +192,7 @@ def token_texts(tokenizer, ids: list[int]) -> tuple[str, list[int]]:
     return "".join(pieces), list(accumulate((len(p) for p in pieces), initial=0))[:-1]
 
 
-MAX_SPAN_PIECES = 16  # the longest span `best_span` names, in MiniLM word pieces
+MAX_SPAN_PIECES = 16  # the longest span `read` names, in MiniLM word pieces
 
 
 @dataclass

@@ -27,8 +27,8 @@ def reader_train_command(
     seed: int = typer.Option(0, help="seed of the adapters' initial weights"),
     wiki: bool = typer.Option(True, help="include wiki-qa's questions over wiki-vital:train leads"),
 ) -> None:
-    """Trains the span reader on the reading set's training entities and wiki-qa (no held-out
-    family, question form or entity)."""
+    """Trains the span reader on the reading set's training entities (questions and completions),
+    update notices and wiki-qa (no held-out family, question form, reworded prompt or entity)."""
     from index.span_examples import span_examples
     from retro.span_reader_train import ReaderTrainSettings, train_span_reader
 
