@@ -19,7 +19,12 @@ Training material only, from these sources:
   it and the notice beside it;
 - **wiki-qa** (`index.wiki_qa`): rule-read questions over `wiki-vital:train` leads (the held-out
   entities' leads are left out, `index.leakage`), with the lead as the passage: real prose; and the
-  lead's own text up to a fact's answer as a completion prompt.
+  lead's own text up to a fact's answer as a completion prompt;
+- **facts** (opt-in, `facts=True`; not in the reader shipped by the twenty-third round): the
+  training countries' and elements' fact pairs (`index.facts`, split "train": no held-out entity),
+  as question or completion, against one of the entity's own fact documents, a quarter against
+  another training entity's with no answer. The reader of round 23, trained without them, overrode
+  the decoder on calling codes and currencies ("+NN" values it never saw).
 
 **Distractors**: generation reads a prompt against its k neighbours with one softmax over all of
 them (`retro.span_reader.start_probabilities`), and a serving neighbour is often another entity's
@@ -38,6 +43,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from index.corpus import SkippedInput
+from index.facts import entities_of, entity_documents
+from index.facts import fact_pairs as facts_of_split
 from index.leakage import without_heldout_leads
 from index.reading import TRAIN_FAMILIES, passage, world
 from index.reading_completions import complete_paraphrase
@@ -154,12 +161,33 @@ def wiki_examples(rng: random.Random, skipped: list[SkippedInput]) -> Iterator[S
                     yield SpanExample(doc.text[:start], doc.text[:WIKI_CONTEXT_CHARS], fact.answer, start)
 
 
-def span_examples(seed: int = 22, wiki: bool = True) -> list[SpanExample]:
-    """Every example, shuffled by `seed`; `wiki=False` leaves wiki-qa out (tests: no wiki-vital file)."""
+def fact_examples(rng: random.Random) -> Iterator[SpanExample]:
+    """The training entities' fact pairs against their own fact documents (or, a quarter, another
+    training entity's, with no answer); question or completion, half and half."""
+    documents = {e.key: [d.text for d in entity_documents(e)] for e in entities_of("train")}
+    keys = sorted(documents)
+    for pair in facts_of_split("train"):
+        prompt = pair.question if rng.random() < 0.5 else pair.completion
+        if rng.random() < NO_ANSWER_SHARE:
+            other = rng.choice(keys)
+            if other != pair.entity:
+                yield SpanExample(prompt, rng.choice(documents[other]), None)
+            continue
+        holding = [text for text in documents[pair.entity] if pair.answer in text]
+        if holding:
+            text = rng.choice(holding)
+            yield SpanExample(prompt, text, pair.answer, text.find(pair.answer))
+
+
+def span_examples(seed: int = 22, wiki: bool = True, facts: bool = False) -> list[SpanExample]:
+    """Every example, shuffled by `seed`; `wiki=False` leaves wiki-qa out (tests: no wiki-vital
+    file); `facts=True` adds `fact_examples` (drawn last, so the other examples stay as they were)."""
     rng = random.Random(seed)
     examples = list(reading_examples(rng)) + list(completion_examples(rng)) + list(update_examples(rng))
     if wiki:
         skipped: list[SkippedInput] = []
         examples += wiki_examples(rng, skipped)
+    if facts:
+        examples += fact_examples(rng)
     rng.shuffle(examples)
     return examples

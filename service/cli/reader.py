@@ -26,6 +26,9 @@ def reader_train_command(
     rank: int = typer.Option(16, help="rank of the adapters on MiniLM's linear layers"),
     seed: int = typer.Option(0, help="seed of the adapters' initial weights"),
     wiki: bool = typer.Option(True, help="include wiki-qa's questions over wiki-vital:train leads"),
+    facts: bool = typer.Option(
+        False, help="include the training countries' and elements' fact pairs (not in the shipped reader)"
+    ),
 ) -> None:
     """Trains the span reader on the reading set's training entities (questions and completions),
     update notices and wiki-qa (no held-out family, question form, reworded prompt or entity)."""
@@ -38,7 +41,7 @@ def reader_train_command(
     except ValueError as e:
         fail(str(e))
     try:
-        examples = span_examples(wiki=wiki)
+        examples = span_examples(wiki=wiki, facts=facts)
     except (OSError, ValueError) as e:
         fail(f"cannot read the training examples: {e}")
     console.print(f"{len(examples)} examples, {steps} steps of {batch_size}", highlight=False)

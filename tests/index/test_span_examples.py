@@ -7,7 +7,13 @@ import random
 from index.reading import HELDOUT_FAMILIES, TRAIN_FAMILIES, evaluation_set, passage, world
 from index.reading_updates import updates
 from index.reading_world import HELDOUT_QUESTION_FORMS, KIND_BY_NAME
-from index.span_examples import NO_ANSWER_SHARE, completion_examples, reading_examples, update_examples
+from index.span_examples import (
+    NO_ANSWER_SHARE,
+    completion_examples,
+    fact_examples,
+    reading_examples,
+    update_examples,
+)
 
 
 def test_reading_examples_answer_where_they_say_and_hold_nothing_held_out():
@@ -80,3 +86,20 @@ def test_update_examples_read_the_notice_beside_the_old_passage():
             on_notice += 1
             assert old not in x.context
     assert on_notice > 0.9 * len(changed)
+
+
+def test_fact_examples_are_the_training_entities_facts_only():
+    from index.facts import entities_of, is_heldout
+
+    examples = list(fact_examples(random.Random(8)))
+    train_names = {e.name for e in entities_of("train")}
+    held_names = {e.name for e in entities_of("heldout")}
+    answered = [x for x in examples if x.answer is not None]
+    assert len(answered) > 500
+    for x in examples:
+        named = [n for n in train_names | held_names if n in x.question]
+        assert named and not set(named) <= held_names  # asked about a training entity
+        if x.answer is not None:
+            assert x.context[x.start : x.start + len(x.answer)] == x.answer
+    assert not any(is_heldout(e.key) for e in entities_of("train"))
+    assert any("calling code" in x.question for x in answered)  # the relation round 23 lost
