@@ -203,6 +203,11 @@ class Reading:
     span: list[int]  # the best span's decoder tokens ([]: the reader says no neighbour answers)
 
 
+def _holder(starts: list[int], char: int) -> int:
+    """The index of the decoder token holding character `char`: the last one starting at or before it."""
+    return max(0, bisect_right(starts, char) - 1)
+
+
 @torch.no_grad()
 def read(
     reader: SpanReader, question: str, neighbours: list[list[int]], tokenizer, vocab_size: int
@@ -223,12 +228,8 @@ def read(
             continue
         positions = torch.nonzero(encoded.context[row]).flatten()[1:]  # the context's, [CLS] left out
         logits.append(start[row, positions])
-
-        def owner(char: int, starts=starts, ids=ids) -> int:  # the decoder token holding a character
-            return max(0, bisect_right(starts, char) - 1)
-
         for pos in positions.tolist():
-            targets.append(ids[owner(encoded.offsets[row][pos][0])])
+            targets.append(ids[_holder(starts, encoded.offsets[row][pos][0])])
         s, e = start[row, positions], end[row, positions]
         pair = s[:, None] + e[None, :]
         gap = torch.arange(len(s))[None, :] - torch.arange(len(s))[:, None]
@@ -236,8 +237,8 @@ def read(
         score, flat = pair.flatten().max(0)
         if float(score) > best:
             a, b = divmod(int(flat), len(s))
-            first = owner(encoded.offsets[row][int(positions[a])][0])
-            last = owner(encoded.offsets[row][int(positions[b])][1] - 1)
+            first = _holder(starts, encoded.offsets[row][int(positions[a])][0])
+            last = _holder(starts, encoded.offsets[row][int(positions[b])][1] - 1)
             best, span = float(score), ids[first : last + 1]
     probs = torch.zeros(vocab_size)
     if targets:

@@ -12,13 +12,13 @@ import os
 import sys
 
 sys.path.insert(0, "/work/main/docs/results/cpu-demo-reading3-2026-12-03")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import dev23  # noqa: E402  (the reader from $READER at $W, $F; $B unset: no follow, as run)
 import reading_check  # noqa: E402
 
 from retro.generate import RetroLanguageModel  # noqa: E402
-from retro.span_reader import SpanReader, start_probabilities  # noqa: E402
+from retro.span_reader import start_probabilities  # noqa: E402
 
-READER = SpanReader.load(os.environ["READER"])
-W, F = float(os.environ.get("W", "1")), float(os.environ.get("F", "-5"))
 LOG = []
 original = RetroLanguageModel._span_biased
 
@@ -48,11 +48,6 @@ RetroLanguageModel._span_biased = spy
 atexit.register(dump)
 
 
-def make(model, tokenizer, **kw):
-    model.config = model.config.replace(inference_span_weight=W, inference_span_floor=F)
-    return RetroLanguageModel(model, tokenizer, span_reader=READER, **kw)
-
-
-reading_check.RetroLanguageModel = make
+reading_check.RetroLanguageModel = dev23.make
 if __name__ == "__main__":
     reading_check.main(reading_check.arguments().parse_args())
